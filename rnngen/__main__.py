@@ -1,0 +1,5 @@
+"""``python -m rnngen`` is ``rnngen``."""
+
+from .cli import main
+
+main(prog_name="rnngen")

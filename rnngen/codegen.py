@@ -1,0 +1,406 @@
+"""Code generation: SymPy printers + Jinja2 templates -> generated modules, written atomically.
+
+A backend is a printer, a function map and a template. Expressions are printed
+with SymPy's NumPy and TensorFlow printers (the table functions print
+themselves); statements, loops and names come from the templates.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
+
+from . import functions, symbolic
+from .spec import CellSpec
+
+HERE = Path(__file__).resolve().parent
+
+
+def _data_dir(name: str) -> Path:
+    """``spec/`` or ``templates/``: the checkout's folder, else the installed copy."""
+    checkout = HERE.parent / name
+    if checkout.is_dir():
+        return checkout
+    return HERE / "data" / name
+
+
+def spec_dir() -> Path:
+    return _data_dir("spec")
+
+
+def template_dir() -> Path:
+    return _data_dir("templates")
+
+
+class NumpyCode(NumPyPrinter):
+    """NumPy printer whose numbers stay Python scalars, so float32 arrays stay float32."""
+
+    _default_settings = {**NumPyPrinter._default_settings, "fully_qualified_modules": False}
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.as_base_exp()
+        if exp == -1:
+            return f"1 / {self.parenthesize(base, 60)}"
+        if exp == 2:
+            b = self.parenthesize(base, 60)
+            return f"{b} * {b}"
+        return f"{self.parenthesize(base, 60)} ** {self._print(exp)}"
+
+
+class TensorflowCode(NumpyCode):
+    """TensorFlow source: the same arithmetic; table functions print their TF names.
+
+    (SymPy's own TensorflowPrinter imports TensorFlow; printing must not.)
+    """
+
+    printmethod = "_tensorflowcode"
+
+
+def py(expr) -> str:
+    """NumPy source for an expression (spaces around + and -)."""
+    if isinstance(expr, str):
+        return expr
+    return NumpyCode().doprint(sp.sympify(expr))
+
+
+def tfpy(expr) -> str:
+    if isinstance(expr, str):
+        return expr
+    return TensorflowCode().doprint(sp.sympify(expr))
+
+
+def tex(expr, names: dict | None = None) -> str:
+    """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1})."""
+    expr = sp.sympify(expr)
+    symbol_names = {}
+    for s in expr.free_symbols:
+        symbol_names[s] = latex_name(str(s))
+    return LatexPrinter({"symbol_names": symbol_names, "mul_symbol": "dot"}).doprint(expr)
+
+
+def latex_name(name: str) -> str:
+    if name.startswith("d_"):
+        return r"\delta " + latex_name(name[2:])
+    if name.endswith("_prev"):
+        return f"{_tex_ident(name[:-5])}_{{t-1}}"
+    return _tex_ident(name)
+
+
+def _tex_ident(name: str) -> str:
+    head, _, rest = name.partition("_")
+    if not rest:
+        return head if len(head) == 1 else rf"\mathrm{{{head}}}"
+    rest = rest.replace("_", r"\_")
+    return rf"\mathrm{{{head}}}_{{\mathrm{{{rest}}}}}"
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(py=py, tfpy=tfpy, tex=tex, latex_name=latex_name, pyrepr=repr)
+    env.globals.update(
+        isinstance=isinstance,
+        Assign=symbolic.Assign,
+        Product=symbolic.Product,
+        StoreAdjoint=symbolic.StoreAdjoint,
+        OperandVJP=symbolic.OperandVJP,
+        Accumulate=symbolic.Accumulate,
+        TABLE=functions.TABLE,
+        enumerate=enumerate,
+        zip=zip,
+        sorted=sorted,
+        len=len,
+        sp=sp,
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a template needs about one spec, precomputed."""
+
+    spec: CellSpec
+    derivation: symbolic.Derivation
+    source: str  # spec path as shown in headers
+
+    @property
+    def used_functions(self) -> list[str]:
+        """Table functions the generated module must define."""
+        names: set[str] = set()
+        for o in self.spec.activation_options:
+            names |= set(o.values)
+        for eq in self.spec.equations:
+            for _, rhs in eq.alternatives:
+                for f in rhs.atoms(sp.Function):
+                    if isinstance(f, functions._Call) and f.call_name in functions.TABLE:
+                        names.add(f.call_name)
+        return sorted(names)
+
+    def weight(self, name: str):
+        return next(w for w in self.spec.weights if w.name == name)
+
+    @property
+    def arguments(self) -> list[str]:
+        return list(dict.fromkeys(w.argument for w in self.spec.weights))
+
+    def argument_default(self, argument: str):
+        return next(w.initializer for w in self.spec.weights if w.argument == argument)
+
+
+# -- template helpers: small questions about a variant, answered from the derivation ----------
+
+
+def _names_in(exprs) -> set[str]:
+    out: set[str] = set()
+    for e in exprs:
+        out |= {str(s) for s in sp.sympify(e).free_symbols}
+    return out
+
+
+def _forward_exprs(v: symbolic.Variant) -> list:
+    exprs = [s.expr for s in v.forward if isinstance(s, symbolic.Assign)]
+    return exprs + [g.operand_expr for g in v.groups]
+
+
+def _backward_exprs(v: symbolic.Variant) -> list:
+    exprs = []
+    for s in v.backward:
+        if isinstance(s, symbolic.Assign | symbolic.Accumulate):
+            exprs.append(s.expr)
+        elif isinstance(s, symbolic.StoreAdjoint):
+            exprs.extend(s.values)
+    exprs += [e for _, e in v.state_grads]
+    if v.x_grad is not None:
+        exprs.append(v.x_grad)
+    return exprs
+
+
+def used_vectors(v: symbolic.Variant, backward: bool = False) -> set[str]:
+    """Vector blocks a forward (or backward) function reads."""
+    if backward:
+        return _names_in(_backward_exprs(v))
+    names = _names_in(_forward_exprs(v))
+    return names | {b.name for g in v.hoisted for _, bs in g.folded for b in bs}
+
+
+def backward_weights(v: symbolic.Variant) -> list[str]:
+    """Weights a backward function reads: product weights and parents of used vectors."""
+    vectors = used_vectors(v, backward=True)
+    names = {g.weight for g in v.groups} | {b.weight for b in v.blocks if b.name in vectors}
+    return [w for w, _ in v.weights if w in names]
+
+
+def backward_states(spec: CellSpec, v: symbolic.Variant) -> list[str]:
+    names = _names_in(_backward_exprs(v))
+    seqs = {operand_seq(spec, v, g) for g in v.groups}
+    return [s for s in spec.states
+            if s in names or f"{s}_prev" in names or f"{s}_seq[:-1]" in seqs]
+
+
+def hoisted_t(v: symbolic.Variant, expr):
+    """Inside the loop a single-product hoisted group is read as ``<name>_t``."""
+    reps = {
+        symbolic.symbol(g.name): symbolic.symbol(f"{g.name}_t")
+        for g in v.hoisted
+        if len(g.products) == 1
+    }
+    return sp.sympify(expr).xreplace(reps)
+
+
+def adjoint_buffers(v: symbolic.Variant) -> list[tuple[str, sp.Expr]]:
+    seen: dict[str, sp.Expr] = {}
+    for g in v.groups:
+        seen.setdefault(g.adjoint, g.width)
+    return list(seen.items())
+
+
+def backward_reads(spec: CellSpec, v: symbolic.Variant) -> list[str]:
+    """Lines binding the forward values one backward step reads."""
+    names = _names_in(_backward_exprs(v))
+    lines = []
+    for s in spec.states:
+        if f"{s}_prev" in names:
+            lines.append(f"{s}_prev = {s}_seq[t]")
+        if s in names:
+            lines.append(f"{s} = {s}_seq[t + 1]")
+    for name, _ in v.stored:
+        if name in names:
+            lines.append(f"{name} = {name}_seq[t]")
+    return lines
+
+
+def operand_seq(spec: CellSpec, v: symbolic.Variant, g: symbolic.Group) -> str:
+    """The operand of a group for every step, as an array (T, B, rows)."""
+    if g.hoisted:
+        return g.operand
+    state = g.operand.removesuffix("_prev")
+    if g.operand.endswith("_prev") and state in spec.states:
+        return f"{state}_seq[:-1]"
+    return f"{g.operand}_seq"
+
+
+def condition(*conds, prefix: str = "") -> str:
+    """Python source for a conjunction of option conditions."""
+    expr = sp.And(*conds)
+    if expr is sp.true:
+        return "True"
+    reps = {s: sp.Symbol(prefix + str(s)) for s in expr.free_symbols}
+    return sp.pycode(expr.xreplace(reps))
+
+
+def gates(spec: CellSpec, d: symbolic.Derivation, tensor: str) -> int:
+    return max(
+        (gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1
+    )
+
+
+def block_slice(w, block: str) -> str:
+    for lay in w.layouts:
+        for r, row in enumerate(lay.blocks):
+            if block in row:
+                width = lay.block_shape()[-1]
+                c = row.index(block)
+                prefix = f"{r}, " if len(lay.blocks) > 1 else ""
+                return f"value[{prefix}{py(width * c)} : {py(width * (c + 1))}]"
+    raise KeyError(block)
+
+
+def units_source(spec: CellSpec) -> str:
+    """Source computing ``units`` from the ``weights`` dict."""
+    units = symbolic.UNITS
+    for w in spec.weights:
+        for lay in w.layouts:
+            if lay.when is not sp.true or w.when is not sp.true:
+                continue
+            for axis, dim in enumerate(lay.shape):
+                coeff = sp.simplify(dim / units)
+                if coeff.is_Integer:
+                    div = "" if coeff == 1 else f" // {coeff}"
+                    return f'weights["{w.name}"].shape[{axis}]{div}'
+    raise ValueError("no unconditional weight has a dimension in units")
+
+
+def render(spec: CellSpec, source: str) -> dict[str, str]:
+    """file name -> text, for one spec."""
+    derivation = symbolic.derive(spec)
+    ctx = Context(spec, derivation, source)
+    env = environment()
+    env.globals.update(
+        used_vectors=used_vectors,
+        backward_weights=backward_weights,
+        mask_names_backward=lambda v: _names_in(_backward_exprs(v))
+        | _names_in(f for _, f in v.hoisted_x_grads),
+        backward_states=lambda v: backward_states(spec, v),
+        hoisted_t=hoisted_t,
+        adjoint_buffers=adjoint_buffers,
+        backward_reads=lambda v: backward_reads(spec, v),
+        operand_seq=lambda v, g: operand_seq(spec, v, g),
+        seed_name=lambda s: f"d_{s.output}",
+        condition=condition,
+        gates=lambda t: gates(spec, derivation, t),
+        block_slice=block_slice,
+        units_source=units_source(spec),
+    )
+    out = {}
+    for template, suffix in (
+        ("numpy_layer.py.j2", "_numpy.py"),
+        ("derivation.md.j2", ".md"),
+        ("tf_layer.py.j2", "_tf.py"),
+    ):
+        if not (template_dir() / template).exists():
+            continue
+        text = env.get_template(template).render(ctx=ctx, spec=spec, d=derivation)
+        if suffix.endswith(".py"):
+            text = format_python(text, f"{spec.name}{suffix}")
+        out[f"{spec.name}{suffix}"] = text
+    return out
+
+
+def format_python(text: str, name: str) -> str:
+    """Check the module parses, then format it with ruff (when available) for stable output."""
+    try:
+        ast.parse(text)
+    except SyntaxError as err:  # a template bug, never a user mistake
+        raise RuntimeError(f"generated {name} does not parse: {err}") from err
+    ruff = _ruff_cmd()
+    if ruff is None:
+        return text
+    cmd = [*ruff, "format", "--quiet", "--line-length", "100", "--stdin-filename", name, "-"]
+    proc = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
+    return proc.stdout if proc.returncode == 0 and proc.stdout else text
+
+
+def _module_ruff():
+    try:
+        from ruff.__main__ import find_ruff_bin  # type: ignore
+
+        return [str(find_ruff_bin())]
+    except Exception:
+        return None
+
+
+def _ruff_cmd() -> list[str] | None:
+    exe = shutil.which("ruff")
+    return [exe] if exe else _module_ruff()
+
+
+def write_atomically(files: dict[str, str], out_dir: Path) -> list[Path]:
+    """Write every file into a temporary folder, check it, then move each into place.
+
+    Either all files are replaced or none is: a failure before the final renames
+    leaves ``out_dir`` exactly as it was.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".rnngen-", dir=out_dir))
+    try:
+        for name, text in files.items():
+            path = tmp / name
+            path.write_text(text, encoding="utf-8", newline="\n")
+            if name.endswith(".py"):
+                ast.parse(text)
+        written = []
+        for name in files:
+            os.replace(tmp / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def render_all(specs: Iterable[tuple[CellSpec, str]]) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for spec, source in specs:
+        files.update(render(spec, source))
+    return files
+
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise RuntimeError("rnngen needs Python 3.11 or newer")

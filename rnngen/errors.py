@@ -1,0 +1,45 @@
+"""Spec errors: every problem names where it is (file:line:col, field) and what would be valid."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a spec. ``line``/``col`` are 1-based; 0 means unknown."""
+
+    file: str
+    line: int
+    col: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}"
+            if self.col:
+                where += f":{self.col}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class SpecError(Exception):
+    """One or more problems in a spec; ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(set(problems), key=lambda p: (p.file, p.line, p.col, p.field))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss, else ''."""
+    match = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def one_of(choices: Iterable[str]) -> str:
+    names = sorted(map(str, choices))
+    return ", ".join(f"'{n}'" for n in names) if names else "(none)"

@@ -1,0 +1,293 @@
+"""The equation language: a whitelist over Python's ``ast``, turned into SymPy objects.
+
+Nothing here evaluates user text: the string is parsed by ``ast.parse`` (which
+runs nothing) and every node outside the whitelist is an error. Names become
+real SymPy symbols, calls become functions from :mod:`rnngen.functions`, and
+``a @ w`` becomes an unevaluated :class:`WeightProduct` whose right side is a weight.
+"""
+
+from __future__ import annotations
+
+import ast
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import sympy as sp
+
+from . import functions
+
+MAX_EQUATION_CHARS = 2000
+MAX_NODES = 500
+MAX_EXPONENT = 16
+
+
+class WeightProduct(sp.Function):
+    """``WeightProduct(a, w)`` is the row-vector product ``a @ w`` with a weight ``w``."""
+
+    nargs = 2
+
+    def _latex(self, printer):
+        a, w = self.args
+        left = printer._print(a)
+        if not isinstance(a, sp.Symbol):
+            left = rf"\left({left}\right)"
+        return rf"{left} {printer._print(w)}"
+
+
+@dataclass(frozen=True)
+class GrammarError(Exception):
+    """A problem at character ``offset`` of the parsed text."""
+
+    offset: int
+    message: str
+
+
+def symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name, real=True)
+
+
+def check_text(text: str) -> None:
+    """Reject text that cannot be an equation before parsing it."""
+    if len(text) > MAX_EQUATION_CHARS:
+        raise GrammarError(0, f"equation is {len(text)} characters long; the limit is {MAX_EQUATION_CHARS}")
+    for i, ch in enumerate(text):
+        if ord(ch) > 127:
+            plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            hint = f" (did you mean '{plain}'?)" if plain else ""
+            name = unicodedata.name(ch, "unknown")
+            raise GrammarError(
+                i, f"non-ASCII character {ch!r} (U+{ord(ch):04X} {name}); names must be ASCII{hint}"
+            )
+
+
+def _parse(text: str) -> ast.expr:
+    check_text(text)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as err:
+        raise GrammarError(max((err.offset or 1) - 1, 0), f"syntax error: {err.msg}") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise GrammarError(0, f"equation has more than {MAX_NODES} syntax nodes")
+    return tree.body
+
+
+_BINOPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+_FORBIDDEN = {
+    ast.Attribute: "attribute access is not allowed",
+    ast.Subscript: "subscripts are not allowed",
+    ast.Lambda: "lambda is not allowed",
+    ast.ListComp: "comprehensions are not allowed",
+    ast.SetComp: "comprehensions are not allowed",
+    ast.DictComp: "comprehensions are not allowed",
+    ast.GeneratorExp: "comprehensions are not allowed",
+    ast.Starred: "starred expressions are not allowed",
+    ast.IfExp: "conditional expressions are not allowed",
+    ast.Compare: "comparisons are not allowed",
+    ast.BoolOp: "'and'/'or' are not allowed in equations",
+    ast.NamedExpr: "assignment expressions are not allowed",
+    ast.JoinedStr: "strings are not allowed",
+    ast.List: "lists are not allowed",
+    ast.Tuple: "tuples are not allowed",
+    ast.Dict: "dicts are not allowed",
+    ast.Set: "sets are not allowed",
+    ast.Await: "await is not allowed",
+    ast.Yield: "yield is not allowed",
+}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What names mean in an equation.
+
+    ``variables``: names usable as vectors; ``weights``: names usable right of ``@``;
+    ``calls``: function name -> SymPy function class (table functions and option
+    activations); ``unsupported``: known functions that are refused, with why.
+    """
+
+    variables: frozenset[str]
+    weights: frozenset[str]
+    calls: Mapping[str, type]
+    unsupported: Mapping[str, str]
+
+
+def parse_equation(text: str, vocab: Vocabulary) -> sp.Expr:
+    """Parse one right-hand side into a SymPy expression (raises GrammarError)."""
+    return _Equation(vocab).visit(_parse(text))
+
+
+class _Equation:
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+
+    def visit(self, node: ast.AST) -> sp.Expr:
+        off = getattr(node, "col_offset", 0)
+        for kind, why in _FORBIDDEN.items():
+            if isinstance(node, kind):
+                raise GrammarError(off, why)
+        method: Callable | None = getattr(self, f"visit_{type(node).__name__}", None)
+        if method is None:
+            raise GrammarError(off, f"'{type(node).__name__}' syntax is not allowed in equations")
+        return method(node)
+
+    def visit_Constant(self, node: ast.Constant) -> sp.Expr:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise GrammarError(node.col_offset, f"{type(value).__name__} constants are not allowed")
+        if abs(value) > 1e6:
+            raise GrammarError(node.col_offset, f"constant {value!r} is too large (limit 1e6)")
+        return sp.Integer(value) if isinstance(value, int) else sp.Float(value, 17)
+
+    def visit_Name(self, node: ast.Name) -> sp.Expr:
+        name = node.id
+        if name.startswith("__"):
+            raise GrammarError(node.col_offset, f"dunder name '{name}' is not allowed")
+        if name in self.vocab.variables:
+            return symbol(name)
+        if name in self.vocab.weights:
+            return symbol(name)
+        if name in self.vocab.calls or name in self.vocab.unsupported:
+            raise GrammarError(node.col_offset, f"function '{name}' must be called, e.g. {name}(x)")
+        from .errors import suggest
+
+        known = self.vocab.variables | self.vocab.weights
+        raise GrammarError(node.col_offset, f"unknown name '{name}'{suggest(name, known)}")
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> sp.Expr:
+        if isinstance(node.op, ast.USub):
+            return -self.visit(node.operand)
+        if isinstance(node.op, ast.UAdd):
+            return self.visit(node.operand)
+        raise GrammarError(node.col_offset, f"operator '{type(node.op).__name__}' is not allowed")
+
+    def visit_BinOp(self, node: ast.BinOp) -> sp.Expr:
+        if isinstance(node.op, ast.MatMult):
+            right = node.right
+            if not isinstance(right, ast.Name) or right.id not in self.vocab.weights:
+                what = right.id if isinstance(right, ast.Name) else ast.unparse(right)
+                raise GrammarError(
+                    right.col_offset,
+                    f"the right side of '@' must be a weight, not '{what}'",
+                )
+            return WeightProduct(self.visit(node.left), symbol(right.id))
+        if isinstance(node.op, ast.Pow):
+            base = self.visit(node.left)
+            return base ** self._exponent(node.right)
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise GrammarError(node.col_offset, f"operator '{type(node.op).__name__}' is not allowed")
+        return op(self.visit(node.left), self.visit(node.right))
+
+    def _exponent(self, node: ast.expr) -> sp.Expr:
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            sign = -1 if isinstance(node.op, ast.USub) else 1
+            node = node.operand
+        if not isinstance(node, ast.Constant) or isinstance(node.value, bool) or not isinstance(
+            node.value, int | float
+        ):
+            raise GrammarError(
+                node.col_offset, "the exponent must be a number literal such as 2 or 0.5"
+            )
+        if abs(node.value) > MAX_EXPONENT:
+            raise GrammarError(
+                node.col_offset, f"exponent {node.value!r} is out of range (|exponent| <= {MAX_EXPONENT})"
+            )
+        value = node.value * sign
+        return sp.Integer(value) if isinstance(value, int) else sp.nsimplify(value)
+
+    def visit_Call(self, node: ast.Call) -> sp.Expr:
+        from .errors import suggest
+
+        if not isinstance(node.func, ast.Name):
+            raise GrammarError(node.col_offset, "only named functions can be called")
+        name = node.func.id
+        if name in self.vocab.unsupported:
+            raise GrammarError(
+                node.col_offset, f"function '{name}' is not supported: {self.vocab.unsupported[name]}"
+            )
+        if name not in self.vocab.calls:
+            raise GrammarError(
+                node.col_offset,
+                f"unknown function '{name}'{suggest(name, self.vocab.calls)}",
+            )
+        if node.keywords:
+            raise GrammarError(node.col_offset, f"'{name}' takes no keyword arguments")
+        if len(node.args) != 1:
+            raise GrammarError(node.col_offset, f"'{name}' takes exactly one argument")
+        return self.vocab.calls[name](self.visit(node.args[0]))
+
+
+# -- shapes and conditions -----------------------------------------------------------------
+
+SIZE_NAMES = ("units", "input_dim")
+
+
+def parse_dimension(text) -> sp.Expr:
+    """``3 * units`` -> ``3*units``: a positive integer multiple of units or input_dim, or an int."""
+    if isinstance(text, bool):
+        raise GrammarError(0, "a dimension must be 'units', 'input_dim', 'N * units' or an integer")
+    if isinstance(text, int):
+        if text <= 0:
+            raise GrammarError(0, f"dimension {text} must be positive")
+        return sp.Integer(text)
+    if not isinstance(text, str):
+        raise GrammarError(0, "a dimension must be 'units', 'input_dim', 'N * units' or an integer")
+    vocab = Vocabulary(frozenset(SIZE_NAMES), frozenset(), {}, {})
+    try:
+        expr = _Equation(vocab).visit(_parse(text))
+    except GrammarError as err:
+        raise GrammarError(err.offset, f"invalid dimension: {err.message}") from None
+    poly = sp.Poly(expr, *[symbol(n) for n in SIZE_NAMES]) if expr.free_symbols else None
+    if poly is None or poly.total_degree() != 1 or len(poly.terms()) != 1:
+        raise GrammarError(0, f"dimension '{text}' must be a positive integer multiple of one size")
+    coeff = poly.terms()[0][1]
+    if not (coeff.is_integer and coeff > 0):
+        raise GrammarError(0, f"dimension '{text}' must be a positive integer multiple of one size")
+    return expr
+
+
+def parse_condition(text, options: frozenset[str]) -> sp.Basic:
+    """``use_bias and not reset_after`` -> a SymPy boolean over option symbols."""
+    if isinstance(text, bool):
+        return sp.true if text else sp.false
+    if not isinstance(text, str):
+        raise GrammarError(0, "a condition must be a boolean option name, or and/or/not of them")
+    tree = _parse(text)
+
+    def visit(node):
+        if isinstance(node, ast.Name):
+            if node.id not in options:
+                from .errors import suggest
+
+                raise GrammarError(
+                    node.col_offset,
+                    f"unknown boolean option '{node.id}'{suggest(node.id, options)}",
+                )
+            return sp.Symbol(node.id)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return sp.Not(visit(node.operand))
+        if isinstance(node, ast.BoolOp):
+            parts = [visit(v) for v in node.values]
+            return sp.And(*parts) if isinstance(node.op, ast.And) else sp.Or(*parts)
+        raise GrammarError(
+            getattr(node, "col_offset", 0),
+            "a condition may only use boolean option names with and/or/not",
+        )
+
+    return visit(tree)
+
+
+def holds(condition: sp.Basic, values: Mapping[str, bool]) -> bool:
+    result = condition.subs({sp.Symbol(k): bool(v) for k, v in values.items()})
+    return bool(result)
+
+
+def matmuls(expr: sp.Basic) -> list[WeightProduct]:
+    return sorted(expr.atoms(WeightProduct), key=sp.default_sort_key)

@@ -1,0 +1,576 @@
+"""Symbolic derivation: one time step's forward program and its vector-Jacobian products.
+
+For each *variant* of a spec (a combination of its boolean options, with or
+without dropout masks) this module turns the step equations into a small
+program over named vectors:
+
+* weight products ``a @ w`` become symbols; products that share an operand and
+  are blocks of one fused weight are grouped so they run as one matrix product,
+  and groups whose operand depends only on ``x`` are *hoisted* out of the time
+  loop (one GEMM over all steps), with the biases added next to them folded in;
+* the backward program is reverse-mode differentiation of that program, one
+  statement per forward statement, by ``sympy.diff``. Derivatives of table
+  functions are written in terms of their outputs where possible (tanh' = 1 - y²),
+  and a product's operand gets its gradient by the transpose rule
+  (``d_a = d_p @ w.T``), so no derivative is ever 4-D.
+
+The time loop is not unrolled here: the templates write it around one step.
+Everything returned is plain frozen data holding SymPy expressions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import product as cartesian
+
+import sympy as sp
+
+from . import functions
+from .grammar import WeightProduct, symbol
+from .spec import CellSpec, Layout
+
+UNITS = symbol("units")
+
+
+# -- the program -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where a named block lives inside its weight: ``weight[row, ..., start:stop]``."""
+
+    name: str
+    weight: str
+    row: int | None
+    start: sp.Expr
+    stop: sp.Expr
+    full: bool  # the block is the whole weight
+
+
+@dataclass(frozen=True)
+class Group:
+    """Products ``operand @ block`` for consecutive blocks of one weight, run as one GEMM.
+
+    ``products`` pairs each product symbol with its block. ``folded`` lists, per
+    product, the bias vectors added to it (only for hoisted groups).
+    """
+
+    name: str
+    operand: str
+    operand_expr: sp.Expr
+    weight: str
+    start: sp.Expr
+    stop: sp.Expr
+    full: bool
+    products: tuple[tuple[str, Block], ...]
+    hoisted: bool
+    folded: tuple[tuple[str, tuple[Block, ...]], ...] = ()
+    adjoint: str = ""  # name of the buffer holding d_<group> for every step
+
+    @property
+    def width(self) -> sp.Expr:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``target = expr`` (elementwise)."""
+
+    target: str
+    expr: sp.Expr
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Product:
+    """Forward: compute a group's products for this step."""
+
+    group: Group
+
+
+@dataclass(frozen=True)
+class StoreAdjoint:
+    """Backward: write the adjoint of each product of ``group`` into its per-step buffer."""
+
+    group: Group
+    values: tuple[sp.Expr, ...]
+
+
+@dataclass(frozen=True)
+class OperandVJP:
+    """Backward: ``target = d_<group> @ weight[..., cols].T`` (the transpose rule)."""
+
+    target: str
+    group: Group
+
+
+@dataclass(frozen=True)
+class Accumulate:
+    """Backward: ``d_<block> += expr.sum(axis=0)`` for a vector weight used elementwise."""
+
+    block: Block
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """After the loop: ``d_<block> += d_<group>[..., product cols].sum over steps and batch``."""
+
+    block: Block
+    group: Group
+    product: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One fully resolved cell: fixed boolean options, dropout on or off."""
+
+    index: int
+    options: tuple[tuple[str, bool], ...]
+    dropout: bool
+    weights: tuple[tuple[str, Layout], ...]  # present weights and their layout
+    blocks: tuple[Block, ...]
+    hoisted: tuple[Group, ...]
+    forward: tuple  # Assign | Product, in order
+    stored: tuple[tuple[str, sp.Expr], ...]  # per-step forward values the backward needs, with size
+    backward: tuple  # Assign | StoreAdjoint | OperandVJP | Accumulate, in order
+    state_grads: tuple[tuple[str, sp.Expr], ...]  # d_<state>_prev expressions
+    x_grad: sp.Expr | None  # per-step elementwise contribution to d_x (rare)
+    hoisted_x_grads: tuple[tuple[Group, sp.Expr], ...]  # d_operand -> d_x factor per hoisted group
+    reductions: tuple[Reduce, ...]
+    groups: tuple[Group, ...]  # every group, hoisted first
+    masks: tuple[tuple[str, int, str], ...]  # (mask symbol, gate index, tensor)
+
+    @property
+    def name(self) -> str:
+        return f"v{self.index}"
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.options]
+        parts.append("with dropout masks" if self.dropout else "no dropout")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    spec: CellSpec
+    variants: tuple[Variant, ...]
+    bool_options: tuple[str, ...]
+
+    def variant_table(self) -> list[tuple[tuple[bool, ...], bool, Variant]]:
+        return [(tuple(v for _, v in var.options), var.dropout, var) for var in self.variants]
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def derive(spec: CellSpec) -> Derivation:
+    """Derive every variant of ``spec``."""
+    bools = tuple(o.name for o in spec.bool_options)
+    dropouts = (False, True) if spec.dropout else (False,)
+    variants = []
+    for values in cartesian((True, False), repeat=len(bools)):
+        options = dict(zip(bools, values, strict=True))
+        for with_dropout in dropouts:
+            variants.append(_derive_variant(spec, options, with_dropout, len(variants)))
+    return Derivation(spec, tuple(variants), bools)
+
+
+def _blocks(spec: CellSpec, options: dict) -> dict[str, Block]:
+    out = {}
+    for w in spec.weights:
+        lay = w.layout(options)
+        if lay is None:
+            continue
+        width = lay.block_shape()[-1]
+        for r, row in enumerate(lay.blocks):
+            for c, name in enumerate(row):
+                full = len(lay.blocks) == 1 and len(row) == 1
+                out[name] = Block(
+                    name, w.name, r if len(lay.blocks) > 1 else None, width * c, width * (c + 1), full
+                )
+    return out
+
+
+def _substitute_absent(expr: sp.Expr, absent: set[str]) -> sp.Expr:
+    """Absent weights are zero: drop their products and set absent vectors to 0."""
+    reps = {wp: sp.Integer(0) for wp in expr.atoms(WeightProduct) if str(wp.args[1]) in absent}
+    reps |= {s: sp.Integer(0) for s in expr.free_symbols if str(s) in absent}
+    return expr.xreplace(reps) if reps else expr
+
+
+def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: int) -> Variant:
+    blocks = _blocks(spec, options)
+    all_weight_names = {n for w in spec.weights for lay in w.layouts for n in lay.names()}
+    absent = all_weight_names - set(blocks)
+    states = spec.states
+    state_prev = {f"{s}_prev" for s in states}
+    dropout_tensors = dict(spec.dropout) if with_dropout else {}
+
+    # 1. resolve equations; products become symbols, grouped by (operand, weight, row)
+    equations: list[tuple[str, sp.Expr]] = []
+    for eq in spec.equations:
+        rhs = _substitute_absent(eq.rhs(options), absent)
+        equations.append((eq.name, rhs))
+
+    masks: dict[tuple[str, int], sp.Symbol] = {}
+
+    def masked(operand: sp.Expr, gate: int) -> sp.Expr:
+        reps = {}
+        for s in operand.free_symbols:
+            if str(s) in dropout_tensors:
+                m = masks.setdefault((str(s), gate), symbol(f"{s}_mask_{gate}"))
+                reps[s] = s * m
+        return operand.xreplace(reps) if reps else operand
+
+    product_info: dict[sp.Expr, tuple] = {}  # WeightProduct -> (key, block)
+    for _, rhs in equations:
+        for wp in sorted(rhs.atoms(WeightProduct), key=sp.default_sort_key):
+            block = blocks[str(wp.args[1])]
+            gate = _gate_index(spec, block)
+            operand = masked(wp.args[0], gate)
+            product_info[wp] = ((operand, block.weight, block.row), block)
+
+    by_key: dict[tuple, list] = defaultdict(list)
+    for wp, (key, block) in product_info.items():
+        if all(b is not block for _, b in by_key[key]):
+            by_key[key].append((wp, block))
+
+    loop_vars = state_prev | {eq for eq, _ in equations}
+    operand_names: dict[sp.Expr, str] = {}
+    groups: list[Group] = []
+    product_symbol: dict[sp.Expr, sp.Symbol] = {}
+    taken = set(all_weight_names) | {n for n, _ in equations} | state_prev | {"x"}
+    for (operand, weight, row), members in by_key.items():
+        members.sort(key=lambda m: sp.default_sort_key(m[1].start))
+        runs: list[list] = [[members[0]]]
+        for m in members[1:]:
+            if sp.simplify(m[1].start - runs[-1][-1][1].stop) == 0:
+                runs[-1].append(m)
+            else:
+                runs.append([m])
+        if operand not in operand_names:
+            if isinstance(operand, sp.Symbol):
+                operand_names[operand] = str(operand)
+            else:
+                operand_names[operand] = _fresh(_operand_name(operand), taken)
+        oname = operand_names[operand]
+        hoisted = not ({str(s) for s in operand.free_symbols} & loop_vars)
+        for run in runs:
+            full = run[0][1].start == 0 and all(b.full for _, b in run) or (
+                run[0][1].start == 0 and _covers(spec, weight, options, run[-1][1].stop)
+            )
+            suffix = "" if full else "_" + "".join(_block_suffix(b.name, weight) for _, b in run)
+            gname = _fresh(f"{oname}_{weight}{suffix}", taken)
+            prods = []
+            for wp, block in run:
+                pname = gname if len(run) == 1 else _fresh(f"{oname}_{block.name}", taken)
+                product_symbol[wp] = symbol(pname)
+                prods.append((pname, block))
+            groups.append(
+                Group(gname, oname, operand, weight, run[0][1].start, run[-1][1].stop, full,
+                      tuple(prods), hoisted)
+            )
+
+    # replace products by their symbols; fold biases into hoisted products
+    hoisted_products = {p for g in groups if g.hoisted for p, _ in g.products}
+    vector_blocks = {n for n, b in blocks.items() if _is_vector(spec, n)}
+    folded: dict[str, list[Block]] = defaultdict(list)
+
+    def fold(expr):
+        if isinstance(expr, sp.Add):
+            args = [fold(a) for a in expr.args]
+            hp = [a for a in args if isinstance(a, sp.Symbol) and str(a) in hoisted_products]
+            if hp:
+                target = str(hp[0])
+                keep = []
+                for a in args:
+                    if isinstance(a, sp.Symbol) and str(a) in vector_blocks:
+                        folded[target].append(blocks[str(a)])
+                    else:
+                        keep.append(a)
+                return sp.Add(*keep)
+            return sp.Add(*args)
+        if expr.args and not isinstance(expr, sp.Symbol | sp.Number):
+            return expr.func(*[fold(a) for a in expr.args])
+        return expr
+
+    resolved = []
+    for name, rhs in equations:
+        rhs = fold(rhs.xreplace(product_symbol))
+        for call in sorted(_nested_calls(rhs), key=sp.count_ops):
+            node = _fresh(f"{type(call).__name__}_{_operand_name(call.args[0])}", taken)
+            resolved.append((node, call))
+            rhs = rhs.xreplace({call: symbol(node)})
+        resolved.append((name, rhs))
+    groups = [
+        Group(**{**g.__dict__, "folded": tuple(
+            (p, tuple(folded[p])) for p, _ in g.products if folded.get(p))})
+        for g in groups
+    ]
+
+    # 2. forward program: equations in order, each group emitted just before first use
+    group_of = {p: g for g in groups for p, _ in g.products}
+    forward: list = []
+    emitted: set[str] = set()
+    operand_nodes = {}
+    for name, rhs in resolved:
+        for sym in sorted(rhs.free_symbols, key=str):
+            g = group_of.get(str(sym))
+            if g is None or g.hoisted or g.name in emitted:
+                continue
+            if not isinstance(g.operand_expr, sp.Symbol) and g.operand not in operand_nodes:
+                operand_nodes[g.operand] = g.operand_expr
+                forward.append(Assign(g.operand, g.operand_expr, "operand of a weight product"))
+            forward.append(Product(g))
+            emitted.add(g.name)
+        forward.append(Assign(name, rhs))
+
+    # 3. backward program: reverse-mode over the forward statements
+    node_values = {name: rhs for name, rhs in resolved} | operand_nodes
+    backward, state_grads, x_grad, reductions = _reverse(
+        spec, forward, node_values, groups, blocks, vector_blocks
+    )
+
+    # values the backward needs at each step
+    available = state_prev | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
+    available |= set(blocks) | {g.name for g in groups if g.hoisted}
+    needed: set[str] = set()
+    for stmt in backward:
+        exprs = {
+            Assign: lambda s: [s.expr],
+            StoreAdjoint: lambda s: list(s.values),
+            Accumulate: lambda s: [s.expr],
+            OperandVJP: lambda s: [],
+        }[type(stmt)](stmt)
+        for e in exprs:
+            needed |= {str(s) for s in e.free_symbols}
+    for _, e in state_grads:
+        needed |= {str(s) for s in e.free_symbols}
+    for g in groups:
+        if not g.hoisted and g.operand not in available:
+            needed.add(g.operand)  # for the weight gradient after the loop
+    sizes = dict(spec.sizes)
+    for name, rhs in resolved:
+        if name not in sizes:  # named nested calls: same size as their argument
+            arg = next(iter(rhs.free_symbols))
+            sizes[name] = sizes[str(arg)]
+    for g in groups:
+        sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
+        for p, b in g.products:
+            sizes[p] = _block_cols(spec, b)
+    stored = tuple(
+        (n, sizes[n]) for n in _forward_order(forward)
+        if n in needed and n not in available and not n.startswith("d_")
+    )
+
+    hoisted_x = []
+    xs = symbol("x")
+    for g in groups:
+        if g.hoisted and xs in g.operand_expr.free_symbols:
+            hoisted_x.append((g, sp.diff(g.operand_expr, xs)))
+
+    return Variant(
+        index=index,
+        options=tuple(options.items()),
+        dropout=with_dropout,
+        weights=tuple((w.name, w.layout(options)) for w in spec.weights if w.layout(options)),
+        blocks=tuple(blocks.values()),
+        hoisted=tuple(g for g in groups if g.hoisted),
+        forward=tuple(forward),
+        stored=stored,
+        backward=tuple(backward),
+        state_grads=tuple(state_grads),
+        x_grad=x_grad,
+        hoisted_x_grads=tuple(hoisted_x),
+        reductions=tuple(reductions),
+        groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
+        masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
+    )
+
+
+def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
+    """Reverse-mode differentiation of one step's forward program."""
+    adj: dict[str, list[sp.Expr]] = defaultdict(list)
+    states = set(spec.states)
+    for s in spec.states:
+        adj[s].append(symbol(f"d_{s}"))
+    if spec.output not in states:
+        adj[spec.output].append(symbol(f"d_{spec.output}"))
+    forward_values = {name: expr for name, expr in node_values.items()}
+    backward: list = []
+    diff_vars = set(node_values) | {f"{s}_prev" for s in spec.states} | {"x"} | vector_blocks
+    diff_vars |= {p for g in groups for p, _ in g.products}
+    reverse_subs = _reverse_substitutions(forward_values)
+    group_values: dict[str, tuple] = {}
+    vjp_names: set[str] = set()
+
+    for stmt in reversed(forward):
+        if isinstance(stmt, Assign):
+            terms = adj.pop(stmt.target, [])
+            if not terms:
+                continue
+            d_y = symbol(f"d_{stmt.target}")
+            total = sp.Add(*terms)
+            if isinstance(total, sp.Symbol):
+                d_y = total
+            else:
+                backward.append(Assign(f"d_{stmt.target}", total))
+            seed, arg, pre = d_y, stmt.expr, None
+            if isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
+                # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
+                pre = symbol(f"d_{stmt.target}_pre")
+                grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)
+                backward.append(Assign(str(pre), d_y * grad, f"through {type(arg).__name__}"))
+                seed, arg = pre, arg.args[0]
+            for v in sorted(arg.free_symbols, key=str):
+                if str(v) not in diff_vars:
+                    continue
+                partial = _simplify(sp.diff(arg, v), reverse_subs)
+                if partial != 0:
+                    adj[str(v)].append(seed * partial)
+        else:  # Product
+            g = stmt.group
+            values = tuple(sp.Add(*adj.pop(p, [])) for p, _ in g.products)
+            group_values[g.name] = values
+            backward.append(StoreAdjoint(g, values))
+            target = _fresh(f"d_{g.operand}_via_{g.weight}", vjp_names)
+            backward.append(OperandVJP(target, g))
+            adj[g.operand].append(symbol(target))
+
+    # hoisted groups: their products' adjoints are stored too
+    for g in groups:
+        if g.hoisted:
+            values = tuple(sp.Add(*adj.pop(p, [])) for p, _ in g.products)
+            group_values[g.name] = values
+            backward.append(StoreAdjoint(g, values))
+
+    # share an adjoint buffer between groups whose stored values are identical
+    first_with: dict = {}
+    renamed = {}
+    for g in groups:
+        key = (group_values[g.name], g.start, g.stop)
+        owner = first_with.setdefault(key, g.name)
+        renamed[g.name] = f"d_{owner}"
+    backward = [_with_adjoint(s, renamed) for s in backward]
+    groups[:] = [_regroup(g, renamed) for g in groups]
+
+    # vector weights: reduce from a stored adjoint buffer when equal, else accumulate per step
+    reductions = []
+    for name in sorted(vector_blocks):
+        terms = adj.pop(name, [])
+        if not terms:
+            continue
+        total = sp.Add(*terms)
+        for g in groups:
+            hit = next((p for (p, _), v in zip(g.products, group_values[g.name], strict=True)
+                        if v == total), None)
+            if hit is not None:
+                reductions.append(Reduce(blocks[name], g, hit))
+                break
+        else:
+            backward.append(Accumulate(blocks[name], total))
+    for g in groups:
+        for p, folded in g.folded:
+            for b in folded:
+                reductions.append(Reduce(b, g, p))
+
+    state_grads = [(s, sp.Add(*adj.pop(f"{s}_prev", []))) for s in spec.states]
+    x_terms = adj.pop("x", [])
+    return backward, state_grads, (sp.Add(*x_terms) if x_terms else None), reductions
+
+
+def _nested_calls(expr: sp.Expr) -> set:
+    """Table-function calls below the top of an expression (``tanh(c)`` in ``o * tanh(c)``)."""
+    inner = expr.args[0] if isinstance(expr, functions._Call) else expr
+    return {a for a in sp.preorder_traversal(inner) if isinstance(a, functions._Call)}
+
+
+def _with_adjoint(stmt, renamed):
+    if isinstance(stmt, StoreAdjoint | OperandVJP):
+        return type(stmt)(**{**stmt.__dict__, "group": _regroup(stmt.group, renamed)})
+    return stmt
+
+
+def _regroup(g: Group, renamed) -> Group:
+    return Group(**{**g.__dict__, "adjoint": renamed[g.name]})
+
+
+def _reverse_substitutions(values: dict[str, sp.Expr]) -> dict:
+    """Map each forward right-hand side back to its name, so derivatives reuse forward values."""
+    return {expr: symbol(name) for name, expr in values.items() if not isinstance(expr, sp.Symbol)}
+
+
+def _simplify(expr: sp.Expr, reverse_subs: dict) -> sp.Expr:
+    return expr.xreplace(reverse_subs)
+
+
+def _forward_order(forward) -> list[str]:
+    out = []
+    for stmt in forward:
+        if isinstance(stmt, Assign):
+            out.append(stmt.target)
+        else:
+            out.extend(p for p, _ in stmt.group.products)
+    return out
+
+
+def _fresh(name: str, taken: set) -> str:
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def _operand_name(expr: sp.Expr) -> str:
+    names = sorted(str(s) for s in expr.free_symbols if "_mask_" not in str(s))
+    gates = sorted(str(s).rsplit("_", 1)[1] for s in expr.free_symbols if "_mask_" in str(s))
+    base = "_".join(names) or "operand"
+    return f"{base}_dropped{''.join(gates)}" if gates else base
+
+
+def _block_suffix(block: str, weight: str) -> str:
+    return block[len(weight) + 1:] if block.startswith(weight + "_") else block
+
+
+def _gate_index(spec: CellSpec, block: Block) -> int:
+    w = next(w for w in spec.weights if w.name == block.weight)
+    for lay in w.layouts:
+        for row in lay.blocks:
+            if block.name in row:
+                return row.index(block.name)
+    return 0
+
+
+def _covers(spec, weight, options, stop) -> bool:
+    w = next(w for w in spec.weights if w.name == weight)
+    lay = w.layout(options)
+    return len(lay.blocks) == 1 and sp.simplify(lay.shape[-1] - stop) == 0
+
+
+def _is_vector(spec: CellSpec, name: str) -> bool:
+    for w in spec.weights:
+        for lay in w.layouts:
+            if name in lay.names():
+                return len(lay.block_shape()) == 1
+    return False
+
+
+def _block_cols(spec, block: Block) -> sp.Expr:
+    return block.stop - block.start
+
+
+def _operand_size(spec, g: Group, blocks) -> sp.Expr:
+    w = next(w for w in spec.weights if w.name == g.weight)
+    return w.layouts[0].shape[0]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts for the derivation document."""
+
+    variants: int = 0
+    statements: int = 0
+    extra: dict = field(default_factory=dict)
