@@ -1082,7 +1082,7 @@ def _backward_v3(
     # gradients of the weight products, kept for every step
     d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
     d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
+    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     stop = 0 if truncate is None else max(T - truncate, 0)
@@ -1101,8 +1101,9 @@ def _backward_v3(
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
+        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_x_dropped2_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
         )
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
@@ -1116,7 +1117,6 @@ def _backward_v3(
         d_h_prev_dropped0_via_recurrent_kernel = (
             d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
         )
-        d_x_dropped2_kernel_h[t] = d_hh_pre
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1137,7 +1137,8 @@ def _backward_v3(
         d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
     ).reshape(T, B, -1)
     d_x_dropped2_x_dropped2_kernel_h = (
-        d_x_dropped2_kernel_h.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
+        d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+        @ kernel[:, 2 * units : 3 * units].T
     ).reshape(T, B, -1)
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
@@ -1151,7 +1152,7 @@ def _backward_v3(
     ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
     d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
         T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
+    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
     d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
         T * B, -1
     ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
@@ -1160,10 +1161,12 @@ def _backward_v3(
     ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
     d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_dropped2_seq.reshape(
         T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
+    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
     d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z.sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r.sum(axis=(0, 1))
-    d_weights["bias"][2 * units : 3 * units] += d_x_dropped2_kernel_h.sum(axis=(0, 1))
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h.sum(
+        axis=(0, 1)
+    )
     return d_x, [d_h], d_weights
 
 
@@ -1875,7 +1878,7 @@ def _backward_v7(
     # gradients of the weight products, kept for every step
     d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
     d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
+    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     stop = 0 if truncate is None else max(T - truncate, 0)
@@ -1894,8 +1897,9 @@ def _backward_v7(
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
+        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_x_dropped2_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
         )
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
@@ -1909,7 +1913,6 @@ def _backward_v7(
         d_h_prev_dropped0_via_recurrent_kernel = (
             d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
         )
-        d_x_dropped2_kernel_h[t] = d_hh_pre
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1930,7 +1933,8 @@ def _backward_v7(
         d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
     ).reshape(T, B, -1)
     d_x_dropped2_x_dropped2_kernel_h = (
-        d_x_dropped2_kernel_h.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
+        d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+        @ kernel[:, 2 * units : 3 * units].T
     ).reshape(T, B, -1)
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
@@ -1944,7 +1948,7 @@ def _backward_v7(
     ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
     d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
         T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
+    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
     d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
         T * B, -1
     ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
@@ -1953,7 +1957,7 @@ def _backward_v7(
     ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
     d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_dropped2_seq.reshape(
         T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
+    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
     return d_x, [d_h], d_weights
 
 

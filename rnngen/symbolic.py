@@ -447,9 +447,11 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
             backward.append(StoreAdjoint(g, values))
 
     # share an adjoint buffer between groups whose stored values are identical
+    # (the owner is the group stored first, so reads in the same step follow its write)
     first_with: dict = {}
     renamed = {}
-    for g in groups:
+    store_order = [s.group for s in backward if isinstance(s, StoreAdjoint)]
+    for g in store_order:
         key = (group_values[g.name], g.start, g.stop)
         owner = first_with.setdefault(key, g.name)
         renamed[g.name] = f"d_{owner}"
