@@ -57,12 +57,12 @@ class NumpyCode(NumPyPrinter):
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.as_base_exp()
-        if exp == -1:
-            return f"1 / {self.parenthesize(base, 60)}"
-        if exp == 2:
-            b = self.parenthesize(base, 60)
-            return f"{b} * {b}"
-        return f"{self.parenthesize(base, 60)} ** {self._print(exp)}"
+        if exp.is_Integer and exp < 0:
+            return f"1/{self.parenthesize(base ** -exp, 60)}"
+        if exp.is_Integer:
+            return f"{self.parenthesize(base, 60)}**{exp}"
+        return super()._print_Pow(expr, rational=rational)
+
 
 
 class TensorflowCode(NumpyCode):

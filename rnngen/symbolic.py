@@ -352,14 +352,13 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         if not g.hoisted and g.operand not in available:
             needed.add(g.operand)  # for the weight gradient after the loop
     sizes = dict(spec.sizes)
-    for name, rhs in resolved:
-        if name not in sizes:  # named nested calls: same size as their argument
-            arg = next(iter(rhs.free_symbols))
-            sizes[name] = sizes[str(arg)]
     for g in groups:
         sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
         for p, b in g.products:
             sizes[p] = _block_cols(spec, b)
+    for name, rhs in resolved:
+        if name not in sizes:  # named nested calls: same size as their argument
+            sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
     stored = tuple(
         (n, sizes[n]) for n in _forward_order(forward)
         if n in needed and n not in available and not n.startswith("d_")
