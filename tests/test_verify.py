@@ -1,0 +1,179 @@
+"""``rnngen verify``: passes on the shipped specs and a new spec, and catches deliberate bugs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from rnngen import (
+    codegen,  # noqa: E402
+    verify,  # noqa: E402
+)
+
+SPEC_DIR = codegen.spec_dir()
+GENERATED = SPEC_DIR.parent / "generated"
+
+INDRNN = """\
+name: indrnn
+class_name: IndRNN
+doc: Independently recurrent network, h_t = activation(x_t @ kernel + u * h_{t-1} + bias).
+options:
+  activation: tanh
+  use_bias: true
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  u: {shape: [units], initializer: ones}
+  bias: {shape: [units], initializer: zeros, when: use_bias}
+states: [h]
+output: h
+dropout: {x: dropout, h_prev: recurrent_dropout}
+full_dropout: drops
+step:
+  h: activation(x @ kernel + u * h_prev + bias)
+"""
+
+
+def _status(results):
+    return {(r.backend, r.check): r.status for r in results}
+
+
+def _failing(results):
+    return {r.check for r in results if r.status in ("fail", "error")}
+
+
+@pytest.mark.parametrize("name", ["simple_rnn", "gru", "lstm"])
+def test_shipped_specs_pass_quick(name):
+    results = verify.verify_spec(SPEC_DIR / f"{name}.yaml", quick=True, seed=0)
+    bad = [(r.check, r.failure) for r in results if not r.passed]
+    assert not bad, bad
+    checks = {r.check for r in results if r.status == "pass"}
+    assert checks == {"keras", "autodiff", "finite_diff", "hygiene"}
+    assert all(r.configs > 0 for r in results)
+
+
+def test_new_spec_without_reference(tmp_path):
+    path = tmp_path / "indrnn.yaml"
+    path.write_text(INDRNN, encoding="utf-8")
+    results = verify.verify_spec(path, quick=True, seed=1, full_jacobian=True)
+    status = _status(results)
+    assert status[("numpy", "keras")] == "n/a"
+    for check in ("autodiff", "finite_diff", "hygiene"):
+        assert status[("numpy", check)] == "pass", [r for r in results if r.check == check]
+
+
+def test_cli_json(tmp_path):
+    out = tmp_path / "r.json"
+    ok = verify.run_cli(
+        [SPEC_DIR / "simple_rnn.yaml"], backends=["numpy"], quick=True, seed=3, json_path=out
+    )
+    assert ok
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["ok"] and data["seed"] == 3
+    assert {r["check"] for r in data["results"]} == {"keras", "autodiff", "finite_diff", "hygiene"}
+
+
+def test_numpy_module_argument_injects_a_module(tmp_path):
+    source = (GENERATED / "simple_rnn_numpy.py").read_text(encoding="utf-8")
+    path = tmp_path / "mutant.py"
+    path.write_text(source.replace("d_x += d_x_x_kernel\n", "d_x -= d_x_x_kernel\n"), "utf-8")
+    module = verify.import_path(path)
+    results = verify.verify_spec(
+        SPEC_DIR / "simple_rnn.yaml", quick=True, numpy_module=module, checks=("autodiff",)
+    )
+    assert [(r.check, r.status) for r in results] == [("autodiff", "fail")]
+    assert results[0].failure["tensor"] == "d inputs"
+
+
+# -- mutation tests: a deliberate bug in the generated source must be caught ---------------------
+
+
+def _swap(text, a, b):
+    return text.replace(a, "\0").replace(b, a).replace("\0", b)
+
+
+MUTANTS = {
+    # name: (spec, mutate(text) -> text, checks that must fail)
+    "gradient sign": (
+        "simple_rnn",
+        lambda t: t.replace("d_x += d_x_x_kernel\n", "d_x -= d_x_x_kernel\n"),
+        {"keras", "autodiff", "finite_diff"},
+    ),
+    "missing bias gradient": (
+        "simple_rnn",
+        lambda t: re.sub(r'd_weights\["bias"\] \+= .*\n', "pass\n", t),
+        {"keras", "autodiff", "finite_diff"},
+    ),
+    "recurrent dropout mask on the wrong gate": (
+        "gru",
+        lambda t: t.replace(
+            'h_prev_mask_1 = masks["h_prev"][1]', 'h_prev_mask_1 = masks["h_prev"][2]'
+        ),
+        {"keras", "autodiff", "finite_diff"},
+    ),
+    "mask ignored in backward": (
+        "simple_rnn",
+        lambda t: t.replace('x, mask = tape["x"], tape["mask"]', 'x, mask = tape["x"], None'),
+        {"keras", "autodiff", "finite_diff"},
+    ),
+    "go_backwards outputs reversed": (
+        "simple_rnn",
+        lambda t: t.replace(
+            "return np.swapaxes(outputs, 0, 1), final_state, tape",
+            "return np.swapaxes(outputs[::-1] if go_backwards else outputs, 0, 1), "
+            "final_state, tape",
+        ),
+        {"keras", "autodiff", "finite_diff"},
+    ),
+    "GRU gates z and r swapped": (
+        "gru",
+        lambda t: _swap(t, "0:units]", "units : 2 * units]"),
+        {"keras", "autodiff"},
+    ),
+    "activity regularizer gradient dropped": (
+        "lstm",
+        lambda t: t.replace(
+            "d_output = d_output + _penalty_grad(reg, output) / max(B, 1)", "d_output = d_output"
+        ),
+        {"keras", "autodiff"},
+    ),
+    "numpy module imports tensorflow": (
+        "simple_rnn",
+        lambda t: t.replace("import numpy as np\n", "import numpy as np\nimport tensorflow\n", 1),
+        {"hygiene"},
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_mutant_is_caught(mutant, tmp_path):
+    name, mutate, must_fail = MUTANTS[mutant]
+    source = (GENERATED / f"{name}_numpy.py").read_text(encoding="utf-8")
+    mutated = mutate(source)
+    assert mutated != source, "mutation did not apply"
+    (tmp_path / f"{name}_numpy.py").write_text(mutated, encoding="utf-8")
+    checks = (
+        ("keras", "autodiff", "finite_diff", "hygiene")
+        if "hygiene" in must_fail
+        else ("keras", "autodiff", "finite_diff")
+    )
+    results = verify.verify_spec(
+        SPEC_DIR / f"{name}.yaml", quick=True, seed=0, module_dir=tmp_path, checks=checks
+    )
+    failing = _failing(results)
+    assert must_fail <= failing, (failing, [r.failure for r in results])
+    for r in results:
+        if r.status == "fail":
+            assert r.failure and r.failure.get("config"), r
+    # the unmutated module passes the same checks from the same folder
+    shutil.copy(GENERATED / f"{name}_numpy.py", tmp_path / f"{name}_numpy.py")
+    assert not _failing(
+        verify.verify_spec(
+            SPEC_DIR / f"{name}.yaml", quick=True, seed=0, module_dir=tmp_path, checks=checks
+        )
+    )
