@@ -143,6 +143,17 @@ ACTIVATIONS = {
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu"}
 
+
+def _all_steps(a):
+    """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _per_step(a, T, B):
+    """(T * B, n) -> (T, B, n)."""
+    return a.reshape(T, B, a.shape[-1])
+
+
 # -- Keras-compatible initializers and regularizers -------------------------------------------
 
 
@@ -338,7 +349,7 @@ def _forward_v0(
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
     x_kernel[..., 0:units] += input_bias_z
     x_kernel[..., 0:units] += recurrent_bias_z
     x_kernel[..., units : 2 * units] += input_bias_r
@@ -467,13 +478,13 @@ def _backward_v0(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_x_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_x_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_recurrent_kernel[
         ..., 2 * units : 3 * units
     ].sum(axis=(0, 1))
@@ -525,19 +536,15 @@ def _forward_v1(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_z = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped0_kernel_z += input_bias_z
     x_dropped0_kernel_z += recurrent_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_r = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped1_kernel_r += input_bias_r
     x_dropped1_kernel_r += recurrent_bias_r
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_h = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped2_kernel_h += input_bias_h
 
     # state sequences: index t holds the state entering step t
@@ -707,37 +714,37 @@ def _backward_v1(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = (
-        d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_r = (
-        d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_h = (
-        d_x_dropped2_kernel_h.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_r
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_x_dropped2_kernel_h
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
     d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_h.sum(
         axis=(0, 1)
     )
@@ -777,7 +784,7 @@ def _forward_v2(
     input_bias_h = bias[2 * units : 3 * units]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
     x_kernel[..., 0:units] += input_bias_z
     x_kernel[..., units : 2 * units] += input_bias_r
     x_kernel[..., 2 * units : 3 * units] += input_bias_h
@@ -908,16 +915,16 @@ def _backward_v2(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_x_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_x_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel_zr.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
+    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr
+    )
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_r_seq
+    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
     d_weights["bias"][0:units] += d_x_kernel[..., 0:units].sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_x_kernel[..., units : 2 * units].sum(axis=(0, 1))
     d_weights["bias"][2 * units : 3 * units] += d_x_kernel[..., 2 * units : 3 * units].sum(
@@ -961,17 +968,13 @@ def _forward_v3(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_z = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped0_kernel_z += input_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_r = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped1_kernel_r += input_bias_r
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_h = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped2_kernel_h += input_bias_h
 
     # state sequences: index t holds the state entering step t
@@ -1130,38 +1133,39 @@ def _backward_v3(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = (
-        d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_r = (
-        d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_h = (
-        d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
-        @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+        T,
+        B,
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_r
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_r_dropped2_recurrent_kernel_h
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_r_dropped2_seq
+    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
     d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z.sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r.sum(axis=(0, 1))
     d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h.sum(
@@ -1194,7 +1198,7 @@ def _forward_v4(
     recurrent_kernel = weights["recurrent_kernel"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1316,13 +1320,13 @@ def _backward_v4(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_x_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_x_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     return d_x, [d_h], d_weights
 
 
@@ -1357,15 +1361,11 @@ def _forward_v5(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_z = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_r = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_h = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1530,37 +1530,37 @@ def _backward_v5(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = (
-        d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_r = (
-        d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_h = (
-        d_x_dropped2_kernel_h.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_x_dropped2_kernel_h.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_r
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_x_dropped2_kernel_h
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
     return d_x, [d_h], d_weights
 
 
@@ -1588,7 +1588,7 @@ def _forward_v6(
     recurrent_kernel = weights["recurrent_kernel"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1716,16 +1716,16 @@ def _backward_v6(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_x_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_x_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel_zr.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
+    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr
+    )
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_r_seq
+    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
     return d_x, [d_h], d_weights
 
 
@@ -1760,15 +1760,11 @@ def _forward_v7(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_z = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_r = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_h = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1926,38 +1922,39 @@ def _backward_v7(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = (
-        d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_r = (
-        d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_h = (
-        d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
-        @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+        T,
+        B,
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_z.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_r.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_r_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_r_dropped2_recurrent_kernel_h.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_r
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_r_dropped2_recurrent_kernel_h
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_z
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_r_dropped2_seq
+    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
     return d_x, [d_h], d_weights
 
 

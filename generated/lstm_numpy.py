@@ -140,6 +140,17 @@ ACTIVATIONS = {
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu"}
 
+
+def _all_steps(a):
+    """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _per_step(a, T, B):
+    """(T * B, n) -> (T, B, n)."""
+    return a.reshape(T, B, a.shape[-1])
+
+
 # -- Keras-compatible initializers and regularizers -------------------------------------------
 
 
@@ -333,7 +344,7 @@ def _forward_v0(
     bias_o = bias[3 * units : 4 * units]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
     x_kernel[..., 0:units] += bias_i
     x_kernel[..., units : 2 * units] += bias_f
     x_kernel[..., 2 * units : 3 * units] += bias_c
@@ -483,13 +494,13 @@ def _backward_v0(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     d_weights["bias"][0:units] += d_h_prev_recurrent_kernel[..., 0:units].sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel[..., units : 2 * units].sum(
         axis=(0, 1)
@@ -541,22 +552,16 @@ def _forward_v1(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped0_kernel_i += bias_i
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped1_kernel_f += bias_f
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped2_kernel_c += bias_c
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = (
-        x_dropped3.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units]
-    ).reshape(T, B, -1)
+    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
     x_dropped3_kernel_o += bias_o
 
     # state sequences: index t holds the state entering step t
@@ -762,47 +767,47 @@ def _backward_v1(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = (
-        d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_f = (
-        d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_c = (
-        d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped3_x_dropped3_kernel_o = (
-        d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
     d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["kernel"][:, 3 * units : 4 * units] += x_dropped3.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += h_prev_dropped3_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_f
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_c
+    )
+    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
+        d_h_prev_dropped3_recurrent_kernel_o
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
+    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
+        h_prev_dropped3_seq
+    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
     d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i.sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f.sum(axis=(0, 1))
     d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c.sum(
@@ -843,7 +848,7 @@ def _forward_v2(
     bias_o = bias[3 * units : 4 * units]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
     x_kernel[..., 0:units] += bias_i
     x_kernel[..., units : 2 * units] += bias_f
     x_kernel[..., 2 * units : 3 * units] += bias_c
@@ -993,13 +998,13 @@ def _backward_v2(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     d_weights["bias"][0:units] += d_h_prev_recurrent_kernel[..., 0:units].sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel[..., units : 2 * units].sum(
         axis=(0, 1)
@@ -1051,22 +1056,16 @@ def _forward_v3(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped0_kernel_i += bias_i
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped1_kernel_f += bias_f
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped2_kernel_c += bias_c
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = (
-        x_dropped3.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units]
-    ).reshape(T, B, -1)
+    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
     x_dropped3_kernel_o += bias_o
 
     # state sequences: index t holds the state entering step t
@@ -1272,47 +1271,47 @@ def _backward_v3(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = (
-        d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_f = (
-        d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_c = (
-        d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped3_x_dropped3_kernel_o = (
-        d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
     d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["kernel"][:, 3 * units : 4 * units] += x_dropped3.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += h_prev_dropped3_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_f
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_c
+    )
+    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
+        d_h_prev_dropped3_recurrent_kernel_o
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
+    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
+        h_prev_dropped3_seq
+    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
     d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i.sum(axis=(0, 1))
     d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f.sum(axis=(0, 1))
     d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c.sum(
@@ -1348,7 +1347,7 @@ def _forward_v4(
     recurrent_kernel = weights["recurrent_kernel"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1494,13 +1493,13 @@ def _backward_v4(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1537,19 +1536,13 @@ def _forward_v5(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = (
-        x_dropped3.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units]
-    ).reshape(T, B, -1)
+    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1754,47 +1747,47 @@ def _backward_v5(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = (
-        d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_f = (
-        d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_c = (
-        d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped3_x_dropped3_kernel_o = (
-        d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
     d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["kernel"][:, 3 * units : 4 * units] += x_dropped3.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += h_prev_dropped3_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_f
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_c
+    )
+    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
+        d_h_prev_dropped3_recurrent_kernel_o
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
+    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
+        h_prev_dropped3_seq
+    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1822,7 +1815,7 @@ def _forward_v6(
     recurrent_kernel = weights["recurrent_kernel"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1968,13 +1961,13 @@ def _backward_v6(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     return d_x, [d_h, d_c], d_weights
 
 
@@ -2011,19 +2004,13 @@ def _forward_v7(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = (x_dropped0.reshape(T * B, -1) @ kernel[:, 0:units]).reshape(T, B, -1)
+    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = (x_dropped1.reshape(T * B, -1) @ kernel[:, units : 2 * units]).reshape(
-        T, B, -1
-    )
+    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = (
-        x_dropped2.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units]
-    ).reshape(T, B, -1)
+    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = (
-        x_dropped3.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units]
-    ).reshape(T, B, -1)
+    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -2228,47 +2215,47 @@ def _backward_v7(
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = (
-        d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1) @ kernel[:, 0:units].T
-    ).reshape(T, B, -1)
-    d_x_dropped1_x_dropped1_kernel_f = (
-        d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1) @ kernel[:, units : 2 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped2_x_dropped2_kernel_c = (
-        d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1) @ kernel[:, 2 * units : 3 * units].T
-    ).reshape(T, B, -1)
-    d_x_dropped3_x_dropped3_kernel_o = (
-        d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1) @ kernel[:, 3 * units : 4 * units].T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
     d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
     d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
     d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"][:, 0:units] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["kernel"][:, units : 2 * units] += x_dropped1.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["kernel"][:, 2 * units : 3 * units] += x_dropped2.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["kernel"][:, 3 * units : 4 * units] += x_dropped3.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 0:units] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel_i.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, units : 2 * units] += h_prev_dropped1_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped1_recurrent_kernel_f.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += h_prev_dropped2_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped2_recurrent_kernel_c.reshape(T * B, -1)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += h_prev_dropped3_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped3_recurrent_kernel_o.reshape(T * B, -1)
+    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
+        d_h_prev_dropped1_recurrent_kernel_f
+    )
+    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_c
+    )
+    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
+        d_h_prev_dropped3_recurrent_kernel_o
+    )
+    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel_i
+    )
+    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
+        h_prev_dropped1_seq
+    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
+    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+        h_prev_dropped2_seq
+    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
+    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
+        h_prev_dropped3_seq
+    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
     return d_x, [d_h, d_c], d_weights
 
 

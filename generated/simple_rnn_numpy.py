@@ -135,6 +135,17 @@ ACTIVATIONS = {
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu"}
 
+
+def _all_steps(a):
+    """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _per_step(a, T, B):
+    """(T * B, n) -> (T, B, n)."""
+    return a.reshape(T, B, a.shape[-1])
+
+
 # -- Keras-compatible initializers and regularizers -------------------------------------------
 
 
@@ -315,7 +326,7 @@ def _forward_v0(
     bias = weights["bias"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
     x_kernel += bias
 
     # state sequences: index t holds the state entering step t
@@ -390,13 +401,13 @@ def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_gra
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     d_weights["bias"] += d_h_prev_recurrent_kernel.sum(axis=(0, 1))
     return d_x, [d_h], d_weights
 
@@ -420,7 +431,7 @@ def _forward_v1(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = (x_dropped0.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
     x_dropped0_kernel += bias
 
     # state sequences: index t holds the state entering step t
@@ -506,17 +517,15 @@ def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_gra
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel = (
-        d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1) @ kernel.T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel * x_mask_0
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel
+    )
     d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel.sum(axis=(0, 1))
     return d_x, [d_h], d_weights
 
@@ -536,7 +545,7 @@ def _forward_v2(
     recurrent_kernel = weights["recurrent_kernel"]
 
     # input projections for every step at once
-    x_kernel = (x.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -610,13 +619,13 @@ def _backward_v2(tape, d_outputs, d_states, truncate, activation, activation_gra
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_x_kernel = (d_h_prev_recurrent_kernel.reshape(T * B, -1) @ kernel.T).reshape(T, B, -1)
+    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_x += d_x_x_kernel
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x.reshape(T * B, -1).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_seq[:-1].reshape(
-        T * B, -1
-    ).T @ d_h_prev_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
     return d_x, [d_h], d_weights
 
 
@@ -638,7 +647,7 @@ def _forward_v3(
 
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = (x_dropped0.reshape(T * B, -1) @ kernel).reshape(T, B, -1)
+    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -723,17 +732,15 @@ def _backward_v3(tape, d_outputs, d_states, truncate, activation, activation_gra
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel = (
-        d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1) @ kernel.T
-    ).reshape(T, B, -1)
+    d_x_dropped0_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
     d_x += d_x_dropped0_x_dropped0_kernel * x_mask_0
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_weights["kernel"] += x_dropped0.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1)
-    d_weights["recurrent_kernel"] += h_prev_dropped0_seq.reshape(
-        T * B, -1
-    ).T @ d_h_prev_dropped0_recurrent_kernel.reshape(T * B, -1)
+    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel
+    )
     return d_x, [d_h], d_weights
 
 

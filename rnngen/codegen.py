@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,11 +58,10 @@ class NumpyCode(NumPyPrinter):
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.as_base_exp()
         if exp.is_Integer and exp < 0:
-            return f"1/{self.parenthesize(base ** -exp, 60)}"
+            return f"1/{self.parenthesize(base**-exp, 60)}"
         if exp.is_Integer:
             return f"{self.parenthesize(base, 60)}**{exp}"
         return super()._print_Pow(expr, rational=rational)
-
 
 
 class TensorflowCode(NumpyCode):
@@ -220,8 +219,7 @@ def backward_weights(v: symbolic.Variant) -> list[str]:
 def backward_states(spec: CellSpec, v: symbolic.Variant) -> list[str]:
     names = _names_in(_backward_exprs(v))
     seqs = {operand_seq(spec, v, g) for g in v.groups}
-    return [s for s in spec.states
-            if s in names or f"{s}_prev" in names or f"{s}_seq[:-1]" in seqs]
+    return [s for s in spec.states if s in names or f"{s}_prev" in names or f"{s}_seq[:-1]" in seqs]
 
 
 def hoisted_t(v: symbolic.Variant, expr):
@@ -276,9 +274,7 @@ def condition(*conds, prefix: str = "") -> str:
 
 
 def gates(spec: CellSpec, d: symbolic.Derivation, tensor: str) -> int:
-    return max(
-        (gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1
-    )
+    return max((gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1)
 
 
 def block_slice(w, block: str) -> str:
@@ -310,13 +306,16 @@ def units_source(spec: CellSpec) -> str:
 def render(spec: CellSpec, source: str) -> dict[str, str]:
     """file name -> text, for one spec."""
     derivation = symbolic.derive(spec)
+    # the source name is printed into docstrings: keep only characters that cannot escape them
+    source = re.sub(r"[^A-Za-z0-9._/-]", "_", source)
     ctx = Context(spec, derivation, source)
     env = environment()
     env.globals.update(
         used_vectors=used_vectors,
         backward_weights=backward_weights,
-        mask_names_backward=lambda v: _names_in(_backward_exprs(v))
-        | _names_in(f for _, f in v.hoisted_x_grads),
+        mask_names_backward=lambda v: (
+            _names_in(_backward_exprs(v)) | _names_in(f for _, f in v.hoisted_x_grads)
+        ),
         backward_states=lambda v: backward_states(spec, v),
         hoisted_t=hoisted_t,
         adjoint_buffers=adjoint_buffers,
@@ -400,7 +399,3 @@ def render_all(specs: Iterable[tuple[CellSpec, str]]) -> dict[str, str]:
     for spec, source in specs:
         files.update(render(spec, source))
     return files
-
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    raise RuntimeError("rnngen needs Python 3.11 or newer")

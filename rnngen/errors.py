@@ -23,7 +23,14 @@ class Problem:
             where += f":{self.line}"
             if self.col:
                 where += f":{self.col}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: " if self.field else f"{where}: "
+        text += self.message
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Problems print one per line: escape line breaks and other control characters."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
 
 
 class SpecError(Exception):

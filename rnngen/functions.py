@@ -42,8 +42,10 @@ class Elementwise:
 
 # fmt: off
 TABLE: dict[str, Elementwise] = {e.name: e for e in [
-    Elementwise("linear", r"\operatorname{id}", "u", "u", "np.ones_like(y)", "tf.ones_like(y)", "1"),
-    Elementwise("tanh", r"\tanh", "np.tanh(u)", "tf.tanh(u)", "1 - y * y", "1 - y * y", "1 - y^{2}"),
+    Elementwise("linear", r"\operatorname{id}", "u", "u",
+                "np.ones_like(y)", "tf.ones_like(y)", "1"),
+    Elementwise("tanh", r"\tanh", "np.tanh(u)", "tf.tanh(u)",
+                "1 - y * y", "1 - y * y", "1 - y^{2}"),
     Elementwise("sigmoid", r"\sigma", "0.5 + 0.5 * np.tanh(0.5 * u)", "tf.sigmoid(u)",
                 "y * (1 - y)", "y * (1 - y)", "y (1 - y)"),
     Elementwise("hard_sigmoid", r"\sigma_{hard}", "np.clip(u / 6 + 0.5, 0, 1)",
@@ -56,10 +58,12 @@ TABLE: dict[str, Elementwise] = {e.name: e for e in [
                 "((y > 0) & (y < 6)).astype(y.dtype)", "tf.cast((y > 0) & (y < 6), y.dtype)",
                 "[0 < y < 6]"),
     Elementwise("elu", r"\operatorname{elu}", "np.where(u > 0, u, np.expm1(np.minimum(u, 0)))",
-                "tf.nn.elu(u)", "np.where(y > 0, 1, y + 1)", "tf.where(y > 0, tf.ones_like(y), y + 1)",
+                "tf.nn.elu(u)", "np.where(y > 0, 1, y + 1)",
+                "tf.where(y > 0, tf.ones_like(y), y + 1)",
                 "[y > 0] + [y \\le 0](y + 1)"),
     Elementwise("selu", r"\operatorname{selu}",
-                "1.0507009873554805 * np.where(u > 0, u, 1.6732632423543772 * np.expm1(np.minimum(u, 0)))",
+                "1.0507009873554805 * np.where(u > 0, u, "
+                "1.6732632423543772 * np.expm1(np.minimum(u, 0)))",
                 "tf.nn.selu(u)",
                 "np.where(y > 0, 1.0507009873554805, y + 1.7580993408473766)",
                 "tf.where(y > 0, 1.0507009873554805 * tf.ones_like(y), y + 1.7580993408473766)",
@@ -72,7 +76,8 @@ TABLE: dict[str, Elementwise] = {e.name: e for e in [
     Elementwise("exp", r"\exp", "np.exp(u)", "tf.exp(u)", "y", "y", "y", activation=False),
     Elementwise("abs", r"\operatorname{abs}", "np.abs(u)", "tf.abs(u)", "np.sign(u)", "tf.sign(u)",
                 r"\operatorname{sign}(u)", grad_from="input", activation=False),
-    Elementwise("silu", r"\operatorname{silu}", "u * (0.5 + 0.5 * np.tanh(0.5 * u))", "tf.nn.silu(u)",
+    Elementwise("silu", r"\operatorname{silu}",
+                "u * (0.5 + 0.5 * np.tanh(0.5 * u))", "tf.nn.silu(u)",
                 "(0.5 + 0.5 * np.tanh(0.5 * u)) * (1 + u * (0.5 - 0.5 * np.tanh(0.5 * u)))",
                 "tf.sigmoid(u) * (1 + u * (1 - tf.sigmoid(u)))",
                 r"\sigma(u)(1 + u(1 - \sigma(u)))", grad_from="input", activation=False),
@@ -90,7 +95,7 @@ UNSUPPORTED = {
     "ceil": "it is not differentiable",
     "max": "use relu(a - b) + b",
     "min": "use b - relu(b - a)",
-    "log": "it is undefined for non-positive inputs; use softplus or log1p of a positive expression",
+    "log": "it is undefined for non-positive inputs; use softplus of a positive expression",
     "sqrt": "use a power with a constant exponent, e.g. a ** 0.5",
     "softmax": "it is not elementwise",
 }

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from . import functions
-
 MAX_EQUATION_CHARS = 2000
 MAX_NODES = 500
 MAX_EXPONENT = 16
@@ -50,8 +48,18 @@ def symbol(name: str) -> sp.Symbol:
 def check_text(text: str) -> None:
     """Reject text that cannot be an equation before parsing it."""
     if len(text) > MAX_EQUATION_CHARS:
-        raise GrammarError(0, f"equation is {len(text)} characters long; the limit is {MAX_EQUATION_CHARS}")
+        raise GrammarError(
+            0, f"equation is {len(text)} characters long; the limit is {MAX_EQUATION_CHARS}"
+        )
     for i, ch in enumerate(text):
+        if ch == "#":
+            raise GrammarError(i, "comments ('#') are not allowed in equations")
+        if ch in "\"'\\":
+            raise GrammarError(
+                i, f"strings and escapes are not allowed in equations (found {ch!r})"
+            )
+        if ord(ch) < 32 and ch not in "\n\t":
+            raise GrammarError(i, f"control character U+{ord(ch):04X} is not allowed")
         if ord(ch) > 127:
             plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
             hint = f" (did you mean '{plain}'?)" if plain else ""
@@ -67,8 +75,15 @@ def _parse(text: str) -> ast.expr:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         raise GrammarError(max((err.offset or 1) - 1, 0), f"syntax error: {err.msg}") from None
-    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_NODES:
         raise GrammarError(0, f"equation has more than {MAX_NODES} syntax nodes")
+    # refuse forbidden syntax anywhere before interpreting names, so the message names the
+    # real problem (a lambda inside an unknown call is reported as a lambda)
+    for node in nodes:
+        for kind, why in _FORBIDDEN.items():
+            if isinstance(node, kind):
+                raise GrammarError(getattr(node, "col_offset", 0), why)
     return tree.body
 
 
@@ -181,7 +196,9 @@ class _Equation:
             return base ** self._exponent(node.right)
         op = _BINOPS.get(type(node.op))
         if op is None:
-            raise GrammarError(node.col_offset, f"operator '{type(node.op).__name__}' is not allowed")
+            raise GrammarError(
+                node.col_offset, f"operator '{type(node.op).__name__}' is not allowed"
+            )
         return op(self.visit(node.left), self.visit(node.right))
 
     def _exponent(self, node: ast.expr) -> sp.Expr:
@@ -189,15 +206,18 @@ class _Equation:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             sign = -1 if isinstance(node.op, ast.USub) else 1
             node = node.operand
-        if not isinstance(node, ast.Constant) or isinstance(node.value, bool) or not isinstance(
-            node.value, int | float
+        if (
+            not isinstance(node, ast.Constant)
+            or isinstance(node.value, bool)
+            or not isinstance(node.value, int | float)
         ):
             raise GrammarError(
                 node.col_offset, "the exponent must be a number literal such as 2 or 0.5"
             )
         if abs(node.value) > MAX_EXPONENT:
             raise GrammarError(
-                node.col_offset, f"exponent {node.value!r} is out of range (|exponent| <= {MAX_EXPONENT})"
+                node.col_offset,
+                f"exponent {node.value!r} is out of range (|exponent| <= {MAX_EXPONENT})",
             )
         value = node.value * sign
         return sp.Integer(value) if isinstance(value, int) else sp.nsimplify(value)
@@ -205,12 +225,15 @@ class _Equation:
     def visit_Call(self, node: ast.Call) -> sp.Expr:
         from .errors import suggest
 
+        if isinstance(node.func, ast.Attribute):
+            raise GrammarError(node.func.col_offset, "attribute access is not allowed")
         if not isinstance(node.func, ast.Name):
             raise GrammarError(node.col_offset, "only named functions can be called")
         name = node.func.id
         if name in self.vocab.unsupported:
             raise GrammarError(
-                node.col_offset, f"function '{name}' is not supported: {self.vocab.unsupported[name]}"
+                node.col_offset,
+                f"function '{name}' is not supported: {self.vocab.unsupported[name]}",
             )
         if name not in self.vocab.calls:
             raise GrammarError(
@@ -230,7 +253,7 @@ SIZE_NAMES = ("units", "input_dim")
 
 
 def parse_dimension(text) -> sp.Expr:
-    """``3 * units`` -> ``3*units``: a positive integer multiple of units or input_dim, or an int."""
+    """``3 * units`` -> ``3*units``: a positive multiple of units or input_dim, or an int."""
     if isinstance(text, bool):
         raise GrammarError(0, "a dimension must be 'units', 'input_dim', 'N * units' or an integer")
     if isinstance(text, int):

@@ -25,8 +25,8 @@ from .errors import Problem, SpecError, one_of, suggest
 from .grammar import (
     SIZE_NAMES,
     GrammarError,
-    WeightProduct,
     Vocabulary,
+    WeightProduct,
     check_text,
     holds,
     parse_condition,
@@ -43,14 +43,62 @@ REFERENCES = ("keras.layers.SimpleRNN", "keras.layers.GRU", "keras.layers.LSTM")
 
 #: Names the generated code uses for itself; a spec may not define them.
 RESERVED = frozenset(
-    {"x", "np", "tf", "keras", "self", "mask", "t", "T", "B", "units", "input_dim", "weights",
-     "forward", "backward", "tape", "dtype", "training", "states", "inputs", "outputs",
-     "initial_state", "dropout", "recurrent_dropout", "config", "math", "seed", "out"}
+    {
+        "x",
+        "np",
+        "tf",
+        "keras",
+        "self",
+        "mask",
+        "t",
+        "T",
+        "B",
+        "units",
+        "input_dim",
+        "weights",
+        "forward",
+        "backward",
+        "tape",
+        "dtype",
+        "training",
+        "states",
+        "inputs",
+        "outputs",
+        "initial_state",
+        "dropout",
+        "recurrent_dropout",
+        "config",
+        "math",
+        "seed",
+        "out",
+    }
     | set(functions.TABLE)
 )
 
+#: Module-level names of a generated module; the layer class may not shadow them.
+MODULE_NAMES = frozenset(
+    {
+        "np",
+        "forward",
+        "backward",
+        "Gradients",
+        "weight_shapes",
+        "get_initializer",
+        "get_regularizer",
+        "INITIALIZERS",
+    }
+    | set(functions.TABLE)
+    | {f"{n}_grad" for n in functions.TABLE}
+)
+
 OPTION_KINDS = {"bool", "activation"}
-KNOWN_OPTIONS = ("activation", "recurrent_activation", "use_bias", "reset_after", "unit_forget_bias")
+KNOWN_OPTIONS = (
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "reset_after",
+    "unit_forget_bias",
+)
 
 
 @dataclass(frozen=True)
@@ -172,25 +220,35 @@ class _Positions(dict):
         return self.get(path, (0, 0))
 
 
+def _shown(path: Path) -> str:
+    """The path as the CLI shows it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def _read(path: Path) -> str:
+    file = _shown(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise SpecError([Problem(str(path), 0, 0, "", f"cannot read the spec: {err.strerror}")]) from None
+        problem = Problem(file, 0, 0, "", f"cannot read the spec: {err.strerror}")
+        raise SpecError([problem]) from None
     if len(raw) > MAX_BYTES:
         raise SpecError(
-            [Problem(str(path), 0, 0, "", f"spec is {len(raw)} bytes; the limit is {MAX_BYTES}")]
+            [Problem(file, 0, 0, "", f"spec is {len(raw)} bytes; the limit is {MAX_BYTES}")]
         )
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        why = "binary data (NUL byte); a spec is a YAML text file"
+        raise SpecError([Problem(file, line, 0, "", why)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise SpecError(
-            [Problem(str(path), line, 0, "", f"not UTF-8 text (byte 0x{raw[err.start]:02x}); a spec is a YAML text file")]
-        ) from None
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SpecError([Problem(str(path), line, 0, "", "binary data (NUL byte); a spec is a YAML text file")])
+        why = f"not UTF-8 text (byte 0x{raw[err.start]:02x}); a spec is a YAML text file"
+        raise SpecError([Problem(file, line, 0, "", why)]) from None
     return text
 
 
@@ -202,20 +260,52 @@ def _compose(text: str, file: str) -> yaml.Node | None:
             count += 1
             mark = event.start_mark
             if count > MAX_EVENTS:
-                raise SpecError([Problem(file, mark.line + 1, mark.column + 1, "", f"spec has more than {MAX_EVENTS} YAML nodes")])
+                raise SpecError(
+                    [
+                        Problem(
+                            file,
+                            mark.line + 1,
+                            mark.column + 1,
+                            "",
+                            f"spec has more than {MAX_EVENTS} YAML nodes",
+                        )
+                    ]
+                )
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise SpecError([Problem(file, mark.line + 1, mark.column + 1, "", "YAML anchors and aliases (&, *) are not allowed in specs")])
+                raise SpecError(
+                    [
+                        Problem(
+                            file,
+                            mark.line + 1,
+                            mark.column + 1,
+                            "",
+                            "YAML anchors and aliases (&, *) are not allowed in specs",
+                        )
+                    ]
+                )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise SpecError([Problem(file, mark.line + 1, mark.column + 1, "", f"YAML is nested more than {MAX_DEPTH} levels deep")])
+                    raise SpecError(
+                        [
+                            Problem(
+                                file,
+                                mark.line + 1,
+                                mark.column + 1,
+                                "",
+                                f"YAML is nested more than {MAX_DEPTH} levels deep",
+                            )
+                        ]
+                    )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise SpecError([Problem(file, line, col, "", f"YAML syntax error: {err.problem}")]) from None
+        raise SpecError(
+            [Problem(file, line, col, "", f"YAML syntax error: {err.problem}")]
+        ) from None
     except yaml.YAMLError as err:
         raise SpecError([Problem(file, 0, 0, "", f"YAML error: {err}")]) from None
 
@@ -223,22 +313,60 @@ def _compose(text: str, file: str) -> yaml.Node | None:
 _SCALARS = yaml.SafeLoader("")
 
 
+_DEFAULT_TAGS = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
+
+
 def _plain(node: yaml.Node, path: tuple, pos: _Positions, file: str, problems: list) -> Any:
     pos[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    allowed = _DEFAULT_TAGS.get(type(node))
+    if (node.tag != allowed) if allowed else (node.tag not in _SCALAR_TAGS):
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        problems.append(
+            Problem(
+                file,
+                line,
+                col,
+                _field(path),
+                f"YAML tag '{node.tag}' is not allowed; a spec holds only plain "
+                "mappings, lists, strings, numbers and booleans",
+            )
+        )
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for key_node, value_node in node.value:
             key = _plain(key_node, (*path, "<key>"), pos, file, problems)
             if not isinstance(key, str):
-                problems.append(_at(file, pos, path, f"keys must be strings, not {type(key).__name__}"))
+                problems.append(
+                    _at(file, pos, path, f"keys must be strings, not {type(key).__name__}")
+                )
                 continue
             if key in out:
                 line = key_node.start_mark.line + 1
-                problems.append(Problem(file, line, key_node.start_mark.column + 1, _field((*path, key)), "duplicate key"))
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        key_node.start_mark.column + 1,
+                        _field((*path, key)),
+                        "duplicate key",
+                    )
+                )
                 continue
             pos[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _plain(value_node, (*path, key), pos, file, problems)
-            pos[(*path, key, "<value>")] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
+            # a quoted scalar's text starts one column after its quote
+            quote = isinstance(value_node, yaml.ScalarNode) and value_node.style in ("'", '"')
+            pos[(*path, key, "<value>")] = (
+                value_node.start_mark.line + 1,
+                value_node.start_mark.column + 1 + quote,
+            )
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(item, (*path, i), pos, file, problems) for i, item in enumerate(node.value)]
@@ -280,23 +408,38 @@ def _schema_problems(data: Any, file: str, pos: _Positions) -> list[Problem]:
             extra = [k for k in err.instance if k not in allowed]
             for key in extra:
                 problems.append(
-                    Problem(file, *pos.at((*path, key)), _field((*path, key)),
-                            f"unknown key '{key}'{suggest(key, allowed)}; valid keys: {one_of(allowed)}")
+                    Problem(
+                        file,
+                        *pos.at((*path, key)),
+                        _field((*path, key)),
+                        f"unknown key '{key}'{suggest(key, allowed)}; "
+                        f"valid keys: {one_of(allowed)}",
+                    )
                 )
         elif err.validator == "required":
             missing = err.message.split("'")[1]
             problems.append(_at(file, pos, path, f"missing required key '{missing}'"))
         elif err.validator in ("type", "oneOf"):
             expected = err.schema.get("type") or _describe_oneof(err.schema)
-            problems.append(_at(file, pos, path, f"expected {expected}, got {_type_name(err.instance)}"))
+            problems.append(
+                _at(file, pos, path, f"expected {expected}, got {_type_name(err.instance)}")
+            )
         elif err.validator == "enum":
             problems.append(
-                _at(file, pos, path, f"invalid value {err.instance!r}{suggest(err.instance, err.validator_value)}; valid: {one_of(err.validator_value)}")
+                _at(
+                    file,
+                    pos,
+                    path,
+                    f"invalid value {err.instance!r}{suggest(err.instance, err.validator_value)}; "
+                    f"valid: {one_of(err.validator_value)}",
+                )
             )
         elif err.validator in ("minItems", "minProperties"):
             problems.append(_at(file, pos, path, "must not be empty"))
         elif err.validator == "maxItems":
-            problems.append(_at(file, pos, path, f"has too many entries (at most {err.validator_value})"))
+            problems.append(
+                _at(file, pos, path, f"has too many entries (at most {err.validator_value})")
+            )
         else:
             problems.append(_at(file, pos, path, err.message))
     return problems
@@ -311,8 +454,15 @@ def _describe_oneof(schema_part: dict) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 # -- semantic checks -----------------------------------------------------------------------
@@ -322,6 +472,8 @@ class _Builder:
     def __init__(self, data: dict, file: str, pos: _Positions):
         self.data, self.file, self.pos = data, file, pos
         self.problems: list[Problem] = []
+        #: names already reported as invalid; equations may still mention them without new errors
+        self.rejected: set[str] = set()
 
     def err(self, path: tuple, message: str, offset: int = 0) -> None:
         self.problems.append(_at(self.file, self.pos, path, message, offset))
@@ -335,7 +487,11 @@ class _Builder:
                 self.err(where, f"{what} '{name}': {e.message}")
                 return False
         if not name.isidentifier():
-            self.err(where, f"{what} '{name}' is not a valid identifier (letters, digits and _, not starting with a digit)")
+            self.err(
+                where,
+                f"{what} '{name}' is not a valid identifier "
+                "(letters, digits and _, not starting with a digit)",
+            )
             return False
         if keyword.iskeyword(name) or keyword.issoftkeyword(name):
             self.err(where, f"{what} '{name}' is a Python keyword")
@@ -345,17 +501,88 @@ class _Builder:
             return False
         return True
 
+    def text(self, value: str, path: tuple) -> None:
+        """Free text copied into generated docstrings: no quotes that end them, no escapes."""
+        quotes = (
+            ('"""', 'triple quotes (""")'),
+            ("'''", "triple quotes (''')"),
+            ("\\", "backslashes"),
+        )
+        for bad, why in quotes:
+            if bad in value:
+                line = value[: value.index(bad)].count("\n")
+                self.err(
+                    path,
+                    f"{why} are not allowed: the text is copied into a Python docstring"
+                    + (f" (line {line + 1} of the text)" if line else ""),
+                )
+                return
+        for ch in value:
+            control = (ord(ch) < 32 and ch not in "\n\t") or 0x7F <= ord(ch) < 0xA0
+            if control or ch in "\u2028\u2029":
+                self.err(path, f"control character U+{ord(ch):04X} is not allowed in text")
+                return
+        if value.rstrip().endswith('"'):
+            self.err(path, "text must not end with '\"': it is copied into a Python docstring")
+
+    def initializer(self, value, path: tuple) -> None:
+        """An initializer is a Keras name or a {class_name, config} mapping of plain values."""
+        if isinstance(value, str):
+            if not value.isascii() or not value.isidentifier():
+                self.err(
+                    path,
+                    f"initializer '{value}' is not a Keras initializer name "
+                    "(letters, digits and _)",
+                )
+            return
+        if set(value) - {"class_name", "config"} or not isinstance(value.get("class_name"), str):
+            self.err(
+                path,
+                "an initializer mapping has keys 'class_name' (a name) "
+                "and optional 'config' (a mapping)",
+            )
+            return
+        self.initializer(value["class_name"], (*path, "class_name"))
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            self.err((*path, "config"), f"expected a mapping, got {_type_name(config)}")
+            return
+        for k, v in config.items():
+            if not (k.isascii() and k.isidentifier()):
+                self.err((*path, "config", k), f"config key '{k}' is not an identifier")
+            elif not isinstance(v, bool | int | float | type(None)) and not (
+                isinstance(v, str) and v.isascii() and v.isidentifier()
+            ):
+                self.err((*path, "config", k), "config values are numbers, booleans, null or names")
+
     def build(self) -> CellSpec | None:
         d = self.data
         name = d["name"]
         if self.identifier(name, ("name",), "name", key=False) and name != name.lower():
-            self.err(("name",), f"name '{name}' must be lower case (it names the module {name}_numpy.py)")
-        self.identifier(d["class_name"], ("class_name",), "class_name", key=False)
+            self.err(
+                ("name",), f"name '{name}' must be lower case (it names the module {name}_numpy.py)"
+            )
+        class_name = d["class_name"]
+        if self.identifier(class_name, ("class_name",), "class_name", key=False) and (
+            class_name in MODULE_NAMES
+        ):
+            self.err(
+                ("class_name",),
+                f"class_name '{class_name}' collides with a name the generated module defines",
+            )
+        self.text(d.get("doc", ""), ("doc",))
         reference = d.get("reference")
         if reference is not None and reference not in REFERENCES:
             alias = reference.replace("tf.keras.", "keras.")
-            hint = " (write it as 'keras.layers.X')" if alias in REFERENCES else suggest(reference, REFERENCES)
-            self.err(("reference",), f"unknown Keras reference '{reference}'{hint}; valid: {one_of(REFERENCES)}")
+            hint = (
+                " (write it as 'keras.layers.X')"
+                if alias in REFERENCES
+                else suggest(reference, REFERENCES)
+            )
+            self.err(
+                ("reference",),
+                f"unknown Keras reference '{reference}'{hint}; valid: {one_of(REFERENCES)}",
+            )
 
         options = self.options(d.get("options") or {})
         bool_names = frozenset(o.name for o in options if o.kind == "bool")
@@ -374,15 +601,26 @@ class _Builder:
                 taken.setdefault(n, kind)
         output = d.get("output", states[0] if states else "")
         if output not in d["step"]:
-            self.err(("output",), f"output '{output}' is not an equation; valid: {one_of(d['step'])}")
+            self.err(
+                ("output",), f"output '{output}' is not an equation; valid: {one_of(d['step'])}"
+            )
         dropout = self.dropout(d.get("dropout") or {}, states)
         equations, sizes = self.equations(d["step"], options, weights, states, bool_names)
         if self.problems:
             return None
         return CellSpec(
-            name=name, class_name=d["class_name"], reference=reference, doc=d.get("doc", "").strip(),
-            options=options, weights=weights, states=states, output=output, dropout=dropout,
-            full_dropout=d.get("full_dropout", "drops"), equations=equations, source=self.file,
+            name=name,
+            class_name=d["class_name"],
+            reference=reference,
+            doc=d.get("doc", "").strip(),
+            options=options,
+            weights=weights,
+            states=states,
+            output=output,
+            dropout=dropout,
+            full_dropout=d.get("full_dropout", "drops"),
+            equations=equations,
+            source=self.file,
             sizes=tuple(sorted(sizes.items())),
         )
 
@@ -400,18 +638,38 @@ class _Builder:
             if isinstance(default, bool):
                 if spec.get("values"):
                     self.err((*path, "values"), "a boolean option takes no 'values'")
+                self.text(spec.get("doc", ""), (*path, "doc"))
                 out.append(Option(name, "bool", default, (), spec.get("doc", "")))
                 continue
             values = tuple(spec.get("values") or functions.ACTIVATIONS)
             bad = [v for v in values if functions.resolve_activation(v) is None]
             for v in bad:
-                self.err((*path, "values"), f"unknown activation '{v}'{suggest(v, functions.ACTIVATIONS)}; valid: {one_of(functions.ACTIVATIONS)}")
+                self.err(
+                    (*path, "values"),
+                    f"unknown activation '{v}'{suggest(v, functions.ACTIVATIONS)}; "
+                    f"valid: {one_of(functions.ACTIVATIONS)}",
+                )
             canonical = functions.resolve_activation(default)
-            if canonical is None or canonical not in {functions.resolve_activation(v) for v in values}:
+            if canonical is None or canonical not in {
+                functions.resolve_activation(v) for v in values
+            }:
                 dpath = (*path, "default") if isinstance(value, dict) else path
-                self.err(dpath, f"invalid default {default!r}: an option default is true/false or an activation{suggest(default, values)}; valid activations: {one_of(values)}")
-                continue
-            out.append(Option(name, "activation", canonical, tuple(functions.resolve_activation(v) for v in values), spec.get("doc", "")))
+                self.err(
+                    dpath,
+                    f"invalid default {default!r}: an option default is true/false or an "
+                    f"activation{suggest(default, values)}; valid activations: {one_of(values)}",
+                )
+                canonical = "linear"  # keep the option so equations calling it parse
+            self.text(spec.get("doc", ""), (*path, "doc"))
+            out.append(
+                Option(
+                    name,
+                    "activation",
+                    canonical,
+                    tuple(functions.resolve_activation(v) for v in values),
+                    spec.get("doc", ""),
+                )
+            )
         return tuple(out)
 
     def states(self, raw: list) -> tuple[str, ...]:
@@ -420,11 +678,17 @@ class _Builder:
             if not isinstance(name, str):
                 self.err(("states", i), f"a state is a name, got {_type_name(name)}")
                 continue
-            if self.identifier(name, ("states", i), "state", key=False):
+            if not self.identifier(name, ("states", i), "state", key=False):
+                self.rejected.update((name, f"{name}_prev"))
+            else:
                 if name in out:
                     self.err(("states", i), f"duplicate state '{name}'")
                 elif name in RESERVED:
-                    self.err(("states", i), f"state '{name}' collides with a name the generated code uses")
+                    self.err(
+                        ("states", i),
+                        f"state '{name}' collides with a name the generated code uses",
+                    )
+                    self.rejected.update((name, f"{name}_prev"))
                 else:
                     out.append(name)
         return tuple(out)
@@ -444,9 +708,11 @@ class _Builder:
         for name, spec in raw.items():
             path = ("weights", name)
             if not self.identifier(name, path, "weight"):
+                self.rejected.add(name)
                 continue
             if name in RESERVED or name.endswith("_prev"):
                 self.err(path, f"weight '{name}' collides with a name the generated code uses")
+                self.rejected.add(name)
                 continue
             when = self.condition(spec.get("when", True), (*path, "when"), bool_names)
             layouts_raw = spec.get("layouts")
@@ -457,7 +723,12 @@ class _Builder:
                 if "shape" not in spec:
                     self.err(path, "missing required key 'shape' (or 'layouts')")
                     continue
-                layouts_raw = [{"shape": spec["shape"], **({"blocks": spec["blocks"]} if "blocks" in spec else {})}]
+                layouts_raw = [
+                    {
+                        "shape": spec["shape"],
+                        **({"blocks": spec["blocks"]} if "blocks" in spec else {}),
+                    }
+                ]
                 lpaths = [path]
             else:
                 lpaths = [(*path, "layouts", i) for i in range(len(layouts_raw))]
@@ -466,18 +737,47 @@ class _Builder:
                 layout = self.layout(name, lraw, lpath, bool_names)
                 if layout is not None:
                     layouts.append(layout)
+                else:
+                    self.rejected.add(name)
+                    blocks = lraw.get("blocks") or []
+                    for row in blocks:
+                        row = [row] if isinstance(row, str) else row
+                        self.rejected.update(b for b in row if isinstance(b, str))
             inits = []
             names = {n for lay in layouts for n in lay.names()}
             for block, bspec in (spec.get("block_initializers") or {}).items():
                 bpath = (*path, "block_initializers", block)
                 if block not in names:
-                    self.err(bpath, f"'{block}' is not a block of weight '{name}'{suggest(block, names)}; valid: {one_of(names)}")
+                    self.err(
+                        bpath,
+                        f"'{block}' is not a block of weight '{name}'{suggest(block, names)}; "
+                        f"valid: {one_of(names)}",
+                    )
                     continue
-                inits.append((block, self.condition(bspec.get("when", True), (*bpath, "when"), bool_names), bspec["initializer"]))
+                self.initializer(bspec["initializer"], (*bpath, "initializer"))
+                inits.append(
+                    (
+                        block,
+                        self.condition(bspec.get("when", True), (*bpath, "when"), bool_names),
+                        bspec["initializer"],
+                    )
+                )
+            self.initializer(spec["initializer"], (*path, "initializer"))
             argument = spec.get("argument", name)
-            if not isinstance(argument, str) or not argument.isidentifier():
-                self.err((*path, "argument"), f"argument '{argument}' is not an identifier")
-            out.append(Weight(name, argument, spec["initializer"], when, tuple(layouts), tuple(inits), spec.get("doc", "")))
+            if "argument" in spec:
+                self.identifier(argument, (*path, "argument"), "argument", key=False)
+            self.text(spec.get("doc", ""), (*path, "doc"))
+            out.append(
+                Weight(
+                    name,
+                    argument,
+                    spec["initializer"],
+                    when,
+                    tuple(layouts),
+                    tuple(inits),
+                    spec.get("doc", ""),
+                )
+            )
         return tuple(out)
 
     def layout(self, name: str, raw: dict, path: tuple, bool_names) -> Layout | None:
@@ -493,13 +793,17 @@ class _Builder:
         elif all(isinstance(b, list) for b in blocks_raw):
             rows = tuple(tuple(r) for r in blocks_raw)
         else:
-            self.err((*path, "blocks"), "blocks are a list of names, or a list of rows (lists of names)")
+            self.err(
+                (*path, "blocks"), "blocks are a list of names, or a list of rows (lists of names)"
+            )
             return None
         ok = True
         for r, row in enumerate(rows):
             for c, block in enumerate(row):
                 bpath = (*path, "blocks", r, c) if len(rows) > 1 else (*path, "blocks", c)
-                if not isinstance(block, str) or not self.identifier(block, bpath, "block", key=False):
+                if not isinstance(block, str) or not self.identifier(
+                    block, bpath, "block", key=False
+                ):
                     ok = False
                 elif block != name and (block in RESERVED or block.endswith("_prev")):
                     self.err(bpath, f"block '{block}' collides with a name the generated code uses")
@@ -511,11 +815,19 @@ class _Builder:
             return None
         layout = Layout(when, shape, rows)
         if len(rows) > 1 and (len(shape) != 2 or shape[0] != len(rows)):
-            self.err((*path, "shape"), f"{len(rows)} rows of blocks need shape [{len(rows)}, N * units], got {list(map(str, shape))}")
+            self.err(
+                (*path, "shape"),
+                f"{len(rows)} rows of blocks need shape [{len(rows)}, N * units], "
+                f"got {list(map(str, shape))}",
+            )
             return None
         parts = sp.simplify(shape[-1] / len(rows[0]))
         if blocks_raw is not None and not _is_size(parts):
-            self.err((*path, "blocks"), f"{len(rows[0])} blocks do not split the last axis {shape[-1]} evenly into units or input_dim")
+            self.err(
+                (*path, "blocks"),
+                f"{len(rows[0])} blocks do not split the last axis {shape[-1]} evenly "
+                "into units or input_dim",
+            )
             return None
         return layout
 
@@ -531,14 +843,20 @@ class _Builder:
         out = []
         for tensor, rate in raw.items():
             if tensor not in valid:
-                self.err(("dropout", tensor), f"unknown tensor '{tensor}'{suggest(tensor, valid)}; dropout applies to {one_of(valid)}")
+                self.err(
+                    ("dropout", tensor),
+                    f"unknown tensor '{tensor}'{suggest(tensor, valid)}; "
+                    f"dropout applies to {one_of(valid)}",
+                )
             else:
                 out.append((tensor, rate))
         return tuple(out)
 
     def equations(self, raw: dict, options, weights, states, bool_names):
-        """Parse every equation; check sizes, definitions and order under every option combination."""
-        option_calls = {o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"}
+        """Parse every equation; check sizes, definitions and order for every option combination."""
+        option_calls = {
+            o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"
+        }
         calls = {n: functions.function(n, n) for n in functions.TABLE} | option_calls
         weight_names = {n for w in weights for n in _weight_names(w)}
         matrices, vectors = set(), {}
@@ -558,7 +876,12 @@ class _Builder:
         for s in states:
             sizes[f"{s}_prev"] = symbol_size("units")
         variables = frozenset(sizes) | frozenset(eq_names) - set(matrices)
-        vocab = Vocabulary(variables, frozenset(matrices) | frozenset(vectors), calls, functions.UNSUPPORTED)
+        if self.problems:  # already failing: names reported as invalid are not reported again
+            variables |= frozenset(self.rejected)
+        weights_ok = frozenset(matrices) | frozenset(vectors)
+        if self.problems:
+            weights_ok |= frozenset(self.rejected)
+        vocab = Vocabulary(variables, weights_ok, calls, functions.UNSUPPORTED)
 
         parsed = []
         for name, value in raw.items():
@@ -566,13 +889,19 @@ class _Builder:
             if not self.identifier(name, path, "equation"):
                 continue
             if name in RESERVED or name.endswith("_prev") or name.startswith("d_"):
-                self.err(path, f"equation name '{name}' collides with a name the generated code uses")
+                self.err(
+                    path, f"equation name '{name}' collides with a name the generated code uses"
+                )
                 continue
             alts = [{"eq": value}] if isinstance(value, str) else value
             alternatives, texts = [], []
             for i, alt in enumerate(alts):
                 apath = path if isinstance(value, str) else (*path, i, "eq")
-                when = self.condition(alt.get("when", True), (*path, i, "when") if not isinstance(value, str) else path, bool_names)
+                when = self.condition(
+                    alt.get("when", True),
+                    (*path, i, "when") if not isinstance(value, str) else path,
+                    bool_names,
+                )
                 try:
                     rhs = parse_equation(alt["eq"], vocab)
                 except GrammarError as e:
@@ -587,7 +916,10 @@ class _Builder:
         # check every option combination: definitions, order, cycles and sizes
         from itertools import product
 
-        combos = [dict(zip(bool_names, vals, strict=True)) for vals in product([True, False], repeat=len(bool_names))] or [{}]
+        combos = [
+            dict(zip(bool_names, vals, strict=True))
+            for vals in product([True, False], repeat=len(bool_names))
+        ] or [{}]
         reported: set = set()
         for combo in combos:
             present = {n for w in weights for lay in [w.layout(combo)] if lay for n in lay.names()}
@@ -598,7 +930,11 @@ class _Builder:
                     key = (eq.name, "none")
                     if key not in reported:
                         reported.add(key)
-                        self.err(("step", eq.name), f"no alternative applies when {_describe(combo)}; add one without 'when'")
+                        self.err(
+                            ("step", eq.name),
+                            f"no alternative applies when {_describe(combo)}; "
+                            "add one without 'when'",
+                        )
                     continue
                 for sym in sorted(rhs.free_symbols, key=str):
                     n = str(sym)
@@ -607,24 +943,54 @@ class _Builder:
                         if key not in reported:
                             reported.add(key)
                             later = eq_names.index(n) > eq_names.index(eq.name)
-                            why = "is defined later; equations run in order" if later else "is part of a cycle"
+                            why = (
+                                "is defined later; equations run in order"
+                                if later
+                                else "is part of a cycle"
+                            )
                             if n == eq.name:
-                                why = f"refers to itself; use '{n}_prev' for the previous value" if n in states else "refers to itself"
+                                why = (
+                                    f"refers to itself; use '{n}_prev' for the previous value"
+                                    if n in states
+                                    else "refers to itself"
+                                )
                             self.err(("step", eq.name), f"'{n}' {why}")
                         break
                 else:
-                    size = self.expr_size(rhs, known, present, vectors, weights, ("step", eq.name), reported)
+                    size = self.expr_size(
+                        rhs, known, present, vectors, weights, ("step", eq.name), reported
+                    )
                     if size is not None:
                         known[eq.name] = size
+                    for call in _constant_calls(rhs, weight_names - present):
+                        key = (eq.name, "constant call", call)
+                        if key not in reported:
+                            reported.add(key)
+                            self.err(
+                                ("step", eq.name),
+                                f"'{call}' is a constant when {_describe(combo)}; "
+                                "write its value, or apply the function to a tensor",
+                            )
+                    if _vanishes(rhs, weight_names - present):
+                        key = (eq.name, "constant")
+                        if key not in reported:
+                            reported.add(key)
+                            self.err(
+                                ("step", eq.name),
+                                f"'{eq.name}' is a constant when {_describe(combo)} (the "
+                                "absent weights remove every term); it must depend on x, "
+                                "a state or a present weight",
+                            )
             for s in states:
                 if s in known and known[s] != symbol_size("units"):
                     key = (s, "size")
                     if key not in reported:
                         reported.add(key)
-                        self.err(("step", s), f"state '{s}' has size {known[s]}, but states have size units")
+                        self.err(
+                            ("step", s),
+                            f"state '{s}' has size {known[s]}, but states have size units",
+                        )
             sizes.update({k: v for k, v in known.items() if k not in sizes})
-        for name in weight_names - set(matrices) - set(vectors):
-            pass
         return tuple(parsed), sizes
 
     def expr_size(self, expr, known, present, vectors, weights, path, reported):
@@ -644,14 +1010,30 @@ class _Builder:
                     size(a)
                     return None
                 lay = next(lay for wt in weights for lay in wt.layouts if str(w) in lay.names())
-                rows, cols = lay.block_shape()
+                if a.atoms(WeightProduct):
+                    raise _SizeError(
+                        f"'{_src(a)} @ {w}': nested '@' (a product inside the "
+                        "left side of another) is not supported"
+                    )
+                bshape = lay.block_shape()
+                if len(bshape) != 2:
+                    raise _SizeError(
+                        f"'{_src(a)} @ {w}': {w} is a vector; the right side "
+                        "of '@' must be a matrix weight"
+                    )
+                rows, cols = bshape
                 sa = size(a)
                 if sa is not None and sa != rows:
-                    raise _SizeError(f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {rows} rows")
+                    raise _SizeError(
+                        f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {rows} rows"
+                    )
                 return cols
             sizes_ = [s for s in (size(a) for a in e.args) if s is not None]
             if len(set(sizes_)) > 1:
-                raise _SizeError(f"elementwise operation on sizes {', '.join(map(str, dict.fromkeys(sizes_)))} in '{_src(e)}'")
+                raise _SizeError(
+                    "elementwise operation on sizes "
+                    f"{', '.join(map(str, dict.fromkeys(sizes_)))} in '{_src(e)}'"
+                )
             return sizes_[0] if sizes_ else None
 
         try:
@@ -670,6 +1052,27 @@ class _SizeError(Exception):
 
 def _src(e) -> str:
     return str(e).replace("WeightProduct(", "matmul(")
+
+
+def _reduce(rhs: sp.Expr, absent: set[str]) -> sp.Expr:
+    """``rhs`` with the absent weights (and their products) set to zero."""
+    zero = {sp.Symbol(n, real=True): 0 for n in absent}
+    reduced = rhs.replace(
+        lambda e: isinstance(e, WeightProduct) and str(e.args[1]) in absent, lambda e: sp.S.Zero
+    )
+    return reduced.subs(zero)
+
+
+def _vanishes(rhs: sp.Expr, absent: set[str]) -> bool:
+    """True when ``rhs`` has no free symbols once the absent weights are zero."""
+    return not _reduce(rhs, absent).free_symbols
+
+
+def _constant_calls(rhs: sp.Expr, absent: set[str]) -> list[str]:
+    """Function calls whose argument is a constant once the absent weights are zero."""
+    return sorted(
+        str(c) for c in _reduce(rhs, absent).atoms(functions._Call) if not c.args[0].free_symbols
+    )
 
 
 def _describe(combo: dict) -> str:
@@ -693,7 +1096,12 @@ def _weight_names(w: Weight) -> list[str]:
 
 
 def _name_path(kind: str, name: str) -> tuple:
-    return {"option": ("options", name), "state": ("states",), "weight": ("weights",), "equation": ("step", name)}[kind]
+    return {
+        "option": ("options", name),
+        "state": ("states",),
+        "weight": ("weights",),
+        "equation": ("step", name),
+    }[kind]
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -709,15 +1117,41 @@ def load(path: str | Path) -> CellSpec:
 
 def parse(text: str, file: str = "<spec>") -> CellSpec:
     """Validate and parse spec text (raises :class:`SpecError`)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        why = f"spec is {size} bytes; the limit is {MAX_BYTES}"
+        raise SpecError([Problem(file, 0, 0, "", why)])
     node = _compose(text, file)
     if node is None:
-        raise SpecError([Problem(file, 1, 0, "", "empty spec; expected a mapping with keys name, class_name, weights, states, step")])
+        raise SpecError(
+            [
+                Problem(
+                    file,
+                    1,
+                    0,
+                    "",
+                    "empty spec; expected a mapping with keys "
+                    "name, class_name, weights, states, step",
+                )
+            ]
+        )
     pos = _Positions()
     problems: list[Problem] = []
     data = _plain(node, (), pos, file, problems)
     if not isinstance(data, dict):
-        raise SpecError([Problem(file, *pos.at(()), "", f"the top level must be a mapping, got {_type_name(data)}")])
-    problems += _schema_problems(data, file, pos)
+        raise SpecError(
+            [
+                Problem(
+                    file,
+                    *pos.at(()),
+                    "",
+                    f"the top level must be a mapping, got {_type_name(data)}",
+                )
+            ]
+        )
+    # a value already refused (a YAML tag) is not also reported as the wrong type
+    refused = {(p.line, p.col) for p in problems}
+    problems += [p for p in _schema_problems(data, file, pos) if (p.line, p.col) not in refused]
     if problems:
         raise SpecError(problems)
     builder = _Builder(data, file, pos)

@@ -188,7 +188,12 @@ def _blocks(spec: CellSpec, options: dict) -> dict[str, Block]:
             for c, name in enumerate(row):
                 full = len(lay.blocks) == 1 and len(row) == 1
                 out[name] = Block(
-                    name, w.name, r if len(lay.blocks) > 1 else None, width * c, width * (c + 1), full
+                    name,
+                    w.name,
+                    r if len(lay.blocks) > 1 else None,
+                    width * c,
+                    width * (c + 1),
+                    full,
                 )
     return out
 
@@ -242,7 +247,7 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     groups: list[Group] = []
     product_symbol: dict[sp.Expr, sp.Symbol] = {}
     taken = set(all_weight_names) | {n for n, _ in equations} | state_prev | {"x"}
-    for (operand, weight, row), members in by_key.items():
+    for (operand, weight, _row), members in by_key.items():
         members.sort(key=lambda m: sp.default_sort_key(m[1].start))
         runs: list[list] = [[members[0]]]
         for m in members[1:]:
@@ -258,8 +263,10 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         oname = operand_names[operand]
         hoisted = not ({str(s) for s in operand.free_symbols} & loop_vars)
         for run in runs:
-            full = run[0][1].start == 0 and all(b.full for _, b in run) or (
-                run[0][1].start == 0 and _covers(spec, weight, options, run[-1][1].stop)
+            full = (
+                run[0][1].start == 0
+                and all(b.full for _, b in run)
+                or (run[0][1].start == 0 and _covers(spec, weight, options, run[-1][1].stop))
             )
             suffix = "" if full else "_" + "".join(_block_suffix(b.name, weight) for _, b in run)
             gname = _fresh(f"{oname}_{weight}{suffix}", taken)
@@ -269,8 +276,17 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
                 product_symbol[wp] = symbol(pname)
                 prods.append((pname, block))
             groups.append(
-                Group(gname, oname, operand, weight, run[0][1].start, run[-1][1].stop, full,
-                      tuple(prods), hoisted)
+                Group(
+                    gname,
+                    oname,
+                    operand,
+                    weight,
+                    run[0][1].start,
+                    run[-1][1].stop,
+                    full,
+                    tuple(prods),
+                    hoisted,
+                )
             )
 
     # replace products by their symbols; fold biases into hoisted products
@@ -305,8 +321,12 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
             rhs = rhs.xreplace({call: symbol(node)})
         resolved.append((name, rhs))
     groups = [
-        Group(**{**g.__dict__, "folded": tuple(
-            (p, tuple(folded[p])) for p, _ in g.products if folded.get(p))})
+        Group(
+            **{
+                **g.__dict__,
+                "folded": tuple((p, tuple(folded[p])) for p, _ in g.products if folded.get(p)),
+            }
+        )
         for g in groups
     ]
 
@@ -360,7 +380,8 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         if name not in sizes:  # named nested calls: same size as their argument
             sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
     stored = tuple(
-        (n, sizes[n]) for n in _forward_order(forward)
+        (n, sizes[n])
+        for n in _forward_order(forward)
         if n in needed and n not in available and not n.startswith("d_")
     )
 
@@ -465,8 +486,14 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
             continue
         total = sp.Add(*terms)
         for g in groups:
-            hit = next((p for (p, _), v in zip(g.products, group_values[g.name], strict=True)
-                        if v == total), None)
+            hit = next(
+                (
+                    p
+                    for (p, _), v in zip(g.products, group_values[g.name], strict=True)
+                    if v == total
+                ),
+                None,
+            )
             if hit is not None:
                 reductions.append(Reduce(blocks[name], g, hit))
                 break
@@ -533,7 +560,7 @@ def _operand_name(expr: sp.Expr) -> str:
 
 
 def _block_suffix(block: str, weight: str) -> str:
-    return block[len(weight) + 1:] if block.startswith(weight + "_") else block
+    return block[len(weight) + 1 :] if block.startswith(weight + "_") else block
 
 
 def _gate_index(spec: CellSpec, block: Block) -> int:

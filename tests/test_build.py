@@ -19,8 +19,14 @@ SHIPPED = ["simple_rnn", "gru", "lstm"]
 
 
 def run(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "rnngen", *args], cwd=cwd, capture_output=True,
-                          text=True, check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "rnngen", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
 
 
 def test_check_passes_on_committed_generated():
@@ -106,8 +112,14 @@ def test_numpy_module_needs_neither_tensorflow_nor_rnngen(tmp_path):
         "assert not any(k.split('.')[0] in ('tensorflow', 'rnngen') for k in sys.modules)\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -115,8 +127,12 @@ def test_generated_code_is_ruff_clean():
     ruff = codegen._ruff_cmd()
     if ruff is None:
         pytest.skip("ruff is not installed")
-    proc = subprocess.run([*ruff, "check", "--no-cache", str(ROOT / "generated")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [*ruff, "check", "--no-cache", str(ROOT / "generated")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout
 
 

@@ -22,8 +22,18 @@ SPECS = Path(__file__).parent / "specs"
 
 def build(spec_name: str, out: Path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rnngen", "build", str(SPECS / f"{spec_name}.yaml"), "--out", str(out)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "rnngen",
+            "build",
+            str(SPECS / f"{spec_name}.yaml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     path = out / f"{spec_name}_numpy.py"
@@ -52,7 +62,9 @@ def mgu_tf(x, h0, w, mask_x, mask_h):
 def leaky_tf(x, s0, w):
     s, outs = s0, []
     for t in range(x.shape[1]):
-        s = w["leak"] * s + (1 - w["leak"]) * tf.tanh(x[:, t] @ w["kernel"] + s @ w["recurrent_kernel"])
+        s = w["leak"] * s + (1 - w["leak"]) * tf.tanh(
+            x[:, t] @ w["kernel"] + s @ w["recurrent_kernel"]
+        )
         y = tf.square(tf.nn.softsign(s)) + 0.5 * tf.abs(s) / (1 + tf.exp(-s))
         outs.append(y)
     return tf.stack(outs, axis=1), s
@@ -66,22 +78,29 @@ def test_mgu_matches_tf_autodiff(tmp_path, dropout):
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     layer = mod.MGU(U, return_sequences=True, return_state=True)
     layer(x)
-    weights = {k: (0.5 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in layer.weights.items()}
+    weights = {
+        k: (0.5 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in layer.weights.items()
+    }
     layer.set_weights(list(weights.values()))
     h0 = rng.standard_normal((B, U)).astype(np.float32)
     ones = [np.ones((B, D), np.float32)] * 2, [np.ones((B, U), np.float32)]
     masks = (
-        ([(rng.random((B, D)) > 0.3) / 0.7 for _ in range(2)],
-         [(rng.random((B, U)) > 0.2) / 0.8])
-        if dropout else ones
+        ([(rng.random((B, D)) > 0.3) / 0.7 for _ in range(2)], [(rng.random((B, U)) > 0.2) / 0.8])
+        if dropout
+        else ones
     )
     masks = tuple([m.astype(np.float32) for m in group] for group in masks)
-    call = {"dropout_masks": {"dropout": masks[0], "recurrent_dropout": masks[1]}} if dropout else {}
+    call = (
+        {"dropout_masks": {"dropout": masks[0], "recurrent_dropout": masks[1]}} if dropout else {}
+    )
     seq, h = layer(x, initial_state=[h0], **call)
 
     variables = {k: tf.Variable(v) for k, v in weights.items()}
     xv, hv = tf.constant(x), tf.constant(h0)
-    proj, proj_h = rng.standard_normal(seq.shape).astype(np.float32), rng.standard_normal(h.shape).astype(np.float32)
+    proj, proj_h = (
+        rng.standard_normal(seq.shape).astype(np.float32),
+        rng.standard_normal(h.shape).astype(np.float32),
+    )
     with tf.GradientTape() as tape:
         tape.watch([xv, hv])
         ref_seq, ref_h = mgu_tf(xv, hv, variables, *masks)
@@ -103,14 +122,19 @@ def test_output_that_is_not_a_state(tmp_path):
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     layer = mod.LeakyReadout(U, return_sequences=True, return_state=True)
     layer(x)
-    weights = {k: (0.5 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in layer.weights.items()}
+    weights = {
+        k: (0.5 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in layer.weights.items()
+    }
     layer.set_weights(list(weights.values()))
     s0 = rng.standard_normal((B, U)).astype(np.float32)
     mask = np.array([[1, 1, 0, 1, 0, 1], [0, 1, 1, 1, 1, 1]], bool)
     seq, s = layer(x, initial_state=[s0])
     variables = {k: tf.Variable(v) for k, v in weights.items()}
     xv, sv = tf.constant(x), tf.constant(s0)
-    proj, proj_s = rng.standard_normal(seq.shape).astype(np.float32), rng.standard_normal(s.shape).astype(np.float32)
+    proj, proj_s = (
+        rng.standard_normal(seq.shape).astype(np.float32),
+        rng.standard_normal(s.shape).astype(np.float32),
+    )
     with tf.GradientTape() as tape:
         tape.watch([xv, sv])
         ref_seq, ref_s = leaky_tf(xv, sv, variables)

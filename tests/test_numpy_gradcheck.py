@@ -45,7 +45,9 @@ def test_finite_differences(name, opts, variant):
 
     def loss(x_, w_, s_):
         out, final, _ = mod.forward(x_, w_, s_, **kwargs)
-        return float(np.sum(out * proj) + sum(np.sum(f * p) for f, p in zip(final, proj_s, strict=True)))
+        return float(
+            np.sum(out * proj) + sum(np.sum(f * p) for f, p in zip(final, proj_s, strict=True))
+        )
 
     out, final, tape = mod.forward(x, weights, h0, **kwargs)
     d_x, d_s, d_w = mod.backward(tape, proj, proj_s)
@@ -103,10 +105,22 @@ VECTORS = [
     # kind, units, inputs, layer kwargs, call kwargs, expected last output (per sample)
     ("SimpleRNN", 4, S243, {}, {}, [0.405432, 0.73605347]),
     ("SimpleRNN", 4, S243, {"go_backwards": True}, {}, [0.11144729, 0.5528889]),
-    ("SimpleRNN", 4, S234, {}, {"initial_state": np.arange(8, dtype=np.float32).reshape(2, 4)},
-     [0.33621645, 0.6262637]),
-    ("SimpleRNN", 4, S234, {"go_backwards": True},
-     {"initial_state": np.arange(8, dtype=np.float32).reshape(2, 4)}, [0.07344437, 0.43043602]),
+    (
+        "SimpleRNN",
+        4,
+        S234,
+        {},
+        {"initial_state": np.arange(8, dtype=np.float32).reshape(2, 4)},
+        [0.33621645, 0.6262637],
+    ),
+    (
+        "SimpleRNN",
+        4,
+        S234,
+        {"go_backwards": True},
+        {"initial_state": np.arange(8, dtype=np.float32).reshape(2, 4)},
+        [0.07344437, 0.43043602],
+    ),
     ("SimpleRNN", 4, S234, {}, {"mask": M}, [0.32951632, 0.61799484]),
     ("SimpleRNN", 4, S234, {"go_backwards": True}, {"mask": M}, [0.07376196, 0.43645123]),
     ("GRU", 3, S364, {}, {}, [0.5217289, 0.6371659, 0.39384964]),
@@ -119,10 +133,22 @@ VECTORS = [
     ("LSTM", 3, S364, {"go_backwards": True}, {}, [0.35622165, 0.74789524, 0.8872726]),
     ("LSTM", 3, S364, {"unit_forget_bias": False}, {}, [0.57019705, 0.8661914, 0.9459622]),
     ("LSTM", 3, S364, {"use_bias": False}, {}, [0.54986924, 0.86226785, 0.9443936]),
-    ("LSTM", 2, S234, {}, {"mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)},
-     [0.11755939, 0.28556206]),
-    ("LSTM", 2, S234, {"go_backwards": True},
-     {"mask": np.array([[0, 1, 1, 1], [0, 0, 1, 1]], bool)}, [0.15341201, 0.3844719]),
+    (
+        "LSTM",
+        2,
+        S234,
+        {},
+        {"mask": np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)},
+        [0.11755939, 0.28556206],
+    ),
+    (
+        "LSTM",
+        2,
+        S234,
+        {"go_backwards": True},
+        {"mask": np.array([[0, 1, 1, 1], [0, 0, 1, 1]], bool)},
+        [0.15341201, 0.3844719],
+    ),
 ]
 
 
@@ -134,9 +160,14 @@ def test_keras_reference_vectors(kind, units, x, kw, call, expected):
     assert np.allclose(out, out[:, :1])  # constant weights: every unit is equal
 
 
-@pytest.mark.parametrize(("kind", "expected"), [("SimpleRNN", [0.40559256, 0.7361247]),
-                                                ("GRU", [0.29542392, 0.5885018]),
-                                                ("LSTM", [0.3124785, 0.6863672])])
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("SimpleRNN", [0.40559256, 0.7361247]),
+        ("GRU", [0.29542392, 0.5885018]),
+        ("LSTM", [0.3124785, 0.6863672]),
+    ],
+)
 def test_keras_reference_statefulness(kind, expected):
     layer = numpy_layer_class(kind)(4, stateful=True, **CONST)
     layer(S243)
@@ -149,7 +180,9 @@ def test_keras_reference_statefulness(kind, expected):
 def test_keras_reference_masked_sequences():
     SimpleRNN = numpy_layer_class("SimpleRNN")
     out = SimpleRNN(2, return_sequences=True, **CONST)(S234, mask=M)
-    np.testing.assert_allclose(out[0, :, 0], [0.0599281, 0.15122814, 0.15122814, 0.32394567], atol=1e-5)
+    np.testing.assert_allclose(
+        out[0, :, 0], [0.0599281, 0.15122814, 0.15122814, 0.32394567], atol=1e-5
+    )
     np.testing.assert_allclose(out[1, :, 0], [0.3969304] * 3 + [0.608085], atol=1e-5)
     zeroed = SimpleRNN(2, return_sequences=True, zero_output_for_mask=True, **CONST)(S234, mask=M)
     np.testing.assert_allclose(zeroed[..., 0], np.where(M, out[..., 0], 0.0), atol=1e-6)

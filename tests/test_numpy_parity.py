@@ -24,8 +24,17 @@ from helpers import (  # noqa: E402
 
 B, T, D, U = 3, 6, 5, 4
 ACTIVATIONS = [
-    "tanh", "sigmoid", "hard_sigmoid", "relu", "relu6", "elu", "selu", "softplus",
-    "softsign", "exponential", "linear",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "relu",
+    "relu6",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "exponential",
+    "linear",
 ]
 MASK = np.array(
     [[1, 1, 0, 1, 0, 1], [0, 1, 1, 1, 1, 0], [1, 0, 0, 0, 1, 1]], dtype=bool
@@ -40,8 +49,17 @@ def _n_states(kind):
     return 2 if kind == "LSTM" else 1
 
 
-def compare(kind, layer_kwargs=None, *, mask=None, initial_state=False, dropout=None,
-            activity=None, seed=0, scale=0.5):
+def compare(
+    kind,
+    layer_kwargs=None,
+    *,
+    mask=None,
+    initial_state=False,
+    dropout=None,
+    activity=None,
+    seed=0,
+    scale=0.5,
+):
     """Run one configuration through Keras and the NumPy twin and assert parity."""
     layer_kwargs = dict(layer_kwargs or {})
     layer_kwargs.setdefault("return_sequences", True)
@@ -70,15 +88,21 @@ def compare(kind, layer_kwargs=None, *, mask=None, initial_state=False, dropout=
     if dropout:
         per_gate = dropout[1] > 0 and kind != "SimpleRNN"
         n = _gates(kind) if per_gate else 1
-        dpm = [((rng.random((B, D)) >= dropout[0]) / (1 - dropout[0])).astype(np.float32)
-               for _ in range(n)]
-        rdpm = [((rng.random((B, U)) >= dropout[1]) / (1 - dropout[1])).astype(np.float32)
-                for _ in range(n)]
+        dpm = [
+            ((rng.random((B, D)) >= dropout[0]) / (1 - dropout[0])).astype(np.float32)
+            for _ in range(n)
+        ]
+        rdpm = [
+            ((rng.random((B, U)) >= dropout[1]) / (1 - dropout[1])).astype(np.float32)
+            for _ in range(n)
+        ]
         ref.cell.get_dropout_mask = lambda _: dpm if per_gate else dpm[0]
         ref.cell.get_recurrent_dropout_mask = lambda _: rdpm if per_gate else rdpm[0]
         call["training"] = True
-        twin_call["dropout_masks"] = {"dropout": dpm if per_gate else dpm[0],
-                                      "recurrent_dropout": rdpm if per_gate else rdpm[0]}
+        twin_call["dropout_masks"] = {
+            "dropout": dpm if per_gate else dpm[0],
+            "recurrent_dropout": rdpm if per_gate else rdpm[0],
+        }
 
     xv = tf.constant(x)
     sv = [tf.constant(s) for s in states0]
@@ -106,7 +130,7 @@ def compare(kind, layer_kwargs=None, *, mask=None, initial_state=False, dropout=
     if initial_state:
         for i, s in enumerate(result.initial_state):
             assert_close_rel(s, grads[1 + i].numpy(), GRAD_RTOL_F32, f"{kind} d_initial_state[{i}]")
-    weight_grads = grads[1 + len(sv):]
+    weight_grads = grads[1 + len(sv) :]
     names = list(twin.weights)
     assert len(names) == len(weight_grads)
     for name, g in zip(names, weight_grads, strict=True):
@@ -114,17 +138,32 @@ def compare(kind, layer_kwargs=None, *, mask=None, initial_state=False, dropout=
     return twin, ref
 
 
-CELLS = [("SimpleRNN", {}), ("GRU", {"reset_after": True}), ("GRU", {"reset_after": False}),
-         ("LSTM", {})]
+CELLS = [
+    ("SimpleRNN", {}),
+    ("GRU", {"reset_after": True}),
+    ("GRU", {"reset_after": False}),
+    ("LSTM", {}),
+]
 CELL_IDS = ["simple_rnn", "gru_reset_after", "gru_reset_before", "lstm"]
 
 
 @pytest.mark.parametrize(("kind", "opts"), CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize(
     "case",
-    ["default", "no_bias", "last_output_only", "output_only", "go_backwards", "mask",
-     "mask_zero_output", "mask_go_backwards", "initial_state", "dropout", "recurrent_dropout",
-     "regularizers"],
+    [
+        "default",
+        "no_bias",
+        "last_output_only",
+        "output_only",
+        "go_backwards",
+        "mask",
+        "mask_zero_output",
+        "mask_go_backwards",
+        "initial_state",
+        "dropout",
+        "recurrent_dropout",
+        "regularizers",
+    ],
 )
 def test_matches_keras(kind, opts, case):
     kw = dict(opts)
@@ -155,8 +194,11 @@ def test_matches_keras(kind, opts, case):
         extra["dropout"] = (0.25, 0.4)
         extra["mask"] = MASK
     elif case == "regularizers":
-        kw.update(kernel_regularizer="l2", recurrent_regularizer={"class_name": "L1", "config": {"l1": 0.1}},
-                  bias_regularizer={"class_name": "L1L2", "config": {"l1": 0.2, "l2": 0.3}})
+        kw.update(
+            kernel_regularizer="l2",
+            recurrent_regularizer={"class_name": "L1", "config": {"l1": 0.1}},
+            bias_regularizer={"class_name": "L1L2", "config": {"l1": 0.2, "l2": 0.3}},
+        )
         extra["activity"] = {"class_name": "L2", "config": {"l2": 0.5}}
     compare(kind, kw, **extra)
 
@@ -169,11 +211,16 @@ def test_simple_rnn_activations(activation):
 
 
 @pytest.mark.parametrize(("kind", "opts"), CELLS[1:], ids=CELL_IDS[1:])
-@pytest.mark.parametrize(("activation", "recurrent"), [("relu", "hard_sigmoid"), ("softsign", "tanh"),
-                                                      ("elu", "sigmoid")])
+@pytest.mark.parametrize(
+    ("activation", "recurrent"),
+    [("relu", "hard_sigmoid"), ("softsign", "tanh"), ("elu", "sigmoid")],
+)
 def test_gated_activations(kind, opts, activation, recurrent):
-    compare(kind, {**opts, "activation": activation, "recurrent_activation": recurrent},
-            initial_state=True)
+    compare(
+        kind,
+        {**opts, "activation": activation, "recurrent_activation": recurrent},
+        initial_state=True,
+    )
 
 
 @pytest.mark.parametrize(("kind", "opts"), CELLS, ids=CELL_IDS)
