@@ -114,7 +114,7 @@ def _fail(ctx: click.Context, err: Exception) -> None:
 @click.pass_context
 def build(ctx: click.Context, specs: tuple[str, ...], out_dir: Path | None, check: bool) -> None:
     """Generate NumPy and TensorFlow modules and derivation documents from SPECS."""
-    out_dir = out_dir or codegen.spec_dir().parent / "generated"
+    out_dir = out_dir or codegen.default_out_dir()
     try:
         files = build_files(resolve_specs(specs))
     except SpecError as err:

@@ -44,6 +44,12 @@ def template_dir() -> Path:
     return _data_dir("templates")
 
 
+def default_out_dir() -> Path:
+    """``generated/`` beside ``spec/`` in a checkout; ``./generated`` for an installed package."""
+    checkout = HERE.parent / "spec"
+    return HERE.parent / "generated" if checkout.is_dir() else Path.cwd() / "generated"
+
+
 class NumpyCode(NumPyPrinter):
     """NumPy printer whose numbers stay Python scalars, so float32 arrays stay float32."""
 
