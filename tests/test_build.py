@@ -155,17 +155,35 @@ def test_non_editable_install_finds_specs_and_templates(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
     proc = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(ROOT)],
-        capture_output=True, text=True, check=False,
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(py), "-m", "rnngen", "build"], cwd=work, capture_output=True,
-                          text=True, check=False, env=env)
+    proc = subprocess.run(
+        [str(py), "-m", "rnngen", "build"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (work / "generated").iterdir())
-    _, mismatch, errors = filecmp.cmpfiles(work / "generated", ROOT / "generated", names,
-                                          shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+        work / "generated", ROOT / "generated", names, shallow=False
+    )
     assert not mismatch and not errors
