@@ -2560,10 +2560,14 @@ class GRUCell(DropoutRNNCell, keras.layers.Layer):
         return out
 
     def _create_masks(self, template, rate, count):
-        return [
+        # one mask per gate when recurrent dropout is on (Keras's implementation 1),
+        # otherwise one mask shared by every gate (implementation 2)
+        draws = count if self.recurrent_dropout > 0 else 1
+        masks = [
             keras.random.dropout(tf.ones_like(template), rate=rate, seed=self.seed_generator)
-            for _ in range(count)
+            for _ in range(draws)
         ]
+        return masks if draws == count else masks * count
 
     def get_dropout_mask(self, step_input):
         if getattr(self, "_dropout_mask", None) is None and self.dropout > 0:
@@ -2656,7 +2660,8 @@ class GRU(keras.layers.RNN):
       (an unrolled Python loop was asked for) or the dtype policy is mixed (compute dtype
       differs from the variable dtype); otherwise loop.
 
-    Dropout draws one independent mask per gate (as Keras does with ``implementation=1``).
+    Dropout draws one mask per gate when ``recurrent_dropout > 0`` and one mask shared by
+    every gate otherwise, as Keras does.
     """
 
     def __init__(
