@@ -103,13 +103,27 @@ UNSUPPORTED = {
 ACTIVATIONS = tuple(sorted(n for n, e in TABLE.items() if e.activation))
 
 
-class _Call(sp.Function):
+class _Printed(sp.Function):
+    """A one-argument function printed as ``call_name(arg)`` in code and ``latex_name`` in LaTeX."""
+
+    call_name: str
+    latex_name: str
+    nargs = 1
+
+    def _numpycode(self, printer):
+        return f"{self.call_name}({printer._print(self.args[0])})"
+
+    _tensorflowcode = _numpycode
+    _pythoncode = _numpycode
+
+    def _latex(self, printer):
+        return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
+
+
+class _Call(_Printed):
     """Base of the SymPy function classes made from the table."""
 
     entry: Elementwise
-    call_name: str  # the name the generated code calls
-
-    nargs = 1
 
     def fdiff(self, argindex=1):
         if argindex != 1:
@@ -117,30 +131,9 @@ class _Call(sp.Function):
         grad = grad_function(self.call_name, self.entry.name)
         return grad(self) if self.entry.grad_from == "output" else grad(self.args[0])
 
-    def _numpycode(self, printer):
-        return f"{self.call_name}({printer._print(self.args[0])})"
 
-    _tensorflowcode = _numpycode
-    _pythoncode = _numpycode
-
-    def _latex(self, printer):
-        return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
-
-
-class _Grad(sp.Function):
+class _Grad(_Printed):
     """Derivative of a table function, as a function of its output (or input)."""
-
-    call_name: str
-    nargs = 1
-
-    def _numpycode(self, printer):
-        return f"{self.call_name}({printer._print(self.args[0])})"
-
-    _tensorflowcode = _numpycode
-    _pythoncode = _numpycode
-
-    def _latex(self, printer):
-        return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
 
 
 @cache

@@ -254,49 +254,23 @@ def _read(path: Path) -> str:
 
 def _compose(text: str, file: str) -> yaml.Node | None:
     """Compose YAML after checking the event stream is small, shallow and alias-free."""
+
+    def refuse(mark, message):
+        return SpecError([Problem(file, mark.line + 1, mark.column + 1, "", message)])
+
     depth = count = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             count += 1
             mark = event.start_mark
             if count > MAX_EVENTS:
-                raise SpecError(
-                    [
-                        Problem(
-                            file,
-                            mark.line + 1,
-                            mark.column + 1,
-                            "",
-                            f"spec has more than {MAX_EVENTS} YAML nodes",
-                        )
-                    ]
-                )
+                raise refuse(mark, f"spec has more than {MAX_EVENTS} YAML nodes")
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise SpecError(
-                    [
-                        Problem(
-                            file,
-                            mark.line + 1,
-                            mark.column + 1,
-                            "",
-                            "YAML anchors and aliases (&, *) are not allowed in specs",
-                        )
-                    ]
-                )
+                raise refuse(mark, "YAML anchors and aliases (&, *) are not allowed in specs")
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise SpecError(
-                        [
-                            Problem(
-                                file,
-                                mark.line + 1,
-                                mark.column + 1,
-                                "",
-                                f"YAML is nested more than {MAX_DEPTH} levels deep",
-                            )
-                        ]
-                    )
+                    raise refuse(mark, f"YAML is nested more than {MAX_DEPTH} levels deep")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
         return yaml.compose(text, Loader=yaml.SafeLoader)

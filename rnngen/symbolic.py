@@ -21,7 +21,7 @@ Everything returned is plain frozen data holding SymPy expressions.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product as cartesian
 
 import sympy as sp
@@ -593,12 +593,3 @@ def _block_cols(spec, block: Block) -> sp.Expr:
 def _operand_size(spec, g: Group, blocks) -> sp.Expr:
     w = next(w for w in spec.weights if w.name == g.weight)
     return w.layouts[0].shape[0]
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Counts for the derivation document."""
-
-    variants: int = 0
-    statements: int = 0
-    extra: dict = field(default_factory=dict)
