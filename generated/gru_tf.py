@@ -178,6 +178,32 @@ def _activation_name(value, argument):
     return name
 
 
+def _check_rate(name, rate):
+    """A dropout rate in [0, 1]; Keras clips out-of-range rates, rnngen rejects them."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1]. Received: {name}={rate}")
+    return value
+
+
+def _dims(shape):
+    """A static shape as a tuple of ints (None where unknown), for messages and checks."""
+    return (
+        tuple(tf.TensorShape(shape).as_list()) if tf.TensorShape(shape).rank is not None else None
+    )
+
+
+def _compatible(shape, expected):
+    return (
+        shape is not None
+        and len(shape) == len(expected)
+        and all(a is None or b is None or a == b for a, b in zip(shape, expected, strict=True))
+    )
+
+
 def _seq_matmul(a, w):
     """(T, B, n) @ (n, k) -> (T, B, k) as one matrix product."""
     shape = tf.shape(a)
@@ -2483,8 +2509,8 @@ class GRUCell(DropoutRNNCell, keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.dropout = min(1.0, max(0.0, float(dropout)))
-        self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        self.dropout = _check_rate("dropout", dropout)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.state_size = units
@@ -2498,6 +2524,7 @@ class GRUCell(DropoutRNNCell, keras.layers.Layer):
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
+        self._input_dim = input_dim
         units = self.units
         self.kernel = self.add_weight(
             shape=(input_dim, 3 * units),
@@ -2607,6 +2634,9 @@ class GRUCell(DropoutRNNCell, keras.layers.Layer):
         return out if active else None
 
     def call(self, inputs, states, training=False):
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:  # Keras casts integer inputs to the compute dtype
+            inputs = tf.cast(inputs, self.compute_dtype)
         states = list(states) if isinstance(states, list | tuple) else [states]
         masks = self.active_masks(inputs, states[0], training)
         step, _ = _VARIANTS[(self.use_bias, self.reset_after, masks is not None)]
@@ -2764,6 +2794,60 @@ class GRU(keras.layers.RNN):
     @property
     def seed(self):
         return self.cell.seed
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        sequences = tf.convert_to_tensor(sequences)
+        if not sequences.dtype.is_floating:  # Keras casts integer inputs to the compute dtype
+            sequences = tf.cast(sequences, self.compute_dtype)
+        self._check_call(sequences, initial_state, mask)
+        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+
+    def _check_call(self, sequences, initial_state, mask):
+        """ValueErrors naming expected and received shapes (static shapes only)."""
+        shape = _dims(sequences.shape)
+        if shape is None:  # unknown rank (traced without a shape): nothing to check statically
+            return
+        if len(shape) != 3:
+            raise ValueError(
+                f"{self.name}: expected a 3-D input (batch, timesteps, features), received "
+                f"ndim={len(shape)}, shape={shape}"
+            )
+        batch, steps, features = shape
+        built_dim = getattr(self.cell, "_input_dim", None)
+        if built_dim is not None and features is not None and features != built_dim:
+            raise ValueError(
+                f"{self.name}: the layer was built for {built_dim} input features, received "
+                f"{features} (input shape {shape})"
+            )
+        if steps == 0:
+            raise ValueError(
+                f"{self.name}: the input sequence has 0 timesteps (input shape {shape}); "
+                "a recurrent layer needs at least one timestep"
+            )
+        if initial_state is not None:
+            given = (
+                list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
+            )
+            if len(given) != len(STATES):
+                raise ValueError(
+                    f"{self.name}: expected {len(STATES)} initial state(s) {list(STATES)}, "
+                    f"received {len(given)}"
+                )
+            expected = (batch, self.cell.units)
+            for name, state in zip(STATES, given, strict=True):
+                got = _dims(getattr(state, "shape", tf.convert_to_tensor(state).shape))
+                if not _compatible(got, expected):
+                    raise ValueError(
+                        f"{self.name}: initial state {name!r} must have shape {expected} "
+                        f"(batch, units), received {got}"
+                    )
+        if mask is not None:
+            got = _dims(getattr(mask, "shape", tf.convert_to_tensor(mask).shape))
+            if not _compatible(got, (batch, steps)):
+                raise ValueError(
+                    f"{self.name}: `mask` must have shape {(batch, steps)} (batch, timesteps), "
+                    f"received {got}"
+                )
 
     def uses_fused(self):
         """Whether calls run the fused op (see the class docstring for the rule)."""
