@@ -477,9 +477,7 @@ def _backward_v0(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -713,19 +711,20 @@ def _backward_v1(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(_all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B)
+        * x_mask_2
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
@@ -914,9 +913,7 @@ def _backward_v2(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -1132,21 +1129,24 @@ def _backward_v3(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
@@ -1319,9 +1319,7 @@ def _backward_v4(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -1529,19 +1527,20 @@ def _backward_v5(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(_all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B)
+        * x_mask_2
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
@@ -1715,9 +1714,7 @@ def _backward_v6(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -1921,21 +1918,24 @@ def _backward_v7(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_h * x_mask_2
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z

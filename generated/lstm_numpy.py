@@ -493,9 +493,7 @@ def _backward_v0(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -766,23 +764,32 @@ def _backward_v1(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x_dropped3_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
+            T,
+            B,
+        )
+        * x_mask_3
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
@@ -997,9 +1004,7 @@ def _backward_v2(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -1270,23 +1275,32 @@ def _backward_v3(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x_dropped3_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
+            T,
+            B,
+        )
+        * x_mask_3
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
@@ -1492,9 +1506,7 @@ def _backward_v4(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -1746,23 +1758,32 @@ def _backward_v5(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x_dropped3_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
+            T,
+            B,
+        )
+        * x_mask_3
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
@@ -1960,9 +1981,7 @@ def _backward_v6(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x += d_x_x_kernel
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
@@ -2214,23 +2233,32 @@ def _backward_v7(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = np.zeros_like(x)
-    d_x_dropped0_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = (
+        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
+        * x_mask_0
     )
-    d_x_dropped1_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+        )
+        * x_mask_1
     )
-    d_x_dropped2_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
+            T,
+            B,
+        )
+        * x_mask_2
     )
-    d_x_dropped3_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    d_x += (
+        _per_step(
+            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
+            T,
+            B,
+        )
+        * x_mask_3
     )
-    d_x += d_x_dropped0_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_x_dropped3_kernel_o * x_mask_3
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
