@@ -81,7 +81,7 @@ def test_cli_json(tmp_path):
 def test_numpy_module_argument_injects_a_module(tmp_path):
     source = (GENERATED / "simple_rnn_numpy.py").read_text(encoding="utf-8")
     path = tmp_path / "mutant.py"
-    path.write_text(source.replace("d_x += d_x_x_kernel\n", "d_x -= d_x_x_kernel\n"), "utf-8")
+    path.write_text(source.replace("d_x = _per_step(", "d_x = -_per_step("), "utf-8")
     module = verify.import_path(path)
     results = verify.verify_spec(
         SPEC_DIR / "simple_rnn.yaml", quick=True, numpy_module=module, checks=("autodiff",)
@@ -101,7 +101,7 @@ MUTANTS = {
     # name: (spec, mutate(text) -> text, checks that must fail)
     "gradient sign": (
         "simple_rnn",
-        lambda t: t.replace("d_x += d_x_x_kernel\n", "d_x -= d_x_x_kernel\n"),
+        lambda t: t.replace("d_x = _per_step(", "d_x = -_per_step("),
         {"keras", "autodiff", "finite_diff"},
     ),
     "missing bias gradient": (
