@@ -1160,6 +1160,14 @@ class SimpleRNN(keras.layers.RNN):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.uses_fused():
+            if self.unroll and self.go_backwards and self.zero_output_for_mask and mask is not None:
+                # Keras's unrolled loop zeroes the wrong steps here (it applies the unreversed
+                # mask); its while loop is correct and computes the same values otherwise.
+                self.unroll = False
+                try:
+                    return super().inner_loop(sequences, initial_state, mask, training=training)
+                finally:
+                    self.unroll = True
             return super().inner_loop(sequences, initial_state, mask, training=training)
         cell = self.cell
         if not isinstance(initial_state, list | tuple):

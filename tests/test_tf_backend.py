@@ -383,3 +383,26 @@ def test_mirrored_strategy_two_cpus():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
+
+
+@pytest.mark.parametrize("impl", ["loop", "fused", "auto"])
+def test_unroll_go_backwards_zero_output_mask_is_correct(impl):
+    """Keras's unrolled loop zeroes the wrong steps in this combination; ours does not."""
+    from generated.simple_rnn_numpy import SimpleRNN as NumpySimpleRNN
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], bool)
+    kw = dict(return_sequences=True, go_backwards=True, zero_output_for_mask=True)
+    twin = NumpySimpleRNN(4, **kw)
+    twin(x)
+    expected = twin(x, mask=mask)  # independent NumPy twin (tested against Keras's while loop)
+    layer = ours("SimpleRNN")(4, unroll=True, implementation=impl, **kw)
+    layer(x)
+    layer.set_weights(twin.get_weights())
+    got = layer(x, mask=tf.constant(mask)).numpy()
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    while_loop = keras.layers.SimpleRNN(4, unroll=False, **kw)
+    while_loop(x)
+    while_loop.set_weights(twin.get_weights())
+    assert np.max(np.abs(while_loop(x, mask=tf.constant(mask)).numpy() - expected)) <= 1e-5
