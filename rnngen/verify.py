@@ -31,7 +31,20 @@ worst absolute error, worst relative error, tolerance, pass/fail):
     tiny layer.
 ``hygiene``
     Each generated module imports in a fresh interpreter; the NumPy module must not pull in
-    ``tensorflow`` or ``rnngen``.
+    ``tensorflow`` or ``rnngen``. These subprocesses run concurrently with the other checks
+    (``run_cli`` starts those of every shipped module up front).
+
+The ``tf`` backend (``<name>_tf.py``, a Keras 3 layer) gets, for both ``implementation="loop"``
+and ``"fused"``, a ``keras/<impl>`` row (against the Keras reference, float32, when the spec has
+one) and an ``autodiff/<impl>`` row (against the same equation interpreter as the numpy
+``autodiff`` check, in float64 when the layer runs with ``dtype="float64"``, else float32 with the
+float32 tolerances), over the same configuration matrix as the numpy backend, dropout included:
+the known masks are injected by patching ``get_dropout_mask`` / ``get_recurrent_dropout_mask`` on
+the layer's cell instance, exactly as for the Keras reference, and the call runs with
+``training=True``. The float64 run uses an exact L1/L2 regularizer (``keras.regularizers.L1L2``
+rounds its coefficients to float32). The references run once per configuration and are shared
+by the backends. Specs outside spec/ are built into a temporary folder, so a new cell is verified
+on both backends.
 
 Tolerance rule (``s = max(1, T / 20)`` grows with the sequence length T):
 
@@ -46,8 +59,8 @@ Tolerance rule (``s = max(1, T / 20)`` grows with the sequence length T):
   the direction's group); full Jacobian: per entry, relative to the
   largest Jacobian entry, ``<= 1e-6``.
 
-Results are reproducible for a given ``seed``. A ``tf`` backend (``<name>_tf.py``) is compared with
-the Keras reference when the module exists, and reported as "not available" otherwise.
+Results are reproducible for a given ``seed``. A missing ``tf`` module is reported as "not
+available".
 """
 
 from __future__ import annotations
@@ -483,17 +496,41 @@ def run_keras_layer(
     data: dict,
     extra: dict | None = None,
     inject_dropout: bool = True,
+    dtype: str = "float32",
 ) -> dict:
+    """Run a Keras-style layer class (the Keras reference or a generated TF layer) in ``dtype``.
+
+    Known dropout masks are injected by patching ``get_dropout_mask`` /
+    ``get_recurrent_dropout_mask`` on the layer's cell instance (a list of per-gate masks when
+    ``make_data`` drew one per gate), and the call runs with ``training=True``.
+    """
     tf = _tf()
     import keras
 
-    regs = _reg_kwargs(cs, cfg, lambda l1, l2: keras.regularizers.L1L2(l1=l1, l2=l2))
-    layer = cls(cfg.U, **cfg.opts, **_layer_kwargs(cfg), **regs, **(extra or {}), dtype="float32")
+    tfd = tf.as_dtype(dtype)
+
+    def make_reg(l1, l2):
+        if dtype == "float32":
+            return keras.regularizers.L1L2(l1=l1, l2=l2)
+
+        # keras.regularizers.L1L2 rounds l1/l2 to float32 even for float64 weights; the
+        # float64 autodiff check needs them exact
+        class ExactL1L2(keras.regularizers.Regularizer):
+            def __call__(self, x):
+                return l1 * tf.reduce_sum(tf.abs(x)) + l2 * tf.reduce_sum(tf.square(x))
+
+            def get_config(self):
+                return {}
+
+        return ExactL1L2()
+
+    regs = _reg_kwargs(cs, cfg, make_reg)
+    layer = cls(cfg.U, **cfg.opts, **_layer_kwargs(cfg), **regs, **(extra or {}), dtype=dtype)
     if regs and layer.activity_regularizer is None:
         # Keras bug: SimpleRNN drops the activity_regularizer argument; restore it.
         layer.activity_regularizer = regs["activity_regularizer"]
     layer.build((cfg.B, cfg.T, cfg.D))
-    layer.set_weights([np.asarray(w, np.float32) for w in data["weights"].values()])
+    layer.set_weights([np.asarray(w, dtype) for w in data["weights"].values()])
     if cfg.stateful:
         layer.reset_state()
     dm = data["dmasks"]
@@ -505,26 +542,22 @@ def run_keras_layer(
             if value is None:
                 return lambda step_input: None
             if isinstance(value, list):
-                consts = [tf.constant(v, tf.float32) for v in value]
+                consts = [tf.constant(v, tfd) for v in value]
             else:
-                consts = tf.constant(value, tf.float32)
+                consts = tf.constant(value, tfd)
             return lambda step_input: consts
 
         layer.cell.get_dropout_mask = getter("dropout")
         layer.cell.get_recurrent_dropout_mask = getter("recurrent_dropout")
     mask = None if data["mask"] is None else tf.constant(data["mask"])
     out = {}
-    xs = [tf.constant(x, tf.float32) for x in data["xs"]]
+    xs = [tf.constant(x, tfd) for x in data["xs"]]
     if cfg.stateful:
         first = layer(xs[0], mask=mask, training=training)
         first = list(first) if cfg.return_state else [first]
         for i, r in enumerate(first):
             out[f"call1.returned[{i}]"] = r.numpy()
-    h0 = (
-        None
-        if (data["h0"] is None or cfg.stateful)
-        else [tf.constant(h, tf.float32) for h in data["h0"]]
-    )
+    h0 = None if (data["h0"] is None or cfg.stateful) else [tf.constant(h, tfd) for h in data["h0"]]
     weights = list(layer.trainable_weights)
     with tf.GradientTape() as tape:
         tape.watch(xs[-1])
@@ -534,15 +567,12 @@ def run_keras_layer(
         ret = list(ret) if cfg.return_state else [ret]
         losses = list(layer.losses)
         total = (
-            tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in losses])
+            tf.add_n([tf.reduce_sum(tf.cast(v, tfd)) for v in losses])
             if losses
-            else tf.constant(0.0)
+            else tf.constant(0.0, tfd)
         )
         loss = total + tf.add_n(
-            [
-                tf.reduce_sum(tf.constant(p, tf.float32) * r)
-                for p, r in zip(data["proj"], ret, strict=True)
-            ]
+            [tf.reduce_sum(tf.constant(p, tfd) * r) for p, r in zip(data["proj"], ret, strict=True)]
         )
     targets = [xs[-1]] + (h0 or []) + weights
     grads = tape.gradient(loss, targets)
@@ -1020,6 +1050,30 @@ def hygiene_check(path: Path, forbid: bool) -> tuple[bool, str]:
     return finish_hygiene(start_hygiene(path), forbid)
 
 
+def prestart_hygiene(paths, backends=("numpy", "tf")) -> dict:
+    """Start the hygiene imports of the shipped generated modules of ``paths`` at once.
+
+    Returns ``{resolved module path: Popen}`` for :func:`verify_spec`'s ``hygiene_procs``
+    (specs outside spec/ are built into a temporary folder later and are not started here).
+    """
+    generated = codegen.spec_dir().parent / "generated"
+    shipped = codegen.spec_dir().resolve()
+    out = {}
+    for path in paths:
+        path = Path(path)
+        if path.resolve().parent != shipped:
+            continue
+        try:
+            name = spec_mod.load(path).name
+        except Exception:  # noqa: BLE001 - verify_spec reports it
+            continue
+        for backend in backends:
+            module = generated / f"{name}_{backend}.py"
+            if backend in ("numpy", "tf") and module.is_file():
+                out.setdefault(module.resolve(), start_hygiene(module))
+    return out
+
+
 # -- driver -------------------------------------------------------------------------------------
 
 
@@ -1086,8 +1140,12 @@ def verify_spec(
     full_jacobian: bool = False,
     checks=CHECKS,
     progress=None,
+    hygiene_procs: dict | None = None,
 ) -> list[CheckResult]:
     """Run the checks for one spec; returns one :class:`CheckResult` per backend and check.
+
+    ``hygiene_procs``: hygiene imports already started (see :func:`prestart_hygiene`), keyed by
+    resolved module path; the ones this spec needs are taken out of the dict.
 
     ``module_dir``: a folder holding ``<name>_numpy.py`` (and optionally ``<name>_tf.py``) to
     verify instead of the shipped/generated ones; ``numpy_module``: an already imported module.
@@ -1107,17 +1165,32 @@ def verify_spec(
         np_path = mdir / f"{cs.name}_numpy.py" if mdir else None
         if numpy_module is None:
             numpy_module = import_path(np_path)
+        tf_path = mdir / f"{cs.name}_tf.py" if mdir else None
+        if tf_path is not None and not tf_path.is_file():
+            tf_path = None
+        # hygiene imports run in fresh interpreters, concurrently with every other check
+        hygiene = {}
+        started = hygiene_procs if hygiene_procs is not None else {}
+        if "hygiene" in checks:
+            if "numpy" in backends and np_path is not None:
+                hygiene["numpy"] = started.pop(np_path.resolve(), None) or start_hygiene(np_path)
+            if "tf" in backends and tf_path is not None:
+                hygiene["tf"] = started.pop(tf_path.resolve(), None) or start_hygiene(tf_path)
+        stack.callback(_reap, hygiene)
         cfgs = configurations(cs, quick) if ("keras" in checks or "autodiff" in checks) else []
         fd_cfgs = fd_configurations(cs, quick) if "finite_diff" in checks else []
+        per_backend = ("keras" in checks and cs.reference is not None) + ("autodiff" in checks)
         total = (
-            len(cfgs) * (("keras" in checks and cs.reference is not None) + ("autodiff" in checks))
-            + len(fd_cfgs)
-            + (1 if full_jacobian else 0)
+            len(cfgs) * per_backend * ("numpy" in backends)
+            + len(fd_cfgs) * ("numpy" in backends)
+            + (1 if full_jacobian and "numpy" in backends else 0)
+            + (2 * len(cfgs) * per_backend if "tf" in backends and tf_path is not None else 0)
         )
+        refs = _RefCache(cs, numpy_module, seed)
         prog = progress if progress is not None else _Progress(None, None)
         task = None
         if progress is not None:
-            task = progress.add_task(f"{cs.name} numpy", total=total)
+            task = progress.add_task(f"{cs.name}", total=total)
             prog = _Progress(progress, task)
         for backend in backends:
             if backend == "numpy":
@@ -1132,9 +1205,13 @@ def verify_spec(
                     full_jacobian,
                     prog,
                     defaults,
+                    refs=refs,
+                    hygiene_proc=hygiene.pop("numpy", None),
                 )
             elif backend == "tf":
-                results += _tf_checks(cs, mdir, cfgs, checks, seed, defaults, numpy_module)
+                results += _tf_checks(
+                    cs, tf_path, cfgs, checks, defaults, refs, prog, hygiene.pop("tf", None)
+                )
             else:
                 results.append(
                     CheckResult(
@@ -1146,21 +1223,87 @@ def verify_spec(
     return results
 
 
+def _reap(procs: dict) -> None:
+    """Stop hygiene subprocesses that were started but never collected (an error elsewhere)."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+class _RefCache:
+    """Test data and reference results per configuration, shared by the backends.
+
+    The numpy and tf backends are checked on identical data, so the Keras reference and the
+    equation interpreter run once per configuration, not once per backend and implementation.
+    """
+
+    def __init__(self, cs: CellSpec, module, seed: int):
+        self.cs, self.module, self.seed = cs, module, seed
+        self._data: dict = {}
+        self._keras: dict = {}
+        self._eqs: dict = {}
+
+    def data(self, cfg: Config) -> dict:
+        if cfg not in self._data:
+            self._data[cfg] = make_data(self.module, self.cs, cfg, self.seed)
+        return self._data[cfg]
+
+    def keras(self, cfg: Config) -> dict:
+        if cfg not in self._keras:
+            cls = _keras_class(self.cs.reference)
+            self._keras[cfg] = run_keras_layer(cls, self.cs, cfg, self.data(cfg))
+        return self._keras[cfg]
+
+    def equations(self, cfg: Config) -> dict:
+        if cfg not in self._eqs:
+            self._eqs[cfg] = run_equations(self.cs, cfg, self.data(cfg))
+        return self._eqs[cfg]
+
+
+def _hygiene_row(cs, backend, proc, forbid, t0) -> CheckResult:
+    ok, why = finish_hygiene(proc, forbid=forbid)
+    return CheckResult(
+        cs.name,
+        backend,
+        "hygiene",
+        "pass" if ok else "fail",
+        configs=1,
+        tol="imports NumPy only" if forbid else "imports",
+        note=why,
+        seconds=round(time.perf_counter() - t0, 2),
+        failure=None if ok else {"config": "fresh interpreter", "tensor": why},
+    )
+
+
 def _numpy_checks(
-    cs, module, np_path, cfgs, fd_cfgs, checks, seed, full_jacobian, prog, defaults
+    cs,
+    module,
+    np_path,
+    cfgs,
+    fd_cfgs,
+    checks,
+    seed,
+    full_jacobian,
+    prog,
+    defaults,
+    refs=None,
+    hygiene_proc=None,
 ) -> list[CheckResult]:
+    t_start = time.perf_counter()
     out = []
+    if refs is None or refs.module is not module:
+        refs = _RefCache(cs, module, seed)
     if "keras" in checks:
         if cs.reference is None:
             out.append(
                 CheckResult(cs.name, "numpy", "keras", "n/a", note="spec has no Keras reference")
             )
         else:
-            ref_cls = _keras_class(cs.reference)
 
             def keras_fn(cfg):
-                data = make_data(module, cs, cfg, seed)
-                ref = run_keras_layer(ref_cls, cs, cfg, data)
+                data = refs.data(cfg)
+                ref = refs.keras(cfg)
                 ours = run_numpy_layer(module, cs, cfg, data, "float32")
                 return compare(ours, ref, "float32", cfg.T)
 
@@ -1176,8 +1319,8 @@ def _numpy_checks(
     if "autodiff" in checks:
 
         def auto_fn(cfg):
-            data = make_data(module, cs, cfg, seed)
-            ref = run_equations(cs, cfg, data)
+            data = refs.data(cfg)
+            ref = refs.equations(cfg)
             ours = run_numpy_layer(module, cs, cfg, data, "float64")
             return compare(ours, ref, "float64", cfg.T)
 
@@ -1234,80 +1377,82 @@ def _numpy_checks(
                 CheckResult(cs.name, "numpy", "hygiene", "n/a", note="module given without a file")
             )
         else:
-            ok, why = hygiene_check(np_path, forbid=True)
-            out.append(
-                CheckResult(
-                    cs.name,
-                    "numpy",
-                    "hygiene",
-                    "pass" if ok else "fail",
-                    configs=1,
-                    tol="imports NumPy only",
-                    note=why,
-                    seconds=round(time.perf_counter() - t0, 2),
-                    failure=None if ok else {"config": "fresh interpreter", "tensor": why},
-                )
-            )
+            if hygiene_proc is None:
+                hygiene_proc, t_start = start_hygiene(np_path), t0
+            out.append(_hygiene_row(cs, "numpy", hygiene_proc, True, t_start))
     return out
 
 
-def _tf_checks(cs, mdir, cfgs, checks, seed, defaults, numpy_module) -> list[CheckResult]:
-    tf_path = mdir / f"{cs.name}_tf.py" if mdir else None
-    if tf_path is None or not tf_path.is_file():
-        return [CheckResult(cs.name, "tf", "all", "n/a", note="tf backend not available")]
-    out = []
-    proc = start_hygiene(tf_path) if "hygiene" in checks else None
-    t0 = time.perf_counter()
+def _tf_layer_dtype(cls, U: int) -> str:
+    """``"float64"`` when the generated TF layer builds and runs in float64, else ``"float32"``."""
+    tf = _tf()
     try:
-        rows = _tf_keras_checks(cs, tf_path, cfgs, checks, seed, defaults, numpy_module)
+        layer = cls(U, dtype="float64")
+        y = layer(tf.zeros((1, 2, 2), tf.float64))
+        ok = y.dtype == tf.float64 and all(w.dtype == "float64" for w in layer.weights)
+    except Exception:  # noqa: BLE001 - no float64 support: fall back on float32
+        ok = False
+    return "float64" if ok else "float32"
+
+
+def _tf_checks(
+    cs, tf_path, cfgs, checks, defaults, refs, prog, hygiene_proc=None
+) -> list[CheckResult]:
+    """The generated Keras 3 layer, both implementations: against the Keras reference (float32)
+    and against the equation interpreter with autodiff (float64 when the layer supports it)."""
+    if tf_path is None:
+        if hygiene_proc is not None:
+            _reap({"tf": hygiene_proc})
+        return [CheckResult(cs.name, "tf", "all", "n/a", note="tf backend not available")]
+    t_start = time.perf_counter()
+    if "hygiene" in checks and hygiene_proc is None:
+        hygiene_proc = start_hygiene(tf_path)
+    try:
+        rows = _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog)
     finally:
-        if proc is not None:
-            ok, why = finish_hygiene(proc, forbid=False)
-    if proc is not None:
-        out.append(
-            CheckResult(
-                cs.name,
-                "tf",
-                "hygiene",
-                "pass" if ok else "fail",
-                configs=1,
-                tol="imports",
-                note=why,
-                seconds=round(time.perf_counter() - t0, 2),
-            )
-        )
-    return out + rows
+        hyg = _hygiene_row(cs, "tf", hygiene_proc, False, t_start) if hygiene_proc else None
+    return ([hyg] if hyg else []) + rows
 
 
-def _tf_keras_checks(cs, tf_path, cfgs, checks, seed, defaults, numpy_module):
+def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog):
     out = []
+    if not ("keras" in checks and cs.reference is not None) and "autodiff" not in checks:
+        return out
+    try:
+        module = import_path(tf_path)
+        cls = getattr(module, cs.class_name)
+    except Exception as err:  # noqa: BLE001
+        note = f"{type(err).__name__}: {err}"[:200]
+        return [CheckResult(cs.name, "tf", "import", "error", note=note)]
     if "keras" in checks and cs.reference is not None:
-        try:
-            module = import_path(tf_path)
-            cls = getattr(module, cs.class_name)
-        except Exception as err:  # noqa: BLE001
-            return out + [CheckResult(cs.name, "tf", "keras", "error", note=str(err)[:200])]
-        ref_cls = _keras_class(cs.reference)
-        plain = [c for c in cfgs if c.dropout == 0 and c.recurrent_dropout == 0]
         for impl in ("loop", "fused"):
 
             def fn(cfg, impl=impl):
-                data = make_data(numpy_module, cs, cfg, seed)
-                ref = run_keras_layer(ref_cls, cs, cfg, data)
-                ours = run_keras_layer(cls, cs, cfg, data, extra={"implementation": impl})
+                ref = refs.keras(cfg)
+                ours = run_keras_layer(cls, cs, cfg, refs.data(cfg), extra={"implementation": impl})
                 return compare(ours, ref, "float32", cfg.T)
 
             r = _run_matrix(
-                cs.name,
-                f"keras/{impl}",
-                "tf",
-                plain,
-                fn,
-                _tol_text("float32"),
-                _Progress(None, None),
-                defaults,
+                cs.name, f"keras/{impl}", "tf", cfgs, fn, _tol_text("float32"), prog, defaults
             )
-            r.remark = "dropout configurations are not run on the tf backend"
+            r.remark = "tf backend: dropout masks injected via cell.get_(recurrent_)dropout_mask"
+            out.append(r)
+    if "autodiff" in checks:
+        dtype = _tf_layer_dtype(cls, 2)
+        for impl in ("loop", "fused"):
+
+            def auto_fn(cfg, impl=impl):
+                ref = refs.equations(cfg)
+                ours = run_keras_layer(
+                    cls, cs, cfg, refs.data(cfg), extra={"implementation": impl}, dtype=dtype
+                )
+                return compare(ours, ref, dtype, cfg.T)
+
+            r = _run_matrix(
+                cs.name, f"autodiff/{impl}", "tf", cfgs, auto_fn, _tol_text(dtype), prog, defaults
+            )
+            if dtype != "float64":
+                r.note = "layer does not run in float64; float32 tolerances"
             out.append(r)
     return out
 
@@ -1405,15 +1550,21 @@ def run_cli(
         console=console,
         transient=True,
     ) as prog:
-        for path in paths:
-            results += verify_spec(
-                path,
-                backends=tuple(backends),
-                quick=quick,
-                seed=seed,
-                full_jacobian=full_jacobian,
-                progress=prog,
-            )
+        # the hygiene imports of every shipped module start now, overlapping all other checks
+        started = prestart_hygiene(paths, backends)
+        try:
+            for path in paths:
+                results += verify_spec(
+                    path,
+                    backends=tuple(backends),
+                    quick=quick,
+                    seed=seed,
+                    full_jacobian=full_jacobian,
+                    progress=prog,
+                    hygiene_procs=started,
+                )
+        finally:
+            _reap(started)
     render(results, console)
     ok = all(r.passed for r in results)
     elapsed = time.perf_counter() - t0

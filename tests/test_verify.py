@@ -65,6 +65,38 @@ def test_new_spec_without_reference(tmp_path):
         assert status[("numpy", check)] == "pass", [r for r in results if r.check == check]
 
 
+def test_new_spec_without_reference_tf_backend(tmp_path):
+    """A brand-new cell (built into a temp folder) is verified on the tf backend too."""
+    path = tmp_path / "indrnn.yaml"
+    path.write_text(INDRNN, encoding="utf-8")
+    results = verify.verify_spec(path, backends=("numpy", "tf"), quick=True, seed=1)
+    status = _status(results)
+    bad = [(r.backend, r.check, r.failure) for r in results if not r.passed]
+    assert not bad, bad
+    for check in ("hygiene", "autodiff/loop", "autodiff/fused"):
+        assert status[("tf", check)] == "pass", status
+    tf_rows = {r.check: r for r in results if r.backend == "tf"}
+    assert not any(c.startswith("keras") for c in tf_rows)  # no Keras reference for IndRNN
+    auto = tf_rows["autodiff/fused"]
+    assert auto.configs == len(verify.configurations(verify.spec_mod.load(path), quick=True))
+    assert auto.tol == verify._tol_text("float64")  # the generated layer runs in float64
+    assert auto.max_rel < 1e-10
+
+
+def test_shipped_spec_tf_backend_includes_dropout():
+    results = verify.verify_spec(
+        SPEC_DIR / "gru.yaml", backends=("tf",), quick=True, checks=("keras", "autodiff")
+    )
+    cs = verify.spec_mod.load(SPEC_DIR / "gru.yaml")
+    cfgs = verify.configurations(cs, quick=True)
+    assert any(c.dropout > 0 and c.recurrent_dropout > 0 for c in cfgs)
+    rows = {r.check: r for r in results}
+    assert set(rows) == {"keras/loop", "keras/fused", "autodiff/loop", "autodiff/fused"}
+    for r in rows.values():
+        assert r.status == "pass", (r.check, r.failure)
+        assert r.configs == len(cfgs)  # dropout configurations included
+
+
 def test_cli_json(tmp_path):
     out = tmp_path / "r.json"
     ok = verify.run_cli(
@@ -175,5 +207,73 @@ def test_mutant_is_caught(mutant, tmp_path):
     assert not _failing(
         verify.verify_spec(
             SPEC_DIR / f"{name}.yaml", quick=True, seed=0, module_dir=tmp_path, checks=checks
+        )
+    )
+
+
+# -- the tf backend: a deliberate bug in the generated TF layer must be caught ------------------
+
+
+def _fused_v0_grad_sign(text):
+    """Flip the sign of the input gradient in the ``grad`` of ``_fused_v0`` only."""
+    head, sep, tail = text.partition("def _step_v1(")
+    line = "d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))"
+    assert head.count(line) == 1
+    return head.replace(line, line.replace("d_x + ", "d_x - ")) + sep + tail
+
+
+TF_MUTANTS = {
+    # name: (mutate(text) -> text, rows that must fail, rows that must pass, dropout-only)
+    "fused backward sign": (
+        _fused_v0_grad_sign,
+        {"keras/fused", "autodiff/fused"},
+        {"keras/loop", "autodiff/loop"},
+        False,
+    ),
+    "recurrent dropout mask ignored": (
+        lambda t: t.replace("h_prev_dropped0 = h_prev * h_prev_mask_0", "h_prev_dropped0 = h_prev"),
+        {"keras/loop", "keras/fused", "autodiff/loop", "autodiff/fused"},
+        set(),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(TF_MUTANTS))
+def test_tf_mutant_is_caught(mutant, tmp_path):
+    mutate, must_fail, must_pass, dropout_only = TF_MUTANTS[mutant]
+    source = (GENERATED / "simple_rnn_tf.py").read_text(encoding="utf-8")
+    mutated = mutate(source)
+    assert mutated != source, "mutation did not apply"
+    shutil.copy(GENERATED / "simple_rnn_numpy.py", tmp_path / "simple_rnn_numpy.py")
+    (tmp_path / "simple_rnn_tf.py").write_text(mutated, encoding="utf-8")
+    results = verify.verify_spec(
+        SPEC_DIR / "simple_rnn.yaml",
+        backends=("tf",),
+        quick=True,
+        seed=0,
+        module_dir=tmp_path,
+        checks=("keras", "autodiff"),
+    )
+    status = _status(results)
+    for check in must_fail:
+        assert status[("tf", check)] == "fail", status
+    for check in must_pass:
+        assert status[("tf", check)] == "pass", status
+    for r in results:
+        if r.status == "fail":
+            assert r.failure and r.failure.get("config"), r
+            if dropout_only:
+                assert "dropout" in r.failure["config"], r.failure
+    # the unmutated module passes the same checks from the same folder
+    shutil.copy(GENERATED / "simple_rnn_tf.py", tmp_path / "simple_rnn_tf.py")
+    assert not _failing(
+        verify.verify_spec(
+            SPEC_DIR / "simple_rnn.yaml",
+            backends=("tf",),
+            quick=True,
+            seed=0,
+            module_dir=tmp_path,
+            checks=("keras", "autodiff"),
         )
     )
