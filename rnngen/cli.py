@@ -6,6 +6,7 @@ without a traceback; ``--debug`` shows it.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -162,6 +163,7 @@ def build(ctx: click.Context, specs: tuple[str, ...], out_dir: Path | None, chec
 @click.pass_context
 def verify(ctx, specs, backend, quick, seed, json_path, full_jacobian) -> None:
     """Check generated code against Keras, TF autodiff and finite differences."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up log out
     try:
         from . import verify as verifier
     except ImportError as err:  # TensorFlow missing
