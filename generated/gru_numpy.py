@@ -442,6 +442,7 @@ def _backward_v0(
     d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -466,7 +467,7 @@ def _backward_v0(
         d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_x_kernel[t, :, 0:units] = d_z_pre
         d_x_kernel[t, :, units : 2 * units] = d_r_pre
         d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
@@ -483,16 +484,16 @@ def _backward_v0(
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
     )
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_recurrent_kernel[
-        ..., 2 * units : 3 * units
-    ].sum(axis=(0, 1))
-    d_weights["bias"][0, 0:units] += d_x_kernel[..., 0:units].sum(axis=(0, 1))
-    d_weights["bias"][1, 0:units] += d_x_kernel[..., 0:units].sum(axis=(0, 1))
-    d_weights["bias"][0, units : 2 * units] += d_x_kernel[..., units : 2 * units].sum(axis=(0, 1))
-    d_weights["bias"][1, units : 2 * units] += d_x_kernel[..., units : 2 * units].sum(axis=(0, 1))
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_kernel[..., 2 * units : 3 * units].sum(
-        axis=(0, 1)
-    )
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
+    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
+    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[
+        2 * units : 3 * units
+    ]
+    d_weights["bias"][0, 0:units] += d_x_kernel_sum[0:units]
+    d_weights["bias"][1, 0:units] += d_x_kernel_sum[0:units]
+    d_weights["bias"][0, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_weights["bias"][1, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_weights["bias"][0, 2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
     return d_x, [d_h], d_weights
 
 
@@ -665,6 +666,13 @@ def _backward_v1(
     d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_r_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_z_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -684,19 +692,19 @@ def _backward_v1(
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
         )
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
         )
         d_x_dropped2_kernel_h[t] = d_hh_pre
         d_h = (
@@ -744,14 +752,22 @@ def _backward_v1(
     d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
         h_prev_dropped2_seq
     ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_h.sum(
-        axis=(0, 1)
+    d_h_prev_dropped2_recurrent_kernel_h_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_h).sum(
+        axis=0
     )
-    d_weights["bias"][0, 0:units] += d_h_prev_dropped0_recurrent_kernel_z.sum(axis=(0, 1))
-    d_weights["bias"][1, 0:units] += d_h_prev_dropped0_recurrent_kernel_z.sum(axis=(0, 1))
-    d_weights["bias"][0, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r.sum(axis=(0, 1))
-    d_weights["bias"][1, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r.sum(axis=(0, 1))
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_dropped2_kernel_h.sum(axis=(0, 1))
+    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
+        axis=0
+    )
+    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
+        axis=0
+    )
+    d_x_dropped2_kernel_h_sum = _all_steps(d_x_dropped2_kernel_h).sum(axis=0)
+    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_h_sum
+    d_weights["bias"][0, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
+    d_weights["bias"][1, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
+    d_weights["bias"][0, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
+    d_weights["bias"][1, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
+    d_weights["bias"][0, 2 * units : 3 * units] += d_x_dropped2_kernel_h_sum
     return d_x, [d_h], d_weights
 
 
@@ -874,6 +890,12 @@ def _backward_v2(
     d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_zr_T = np.ascontiguousarray(
+        recurrent_kernel[:, 0 : 2 * units].T
+    )  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -891,18 +913,14 @@ def _backward_v2(
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_r_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_via_recurrent_kernel = (
-            d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
-        )
+        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = (
-            d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel[:, 0 : 2 * units].T
-        )
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
         d_x_kernel[t, :, 0:units] = d_z_pre
         d_x_kernel[t, :, units : 2 * units] = d_r_pre
         d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
@@ -922,11 +940,10 @@ def _backward_v2(
     d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_seq
     ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
-    d_weights["bias"][0:units] += d_x_kernel[..., 0:units].sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_x_kernel[..., units : 2 * units].sum(axis=(0, 1))
-    d_weights["bias"][2 * units : 3 * units] += d_x_kernel[..., 2 * units : 3 * units].sum(
-        axis=(0, 1)
-    )
+    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
+    d_weights["bias"][0:units] += d_x_kernel_sum[0:units]
+    d_weights["bias"][units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_weights["bias"][2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
     return d_x, [d_h], d_weights
 
 
@@ -1085,6 +1102,13 @@ def _backward_v3(
     d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_r_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_z_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -1103,19 +1127,19 @@ def _backward_v3(
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         )
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
         )
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
         )
         d_h = (
             d_h * z
@@ -1166,11 +1190,18 @@ def _backward_v3(
     d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_dropped2_seq
     ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z.sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r.sum(axis=(0, 1))
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h.sum(
-        axis=(0, 1)
+    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
+        axis=0
     )
+    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
+        axis=0
+    )
+    d_h_prev_r_dropped2_recurrent_kernel_h_sum = _all_steps(
+        d_h_prev_r_dropped2_recurrent_kernel_h
+    ).sum(axis=0)
+    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
+    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h_sum
     return d_x, [d_h], d_weights
 
 
@@ -1284,6 +1315,7 @@ def _backward_v4(
     d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -1308,7 +1340,7 @@ def _backward_v4(
         d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_x_kernel[t, :, 0:units] = d_z_pre
         d_x_kernel[t, :, units : 2 * units] = d_r_pre
         d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
@@ -1481,6 +1513,13 @@ def _backward_v5(
     d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_r_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_z_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -1500,19 +1539,19 @@ def _backward_v5(
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
         )
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
         )
         d_x_dropped2_kernel_h[t] = d_hh_pre
         d_h = (
@@ -1675,6 +1714,12 @@ def _backward_v6(
     d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_zr_T = np.ascontiguousarray(
+        recurrent_kernel[:, 0 : 2 * units].T
+    )  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -1692,18 +1737,14 @@ def _backward_v6(
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_r_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_via_recurrent_kernel = (
-            d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
-        )
+        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = (
-            d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel[:, 0 : 2 * units].T
-        )
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
         d_x_kernel[t, :, 0:units] = d_z_pre
         d_x_kernel[t, :, units : 2 * units] = d_r_pre
         d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
@@ -1874,6 +1915,13 @@ def _backward_v7(
     d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_h_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_r_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_z_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h_prev = h_seq[t]
@@ -1892,19 +1940,19 @@ def _backward_v7(
         d_hh_pre = d_hh * activation_grad(hh)
         d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
         )
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
         )
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
         d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
         )
         d_h = (
             d_h * z

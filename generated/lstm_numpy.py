@@ -450,6 +450,7 @@ def _backward_v0(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -482,7 +483,7 @@ def _backward_v0(
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
@@ -499,16 +500,11 @@ def _backward_v0(
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
     )
-    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel[..., 0:units].sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel[..., units : 2 * units].sum(
-        axis=(0, 1)
-    )
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel[
-        ..., 2 * units : 3 * units
-    ].sum(axis=(0, 1))
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel[
-        ..., 3 * units : 4 * units
-    ].sum(axis=(0, 1))
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
+    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel_sum[0:units]
+    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
+    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
     return d_x, [d_h, d_c], d_weights
 
 
@@ -705,6 +701,16 @@ def _backward_v1(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_o_T = np.ascontiguousarray(
+        recurrent_kernel[:, 3 * units : 4 * units].T
+    )  # read every step
+    recurrent_kernel_c_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_f_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -729,25 +735,25 @@ def _backward_v1(
         d_o_pre = d_o * recurrent_activation_grad(o)
         d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel[:, 3 * units : 4 * units].T
+            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
         )
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
         d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
         )
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
         )
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
         d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
         )
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -815,14 +821,22 @@ def _backward_v1(
     d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
         h_prev_dropped3_seq
     ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i.sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f.sum(axis=(0, 1))
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c.sum(
-        axis=(0, 1)
+    d_h_prev_dropped0_recurrent_kernel_i_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_i).sum(
+        axis=0
     )
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o.sum(
-        axis=(0, 1)
+    d_h_prev_dropped1_recurrent_kernel_f_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_f).sum(
+        axis=0
     )
+    d_h_prev_dropped2_recurrent_kernel_c_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_c).sum(
+        axis=0
+    )
+    d_h_prev_dropped3_recurrent_kernel_o_sum = _all_steps(d_h_prev_dropped3_recurrent_kernel_o).sum(
+        axis=0
+    )
+    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i_sum
+    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f_sum
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c_sum
+    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o_sum
     return d_x, [d_h, d_c], d_weights
 
 
@@ -961,6 +975,7 @@ def _backward_v2(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -993,7 +1008,7 @@ def _backward_v2(
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
@@ -1010,16 +1025,11 @@ def _backward_v2(
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
     )
-    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel[..., 0:units].sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel[..., units : 2 * units].sum(
-        axis=(0, 1)
-    )
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel[
-        ..., 2 * units : 3 * units
-    ].sum(axis=(0, 1))
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel[
-        ..., 3 * units : 4 * units
-    ].sum(axis=(0, 1))
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
+    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel_sum[0:units]
+    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
+    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1216,6 +1226,16 @@ def _backward_v3(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_o_T = np.ascontiguousarray(
+        recurrent_kernel[:, 3 * units : 4 * units].T
+    )  # read every step
+    recurrent_kernel_c_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_f_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -1240,25 +1260,25 @@ def _backward_v3(
         d_o_pre = d_o * recurrent_activation_grad(o)
         d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel[:, 3 * units : 4 * units].T
+            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
         )
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
         d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
         )
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
         )
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
         d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
         )
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1326,14 +1346,22 @@ def _backward_v3(
     d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
         h_prev_dropped3_seq
     ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i.sum(axis=(0, 1))
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f.sum(axis=(0, 1))
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c.sum(
-        axis=(0, 1)
+    d_h_prev_dropped0_recurrent_kernel_i_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_i).sum(
+        axis=0
     )
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o.sum(
-        axis=(0, 1)
+    d_h_prev_dropped1_recurrent_kernel_f_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_f).sum(
+        axis=0
     )
+    d_h_prev_dropped2_recurrent_kernel_c_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_c).sum(
+        axis=0
+    )
+    d_h_prev_dropped3_recurrent_kernel_o_sum = _all_steps(d_h_prev_dropped3_recurrent_kernel_o).sum(
+        axis=0
+    )
+    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i_sum
+    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f_sum
+    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c_sum
+    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o_sum
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1463,6 +1491,7 @@ def _backward_v4(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -1495,7 +1524,7 @@ def _backward_v4(
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
@@ -1699,6 +1728,16 @@ def _backward_v5(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_o_T = np.ascontiguousarray(
+        recurrent_kernel[:, 3 * units : 4 * units].T
+    )  # read every step
+    recurrent_kernel_c_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_f_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -1723,25 +1762,25 @@ def _backward_v5(
         d_o_pre = d_o * recurrent_activation_grad(o)
         d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel[:, 3 * units : 4 * units].T
+            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
         )
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
         d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
         )
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
         )
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
         d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
         )
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1938,6 +1977,7 @@ def _backward_v6(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -1970,7 +2010,7 @@ def _backward_v6(
         d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
@@ -2174,6 +2214,16 @@ def _backward_v7(
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_o_T = np.ascontiguousarray(
+        recurrent_kernel[:, 3 * units : 4 * units].T
+    )  # read every step
+    recurrent_kernel_c_T = np.ascontiguousarray(
+        recurrent_kernel[:, 2 * units : 3 * units].T
+    )  # read every step
+    recurrent_kernel_f_T = np.ascontiguousarray(
+        recurrent_kernel[:, units : 2 * units].T
+    )  # read every step
+    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         c_prev = c_seq[t]
@@ -2198,25 +2248,25 @@ def _backward_v7(
         d_o_pre = d_o * recurrent_activation_grad(o)
         d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel[:, 3 * units : 4 * units].T
+            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
         )
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
         d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel[:, 2 * units : 3 * units].T
+            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
         )
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel[:, units : 2 * units].T
+            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
         )
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
         d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel[:, 0:units].T
+            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
         )
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0

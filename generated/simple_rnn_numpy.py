@@ -379,6 +379,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h = h_seq[t + 1]
@@ -392,7 +393,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_gra
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_prev_recurrent_kernel[t] = d_h_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -406,7 +407,8 @@ def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
     )
-    d_weights["bias"] += d_h_prev_recurrent_kernel.sum(axis=(0, 1))
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
+    d_weights["bias"] += d_h_prev_recurrent_kernel_sum
     return d_x, [d_h], d_weights
 
 
@@ -491,6 +493,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h = h_seq[t + 1]
@@ -505,7 +508,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h_pre = d_h * activation_grad(h)
         d_h_prev_dropped0_recurrent_kernel[t] = d_h_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel.T
+            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
         )
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
@@ -520,7 +523,10 @@ def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel
     )
-    d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel.sum(axis=(0, 1))
+    d_h_prev_dropped0_recurrent_kernel_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel).sum(
+        axis=0
+    )
+    d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel_sum
     return d_x, [d_h], d_weights
 
 
@@ -591,6 +597,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h = h_seq[t + 1]
@@ -604,7 +611,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, activation, activation_gra
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_prev_recurrent_kernel[t] = d_h_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel.T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -700,6 +707,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, activation, activation_gra
     d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
     stop = 0 if truncate is None else max(T - truncate, 0)
     for t in range(T - 1, stop - 1, -1):
         h = h_seq[t + 1]
@@ -714,7 +722,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h_pre = d_h * activation_grad(h)
         d_h_prev_dropped0_recurrent_kernel[t] = d_h_pre
         d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel.T
+            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
         )
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:

@@ -270,6 +270,11 @@ def operand_seq(spec: CellSpec, v: symbolic.Variant, g: symbolic.Group) -> str:
     return f"{g.operand}_seq"
 
 
+def transposed(g: symbolic.Group) -> str:
+    """Name of a group's weight slice, transposed and contiguous, for the per-step VJP."""
+    return f"{g.name.removeprefix(g.operand + '_')}_T"
+
+
 def condition(*conds, prefix: str = "") -> str:
     """Python source for a conjunction of option conditions."""
     expr = sp.And(*conds)
@@ -329,6 +334,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         operand_seq=lambda v, g: operand_seq(spec, v, g),
         seed_name=lambda s: f"d_{s.output}",
         condition=condition,
+        transposed=transposed,
         gates=lambda t: gates(spec, derivation, t),
         block_slice=block_slice,
         units_source=units_source(spec),
