@@ -350,11 +350,9 @@ def _forward_v0(
 
     # input projections for every step at once
     x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-    x_kernel[..., 0:units] += input_bias_z
-    x_kernel[..., 0:units] += recurrent_bias_z
-    x_kernel[..., units : 2 * units] += input_bias_r
-    x_kernel[..., units : 2 * units] += recurrent_bias_r
-    x_kernel[..., 2 * units : 3 * units] += input_bias_h
+    x_kernel += np.concatenate(
+        [input_bias_z + recurrent_bias_z, input_bias_r + recurrent_bias_r, input_bias_h]
+    )
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -536,12 +534,10 @@ def _forward_v1(
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
-    x_dropped0_kernel_z += input_bias_z
-    x_dropped0_kernel_z += recurrent_bias_z
+    x_dropped0_kernel_z += input_bias_z + recurrent_bias_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
-    x_dropped1_kernel_r += input_bias_r
-    x_dropped1_kernel_r += recurrent_bias_r
+    x_dropped1_kernel_r += input_bias_r + recurrent_bias_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
     x_dropped2_kernel_h += input_bias_h
@@ -800,9 +796,7 @@ def _forward_v2(
 
     # input projections for every step at once
     x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-    x_kernel[..., 0:units] += input_bias_z
-    x_kernel[..., units : 2 * units] += input_bias_r
-    x_kernel[..., 2 * units : 3 * units] += input_bias_h
+    x_kernel += np.concatenate([input_bias_z, input_bias_r, input_bias_h])
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)

@@ -345,10 +345,7 @@ def _forward_v0(
 
     # input projections for every step at once
     x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-    x_kernel[..., 0:units] += bias_i
-    x_kernel[..., units : 2 * units] += bias_f
-    x_kernel[..., 2 * units : 3 * units] += bias_c
-    x_kernel[..., 3 * units : 4 * units] += bias_o
+    x_kernel += np.concatenate([bias_i, bias_f, bias_c, bias_o])
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -870,10 +867,7 @@ def _forward_v2(
 
     # input projections for every step at once
     x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-    x_kernel[..., 0:units] += bias_i
-    x_kernel[..., units : 2 * units] += bias_f
-    x_kernel[..., 2 * units : 3 * units] += bias_c
-    x_kernel[..., 3 * units : 4 * units] += bias_o
+    x_kernel += np.concatenate([bias_i, bias_f, bias_c, bias_o])
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)

@@ -270,6 +270,16 @@ def operand_seq(spec: CellSpec, v: symbolic.Variant, g: symbolic.Group) -> str:
     return f"{g.operand}_seq"
 
 
+def folded_bias(g: symbolic.Group) -> str:
+    """Source of the bias row added to a hoisted group: its products' folded biases, in order."""
+    folded = dict(g.folded)
+    parts = []
+    for p, b in g.products:
+        names = [f.name for f in folded.get(p, ())]
+        parts.append(" + ".join(names) if names else f"np.zeros({py(b.stop - b.start)}, dtype)")
+    return parts[0] if len(parts) == 1 else f"np.concatenate([{', '.join(parts)}])"
+
+
 def transposed(g: symbolic.Group) -> str:
     """Name of a group's weight slice, transposed and contiguous, for the per-step VJP."""
     return f"{g.name.removeprefix(g.operand + '_')}_T"
@@ -335,6 +345,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         seed_name=lambda s: f"d_{s.output}",
         condition=condition,
         transposed=transposed,
+        folded_bias=folded_bias,
         gates=lambda t: gates(spec, derivation, t),
         block_slice=block_slice,
         units_source=units_source(spec),
