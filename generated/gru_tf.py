@@ -352,7 +352,7 @@ def _fused_v0(
             0,
         )
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_z = x_kernel[t][:, 0:units]
             x_kernel_r = x_kernel[t][:, units : 2 * units]
             x_kernel_h = x_kernel[t][:, 2 * units : 3 * units]
@@ -370,16 +370,18 @@ def _fused_v0(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_recurrent_kernel_h),
-                tas[2].write(t, z),
-                tas[3].write(t, r),
-                tas[4].write(t, hh),
-                tas[5].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_recurrent_kernel_h),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, r),
+                loop_tas[4].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[5].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(6)]
+        n_tas = 5 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -392,7 +394,7 @@ def _fused_v0(
         z_seq = tas[2].stack()
         r_seq = tas[3].stack()
         hh_seq = tas[4].stack()
-        outputs = tas[5].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -629,7 +631,7 @@ def _fused_v1(
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
             x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
             x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
@@ -655,19 +657,21 @@ def _fused_v1(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, z),
-                tas[3].write(t, h_prev_dropped1),
-                tas[4].write(t, r),
-                tas[5].write(t, h_prev_dropped2),
-                tas[6].write(t, h_prev_dropped2_recurrent_kernel_h),
-                tas[7].write(t, hh),
-                tas[8].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, h_prev_dropped1),
+                loop_tas[4].write(t, r),
+                loop_tas[5].write(t, h_prev_dropped2),
+                loop_tas[6].write(t, h_prev_dropped2_recurrent_kernel_h),
+                loop_tas[7].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[8].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(9)]
+        n_tas = 8 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -683,7 +687,7 @@ def _fused_v1(
         h_prev_dropped2_seq = tas[5].stack()
         h_prev_dropped2_recurrent_kernel_h_seq = tas[6].stack()
         hh_seq = tas[7].stack()
-        outputs = tas[8].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -954,7 +958,7 @@ def _fused_v2(
             0,
         )
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_z = x_kernel[t][:, 0:units]
             x_kernel_r = x_kernel[t][:, units : 2 * units]
             x_kernel_h = x_kernel[t][:, 2 * units : 3 * units]
@@ -973,16 +977,18 @@ def _fused_v2(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, z),
-                tas[2].write(t, r),
-                tas[3].write(t, h_prev_r),
-                tas[4].write(t, hh),
-                tas[5].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, z),
+                loop_tas[2].write(t, r),
+                loop_tas[3].write(t, h_prev_r),
+                loop_tas[4].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[5].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(6)]
+        n_tas = 5 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -995,7 +1001,7 @@ def _fused_v2(
         r_seq = tas[2].stack()
         h_prev_r_seq = tas[3].stack()
         hh_seq = tas[4].stack()
-        outputs = tas[5].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1226,7 +1232,7 @@ def _fused_v3(
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
             x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
             x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
@@ -1250,18 +1256,20 @@ def _fused_v3(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, z),
-                tas[3].write(t, h_prev_dropped1),
-                tas[4].write(t, r),
-                tas[5].write(t, h_prev_r_dropped2),
-                tas[6].write(t, hh),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, h_prev_dropped1),
+                loop_tas[4].write(t, r),
+                loop_tas[5].write(t, h_prev_r_dropped2),
+                loop_tas[6].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1276,7 +1284,7 @@ def _fused_v3(
         r_seq = tas[4].stack()
         h_prev_r_dropped2_seq = tas[5].stack()
         hh_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1513,7 +1521,7 @@ def _fused_v4(
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_z = x_kernel[t][:, 0:units]
             x_kernel_r = x_kernel[t][:, units : 2 * units]
             x_kernel_h = x_kernel[t][:, 2 * units : 3 * units]
@@ -1531,16 +1539,18 @@ def _fused_v4(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_recurrent_kernel_h),
-                tas[2].write(t, z),
-                tas[3].write(t, r),
-                tas[4].write(t, hh),
-                tas[5].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_recurrent_kernel_h),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, r),
+                loop_tas[4].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[5].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(6)]
+        n_tas = 5 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1553,7 +1563,7 @@ def _fused_v4(
         z_seq = tas[2].stack()
         r_seq = tas[3].stack()
         hh_seq = tas[4].stack()
-        outputs = tas[5].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1734,7 +1744,7 @@ def _fused_v5(
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
             x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
             x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
@@ -1758,19 +1768,21 @@ def _fused_v5(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, z),
-                tas[3].write(t, h_prev_dropped1),
-                tas[4].write(t, r),
-                tas[5].write(t, h_prev_dropped2),
-                tas[6].write(t, h_prev_dropped2_recurrent_kernel_h),
-                tas[7].write(t, hh),
-                tas[8].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, h_prev_dropped1),
+                loop_tas[4].write(t, r),
+                loop_tas[5].write(t, h_prev_dropped2),
+                loop_tas[6].write(t, h_prev_dropped2_recurrent_kernel_h),
+                loop_tas[7].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[8].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(9)]
+        n_tas = 8 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1786,7 +1798,7 @@ def _fused_v5(
         h_prev_dropped2_seq = tas[5].stack()
         h_prev_dropped2_recurrent_kernel_h_seq = tas[6].stack()
         hh_seq = tas[7].stack()
-        outputs = tas[8].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -2003,7 +2015,7 @@ def _fused_v6(
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_z = x_kernel[t][:, 0:units]
             x_kernel_r = x_kernel[t][:, units : 2 * units]
             x_kernel_h = x_kernel[t][:, 2 * units : 3 * units]
@@ -2022,16 +2034,18 @@ def _fused_v6(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, z),
-                tas[2].write(t, r),
-                tas[3].write(t, h_prev_r),
-                tas[4].write(t, hh),
-                tas[5].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, z),
+                loop_tas[2].write(t, r),
+                loop_tas[3].write(t, h_prev_r),
+                loop_tas[4].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[5].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(6)]
+        n_tas = 5 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -2044,7 +2058,7 @@ def _fused_v6(
         r_seq = tas[2].stack()
         h_prev_r_seq = tas[3].stack()
         hh_seq = tas[4].stack()
-        outputs = tas[5].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -2244,7 +2258,7 @@ def _fused_v7(
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
             x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
             x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
@@ -2268,18 +2282,20 @@ def _fused_v7(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, z),
-                tas[3].write(t, h_prev_dropped1),
-                tas[4].write(t, r),
-                tas[5].write(t, h_prev_r_dropped2),
-                tas[6].write(t, hh),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[2].write(t, z),
+                loop_tas[3].write(t, h_prev_dropped1),
+                loop_tas[4].write(t, r),
+                loop_tas[5].write(t, h_prev_r_dropped2),
+                loop_tas[6].write(t, hh),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -2294,7 +2310,7 @@ def _fused_v7(
         r_seq = tas[4].stack()
         h_prev_r_dropped2_seq = tas[5].stack()
         hh_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):

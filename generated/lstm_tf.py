@@ -355,7 +355,7 @@ def _fused_v0(
             0,
         )
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_kernel_i = x_kernel[t][:, 0:units]
             x_kernel_f = x_kernel[t][:, units : 2 * units]
             x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
@@ -379,18 +379,20 @@ def _fused_v0(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, i),
-                tas[3].write(t, f),
-                tas[4].write(t, g),
-                tas[5].write(t, o),
-                tas[6].write(t, activation_c),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i),
+                loop_tas[3].write(t, f),
+                loop_tas[4].write(t, g),
+                loop_tas[5].write(t, o),
+                loop_tas[6].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -405,7 +407,7 @@ def _fused_v0(
         g_seq = tas[4].stack()
         o_seq = tas[5].stack()
         activation_c_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -650,7 +652,7 @@ def _fused_v1(
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
         x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
             x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
             x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
@@ -683,22 +685,24 @@ def _fused_v1(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, h_prev_dropped0),
-                tas[3].write(t, i),
-                tas[4].write(t, h_prev_dropped1),
-                tas[5].write(t, f),
-                tas[6].write(t, h_prev_dropped2),
-                tas[7].write(t, g),
-                tas[8].write(t, h_prev_dropped3),
-                tas[9].write(t, o),
-                tas[10].write(t, activation_c),
-                tas[11].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, h_prev_dropped1),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, h_prev_dropped2),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, h_prev_dropped3),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(12)]
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -717,7 +721,7 @@ def _fused_v1(
         h_prev_dropped3_seq = tas[8].stack()
         o_seq = tas[9].stack()
         activation_c_seq = tas[10].stack()
-        outputs = tas[11].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1033,7 +1037,7 @@ def _fused_v2(
             0,
         )
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_kernel_i = x_kernel[t][:, 0:units]
             x_kernel_f = x_kernel[t][:, units : 2 * units]
             x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
@@ -1057,18 +1061,20 @@ def _fused_v2(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, i),
-                tas[3].write(t, f),
-                tas[4].write(t, g),
-                tas[5].write(t, o),
-                tas[6].write(t, activation_c),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i),
+                loop_tas[3].write(t, f),
+                loop_tas[4].write(t, g),
+                loop_tas[5].write(t, o),
+                loop_tas[6].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1083,7 +1089,7 @@ def _fused_v2(
         g_seq = tas[4].stack()
         o_seq = tas[5].stack()
         activation_c_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1328,7 +1334,7 @@ def _fused_v3(
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
         x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
             x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
             x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
@@ -1361,22 +1367,24 @@ def _fused_v3(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, h_prev_dropped0),
-                tas[3].write(t, i),
-                tas[4].write(t, h_prev_dropped1),
-                tas[5].write(t, f),
-                tas[6].write(t, h_prev_dropped2),
-                tas[7].write(t, g),
-                tas[8].write(t, h_prev_dropped3),
-                tas[9].write(t, o),
-                tas[10].write(t, activation_c),
-                tas[11].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, h_prev_dropped1),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, h_prev_dropped2),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, h_prev_dropped3),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(12)]
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1395,7 +1403,7 @@ def _fused_v3(
         h_prev_dropped3_seq = tas[8].stack()
         o_seq = tas[9].stack()
         activation_c_seq = tas[10].stack()
-        outputs = tas[11].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1684,7 +1692,7 @@ def _fused_v4(
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_kernel_i = x_kernel[t][:, 0:units]
             x_kernel_f = x_kernel[t][:, units : 2 * units]
             x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
@@ -1708,18 +1716,20 @@ def _fused_v4(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, i),
-                tas[3].write(t, f),
-                tas[4].write(t, g),
-                tas[5].write(t, o),
-                tas[6].write(t, activation_c),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i),
+                loop_tas[3].write(t, f),
+                loop_tas[4].write(t, g),
+                loop_tas[5].write(t, o),
+                loop_tas[6].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -1734,7 +1744,7 @@ def _fused_v4(
         g_seq = tas[4].stack()
         o_seq = tas[5].stack()
         activation_c_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -1933,7 +1943,7 @@ def _fused_v5(
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
             x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
             x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
@@ -1966,22 +1976,24 @@ def _fused_v5(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, h_prev_dropped0),
-                tas[3].write(t, i),
-                tas[4].write(t, h_prev_dropped1),
-                tas[5].write(t, f),
-                tas[6].write(t, h_prev_dropped2),
-                tas[7].write(t, g),
-                tas[8].write(t, h_prev_dropped3),
-                tas[9].write(t, o),
-                tas[10].write(t, activation_c),
-                tas[11].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, h_prev_dropped1),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, h_prev_dropped2),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, h_prev_dropped3),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(12)]
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -2000,7 +2012,7 @@ def _fused_v5(
         h_prev_dropped3_seq = tas[8].stack()
         o_seq = tas[9].stack()
         activation_c_seq = tas[10].stack()
-        outputs = tas[11].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -2260,7 +2272,7 @@ def _fused_v6(
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_kernel_i = x_kernel[t][:, 0:units]
             x_kernel_f = x_kernel[t][:, units : 2 * units]
             x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
@@ -2284,18 +2296,20 @@ def _fused_v6(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, i),
-                tas[3].write(t, f),
-                tas[4].write(t, g),
-                tas[5].write(t, o),
-                tas[6].write(t, activation_c),
-                tas[7].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i),
+                loop_tas[3].write(t, f),
+                loop_tas[4].write(t, g),
+                loop_tas[5].write(t, o),
+                loop_tas[6].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[7].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(8)]
+        n_tas = 7 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -2310,7 +2324,7 @@ def _fused_v6(
         g_seq = tas[4].stack()
         o_seq = tas[5].stack()
         activation_c_seq = tas[6].stack()
-        outputs = tas[7].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -2509,7 +2523,7 @@ def _fused_v7(
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
 
-        def body(t, h_prev, c_prev, out_prev, tas):
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
             x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
             x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
@@ -2542,22 +2556,24 @@ def _fused_v7(
                 c = tf.where(keep, c, c_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, c),
-                tas[2].write(t, h_prev_dropped0),
-                tas[3].write(t, i),
-                tas[4].write(t, h_prev_dropped1),
-                tas[5].write(t, f),
-                tas[6].write(t, h_prev_dropped2),
-                tas[7].write(t, g),
-                tas[8].write(t, h_prev_dropped3),
-                tas[9].write(t, o),
-                tas[10].write(t, activation_c),
-                tas[11].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, h_prev_dropped1),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, h_prev_dropped2),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, h_prev_dropped3),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
             return t + 1, h, c, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(12)]
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -2576,7 +2592,7 @@ def _fused_v7(
         h_prev_dropped3_seq = tas[8].stack()
         o_seq = tas[9].stack()
         activation_c_seq = tas[10].stack()
-        outputs = tas[11].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1], c_seq[-1]]
 
         def grad(d_outputs, *d_final):

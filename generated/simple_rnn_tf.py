@@ -292,7 +292,7 @@ def _fused_v0(
         x_kernel = _seq_matmul(x, kernel)
         x_kernel = x_kernel + bias
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_t = x_kernel[t]
             h_prev_recurrent_kernel = h_prev @ recurrent_kernel
             h = activation(h_prev_recurrent_kernel + x_kernel_t)
@@ -302,12 +302,14 @@ def _fused_v0(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, out),
+                loop_tas[0].write(t, h),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[1].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
+        n_tas = 1 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -316,7 +318,7 @@ def _fused_v0(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        outputs = tas[1].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -427,7 +429,7 @@ def _fused_v1(
         x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
         x_dropped0_kernel = x_dropped0_kernel + bias
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_t = x_dropped0_kernel[t]
             h_prev_dropped0 = h_prev * h_prev_mask_0
             h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
@@ -438,13 +440,15 @@ def _fused_v1(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[2].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
+        n_tas = 2 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -454,7 +458,7 @@ def _fused_v1(
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
         h_prev_dropped0_seq = tas[1].stack()
-        outputs = tas[2].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -558,7 +562,7 @@ def _fused_v2(
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_kernel_t = x_kernel[t]
             h_prev_recurrent_kernel = h_prev @ recurrent_kernel
             h = activation(h_prev_recurrent_kernel + x_kernel_t)
@@ -568,12 +572,14 @@ def _fused_v2(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, out),
+                loop_tas[0].write(t, h),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[1].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
+        n_tas = 1 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -582,7 +588,7 @@ def _fused_v2(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        outputs = tas[1].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
@@ -688,7 +694,7 @@ def _fused_v3(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
 
-        def body(t, h_prev, out_prev, tas):
+        def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_t = x_dropped0_kernel[t]
             h_prev_dropped0 = h_prev * h_prev_mask_0
             h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
@@ -699,13 +705,15 @@ def _fused_v3(
                 h = tf.where(keep, h, h_prev)
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
-                tas[0].write(t, h),
-                tas[1].write(t, h_prev_dropped0),
-                tas[2].write(t, out),
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, h_prev_dropped0),
             ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[2].write(t, out))
             return t + 1, h, out, tas
 
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
+        n_tas = 2 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
         loop = tf.while_loop(
             lambda t, *_: t < T,
             body,
@@ -715,7 +723,7 @@ def _fused_v3(
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
         h_prev_dropped0_seq = tas[1].stack()
-        outputs = tas[2].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
         def grad(d_outputs, *d_final):
