@@ -93,28 +93,56 @@ def tfpy(expr) -> str:
 
 
 def tex(expr, names: dict | None = None) -> str:
-    """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1})."""
+    """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1}).
+
+    ``names`` maps symbol names to LaTeX, e.g. a weight product to ``h_{t-1} U``.
+    """
     expr = sp.sympify(expr)
-    symbol_names = {}
-    for s in expr.free_symbols:
-        symbol_names[s] = latex_name(str(s))
+    names = names or {}
+    symbol_names = {s: names.get(str(s)) or latex_name(str(s)) for s in expr.free_symbols}
     return LatexPrinter({"symbol_names": symbol_names, "mul_symbol": "dot"}).doprint(expr)
 
 
 def latex_name(name: str) -> str:
+    """``d_z_pre`` -> ``\\delta z^{pre}``, ``h_prev`` -> ``h_{t-1}``, ``kernel_z`` -> kernel_z."""
     if name.startswith("d_"):
-        return r"\delta " + latex_name(name[2:])
+        rest = name[2:]
+        if rest.endswith("_pre"):
+            return rf"\delta {latex_name(rest[:-4])}^{{\mathrm{{pre}}}}"
+        if "_via_" in rest:
+            operand, weight = rest.split("_via_", 1)
+            return rf"\delta {latex_name(operand)}^{{({_tex_ident(weight)})}}"
+        return r"\delta " + latex_name(rest)
     if name.endswith("_prev"):
         return f"{_tex_ident(name[:-5])}_{{t-1}}"
     return _tex_ident(name)
 
 
 def _tex_ident(name: str) -> str:
-    head, _, rest = name.partition("_")
-    if not rest:
-        return head if len(head) == 1 else rf"\mathrm{{{head}}}"
-    rest = rest.replace("_", r"\_")
-    return rf"\mathrm{{{head}}}_{{\mathrm{{{rest}}}}}"
+    """One-letter names in italics; a one-letter suffix (a gate) as a subscript."""
+    if len(name) == 1:
+        return name
+    base, _, last = name.rpartition("_")
+    if base and len(last) == 1:
+        return rf"{_tex_ident(base)}_{{{last}}}"
+    return rf"\mathrm{{{name}}}".replace("_", r"\_")
+
+
+def tex_products(v: symbolic.Variant) -> dict[str, str]:
+    """LaTeX for a variant's product symbols and operands: the product itself, ``h_{t-1} U_z``."""
+    out: dict[str, str] = {}
+    for g in v.groups:
+        operand = tex(g.operand_expr)
+        if not isinstance(g.operand_expr, sp.Symbol):
+            operand = rf"\left({operand}\right)"
+        out[g.operand] = operand
+        for p, b in g.products:
+            out[p] = rf"{operand} \, {_tex_ident(b.name)}"
+        weight = _tex_ident(g.weight)
+        if not g.full:
+            weight = rf"{weight}[{tex(g.start)}:{tex(g.stop)}]"
+        out[g.name] = rf"{operand} \, {weight}"
+    return out
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -130,6 +158,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(py=py, tfpy=tfpy, tex=tex, latex_name=latex_name, pyrepr=repr)
+    env.globals.update(tex_products=tex_products, tex=tex)
     env.globals.update(
         isinstance=isinstance,
         Assign=symbolic.Assign,
