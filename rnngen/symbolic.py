@@ -206,19 +206,63 @@ def _substitute_absent(expr: sp.Expr, absent: set[str]) -> sp.Expr:
 
 
 def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: int) -> Variant:
+    """Resolve, group, fold, order, differentiate: one variant, step by step."""
     blocks = _blocks(spec, options)
     all_weight_names = {n for w in spec.weights for lay in w.layouts for n in lay.names()}
     absent = all_weight_names - set(blocks)
-    states = spec.states
-    state_prev = {f"{s}_prev" for s in states}
-    dropout_tensors = dict(spec.dropout) if with_dropout else {}
+    equations = [(eq.name, _substitute_absent(eq.rhs(options), absent)) for eq in spec.equations]
+    taken = set(all_weight_names) | {n for n, _ in equations} | _prev_names(spec) | {"x"}
+    dropout_tensors = set(dict(spec.dropout)) if with_dropout else set()
 
-    # 1. resolve equations; products become symbols, grouped by (operand, weight, row)
-    equations: list[tuple[str, sp.Expr]] = []
-    for eq in spec.equations:
-        rhs = _substitute_absent(eq.rhs(options), absent)
-        equations.append((eq.name, rhs))
+    groups, product_symbol, masks = _group_products(
+        spec, options, equations, blocks, dropout_tensors, taken
+    )
+    vector_blocks = {n for n in blocks if _is_vector(spec, n)}
+    resolved, groups = _fold_and_name(
+        equations, groups, product_symbol, blocks, vector_blocks, taken
+    )
+    forward, operand_nodes = _forward_program(resolved, groups)
+    node_values = dict(resolved) | operand_nodes
+    backward, state_grads, x_grad, reductions = _reverse(
+        spec, forward, node_values, groups, blocks, vector_blocks
+    )
+    stored = _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks)
 
+    xs = symbol("x")
+    hoisted_x = tuple(
+        (g, sp.diff(g.operand_expr, xs))
+        for g in groups
+        if g.hoisted and xs in g.operand_expr.free_symbols
+    )
+    return Variant(
+        index=index,
+        options=tuple(options.items()),
+        dropout=with_dropout,
+        weights=tuple((w.name, w.layout(options)) for w in spec.weights if w.layout(options)),
+        blocks=tuple(blocks.values()),
+        hoisted=tuple(g for g in groups if g.hoisted),
+        forward=tuple(forward),
+        stored=stored,
+        backward=tuple(backward),
+        state_grads=tuple(state_grads),
+        x_grad=x_grad,
+        hoisted_x_grads=hoisted_x,
+        reductions=tuple(reductions),
+        groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
+        masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
+    )
+
+
+def _prev_names(spec: CellSpec) -> set[str]:
+    return {f"{s}_prev" for s in spec.states}
+
+
+def _group_products(spec, options, equations, blocks, dropout_tensors, taken):
+    """Weight products -> groups: same operand, consecutive blocks of one weight, one GEMM.
+
+    With dropout, each tensor in ``dropout_tensors`` is multiplied by its gate's mask where it
+    is the left side of a product. Returns (groups, product -> symbol, masks).
+    """
     masks: dict[tuple[str, int], sp.Symbol] = {}
 
     def masked(operand: sp.Expr, gate: int) -> sp.Expr:
@@ -229,24 +273,18 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
                 reps[s] = s * m
         return operand.xreplace(reps) if reps else operand
 
-    product_info: dict[sp.Expr, tuple] = {}  # WeightProduct -> (key, block)
+    by_key: dict[tuple, list] = defaultdict(list)  # (operand, weight, row) -> [(product, block)]
     for _, rhs in equations:
         for wp in sorted(rhs.atoms(WeightProduct), key=sp.default_sort_key):
             block = blocks[str(wp.args[1])]
-            gate = _gate_index(spec, block)
-            operand = masked(wp.args[0], gate)
-            product_info[wp] = ((operand, block.weight, block.row), block)
+            key = (masked(wp.args[0], _gate_index(spec, block)), block.weight, block.row)
+            if all(b is not block for _, b in by_key[key]):
+                by_key[key].append((wp, block))
 
-    by_key: dict[tuple, list] = defaultdict(list)
-    for wp, (key, block) in product_info.items():
-        if all(b is not block for _, b in by_key[key]):
-            by_key[key].append((wp, block))
-
-    loop_vars = state_prev | {eq for eq, _ in equations}
+    loop_vars = _prev_names(spec) | {eq for eq, _ in equations}
     operand_names: dict[sp.Expr, str] = {}
     groups: list[Group] = []
     product_symbol: dict[sp.Expr, sp.Symbol] = {}
-    taken = set(all_weight_names) | {n for n, _ in equations} | state_prev | {"x"}
     for (operand, weight, _row), members in by_key.items():
         members.sort(key=lambda m: sp.default_sort_key(m[1].start))
         runs: list[list] = [[members[0]]]
@@ -256,17 +294,16 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
             else:
                 runs.append([m])
         if operand not in operand_names:
-            if isinstance(operand, sp.Symbol):
-                operand_names[operand] = str(operand)
-            else:
-                operand_names[operand] = _fresh(_operand_name(operand), taken)
+            is_symbol = isinstance(operand, sp.Symbol)
+            operand_names[operand] = (
+                str(operand) if is_symbol else _fresh(_operand_name(operand), taken)
+            )
         oname = operand_names[operand]
         hoisted = not ({str(s) for s in operand.free_symbols} & loop_vars)
         for run in runs:
-            full = (
-                run[0][1].start == 0
-                and all(b.full for _, b in run)
-                or (run[0][1].start == 0 and _covers(spec, weight, options, run[-1][1].stop))
+            first, last = run[0][1], run[-1][1]
+            full = first.start == 0 and (
+                all(b.full for _, b in run) or _covers(spec, weight, options, last.stop)
             )
             suffix = "" if full else "_" + "".join(_block_suffix(b.name, weight) for _, b in run)
             gname = _fresh(f"{oname}_{weight}{suffix}", taken)
@@ -281,33 +318,38 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
                     oname,
                     operand,
                     weight,
-                    run[0][1].start,
-                    run[-1][1].stop,
+                    first.start,
+                    last.stop,
                     full,
                     tuple(prods),
                     hoisted,
                 )
             )
+    return groups, product_symbol, masks
 
-    # replace products by their symbols; fold biases into hoisted products
+
+def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, taken):
+    """Products become symbols; biases added to a hoisted product are folded into it.
+
+    Function calls nested inside an equation (``tanh(c)`` in ``o * tanh(c)``) become named
+    nodes of their own, so the backward pass can reuse their values.
+    """
     hoisted_products = {p for g in groups if g.hoisted for p, _ in g.products}
-    vector_blocks = {n for n, b in blocks.items() if _is_vector(spec, n)}
     folded: dict[str, list[Block]] = defaultdict(list)
 
     def fold(expr):
         if isinstance(expr, sp.Add):
             args = [fold(a) for a in expr.args]
             hp = [a for a in args if isinstance(a, sp.Symbol) and str(a) in hoisted_products]
-            if hp:
-                target = str(hp[0])
-                keep = []
-                for a in args:
-                    if isinstance(a, sp.Symbol) and str(a) in vector_blocks:
-                        folded[target].append(blocks[str(a)])
-                    else:
-                        keep.append(a)
-                return sp.Add(*keep)
-            return sp.Add(*args)
+            if not hp:
+                return sp.Add(*args)
+            keep = []
+            for a in args:
+                if isinstance(a, sp.Symbol) and str(a) in vector_blocks:
+                    folded[str(hp[0])].append(blocks[str(a)])
+                else:
+                    keep.append(a)
+            return sp.Add(*keep)
         if expr.args and not isinstance(expr, sp.Symbol | sp.Number):
             return expr.func(*[fold(a) for a in expr.args])
         return expr
@@ -329,12 +371,15 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         )
         for g in groups
     ]
+    return resolved, groups
 
-    # 2. forward program: equations in order, each group emitted just before first use
+
+def _forward_program(resolved, groups):
+    """Equations in order; each in-loop group is emitted just before its first use."""
     group_of = {p: g for g in groups for p, _ in g.products}
     forward: list = []
     emitted: set[str] = set()
-    operand_nodes = {}
+    operand_nodes: dict[str, sp.Expr] = {}
     for name, rhs in resolved:
         for sym in sorted(rhs.free_symbols, key=str):
             g = group_of.get(str(sym))
@@ -346,67 +391,35 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
             forward.append(Product(g))
             emitted.add(g.name)
         forward.append(Assign(name, rhs))
+    return forward, operand_nodes
 
-    # 3. backward program: reverse-mode over the forward statements
-    node_values = {name: rhs for name, rhs in resolved} | operand_nodes
-    backward, state_grads, x_grad, reductions = _reverse(
-        spec, forward, node_values, groups, blocks, vector_blocks
-    )
 
-    # values the backward needs at each step
-    available = state_prev | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
+def _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks):
+    """The per-step forward values the backward reads that are not otherwise at hand."""
+    available = _prev_names(spec) | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
     available |= set(blocks) | {g.name for g in groups if g.hoisted}
-    needed: set[str] = set()
+    exprs: list[sp.Expr] = []
     for stmt in backward:
-        exprs = {
-            Assign: lambda s: [s.expr],
-            StoreAdjoint: lambda s: list(s.values),
-            Accumulate: lambda s: [s.expr],
-            OperandVJP: lambda s: [],
-        }[type(stmt)](stmt)
-        for e in exprs:
-            needed |= {str(s) for s in e.free_symbols}
-    for _, e in state_grads:
-        needed |= {str(s) for s in e.free_symbols}
-    for g in groups:
-        if not g.hoisted and g.operand not in available:
-            needed.add(g.operand)  # for the weight gradient after the loop
+        if isinstance(stmt, Assign | Accumulate):
+            exprs.append(stmt.expr)
+        elif isinstance(stmt, StoreAdjoint):
+            exprs.extend(stmt.values)
+    exprs += [e for _, e in state_grads]
+    needed = {str(s) for e in exprs for s in e.free_symbols}
+    # an in-loop operand that is not a state is needed for its weight gradient after the loop
+    needed |= {g.operand for g in groups if not g.hoisted and g.operand not in available}
     sizes = dict(spec.sizes)
     for g in groups:
         sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
         for p, b in g.products:
-            sizes[p] = _block_cols(spec, b)
+            sizes[p] = b.stop - b.start
     for name, rhs in resolved:
         if name not in sizes:  # named nested calls: same size as their argument
             sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
-    stored = tuple(
+    return tuple(
         (n, sizes[n])
         for n in _forward_order(forward)
         if n in needed and n not in available and not n.startswith("d_")
-    )
-
-    hoisted_x = []
-    xs = symbol("x")
-    for g in groups:
-        if g.hoisted and xs in g.operand_expr.free_symbols:
-            hoisted_x.append((g, sp.diff(g.operand_expr, xs)))
-
-    return Variant(
-        index=index,
-        options=tuple(options.items()),
-        dropout=with_dropout,
-        weights=tuple((w.name, w.layout(options)) for w in spec.weights if w.layout(options)),
-        blocks=tuple(blocks.values()),
-        hoisted=tuple(g for g in groups if g.hoisted),
-        forward=tuple(forward),
-        stored=stored,
-        backward=tuple(backward),
-        state_grads=tuple(state_grads),
-        x_grad=x_grad,
-        hoisted_x_grads=tuple(hoisted_x),
-        reductions=tuple(reductions),
-        groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
-        masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
     )
 
 
@@ -584,10 +597,6 @@ def _is_vector(spec: CellSpec, name: str) -> bool:
             if name in lay.names():
                 return len(lay.block_shape()) == 1
     return False
-
-
-def _block_cols(spec, block: Block) -> sp.Expr:
-    return block.stop - block.start
 
 
 def _operand_size(spec, g: Group, blocks) -> sp.Expr:
