@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import codegen, spec
+from . import __version__, codegen, spec
 from .errors import Problem, SpecError
 
 
@@ -88,6 +88,7 @@ def build_files(paths: list[Path]) -> dict[str, str]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnngen")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
