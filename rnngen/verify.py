@@ -26,7 +26,9 @@ worst absolute error, worst relative error, tolerance, pass/fail):
     Float64 central differences on the generated functional core ``forward``/``backward``:
     for random directions ``u`` (one per input/state/weight, plus one over everything),
     ``<grad L, u>`` against ``(L(p + eps u) - L(p - eps u)) / (2 eps)``; the cost does not depend
-    on the number of parameters. ``full_jacobian=True`` adds the whole Jacobian of the outputs
+    on the number of parameters. When the direction of one tensor fails, per-entry central
+    differences over that tensor (up to 4000 entries) name the worst index.
+    ``full_jacobian=True`` adds the whole Jacobian of the outputs
     and final states (one backward per output entry, two forwards per parameter entry) for a
     tiny layer.
 ``hygiene``
@@ -947,7 +949,42 @@ def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compar
                 "rel": rel,
                 "tol": FD_TOL,
             }
+    if (
+        not res.ok
+        and res.worst["tensor"].startswith("direction over ")
+        and res.worst["tensor"] != "direction over all"
+    ):
+        res.worst.update(_localize(params, loss, g, res.worst["tensor"][len("direction over ") :]))
     return res
+
+
+FD_LOCALIZE_MAX = 4000
+
+
+def _localize(params, loss, g, name):
+    """The worst entry of one tensor by per-entry central differences (small tensors only)."""
+    value = params[name]
+    if value.size > FD_LOCALIZE_MAX:
+        return {}
+    analytic = np.asarray(g[name], np.float64)
+    worst = None
+    for i in range(value.size):
+        shifted = []
+        for sign in (1, -1):
+            v = value.copy()
+            v.flat[i] += sign * FD_EPS
+            shifted.append(loss({**params, name: v}))
+        numeric = (shifted[0] - shifted[1]) / (2 * FD_EPS)
+        err = abs(analytic.flat[i] - numeric)
+        if worst is None or err > worst[0]:
+            worst = (err, i, float(analytic.flat[i]), numeric)
+    _, i, a, n = worst
+    return {
+        "tensor": name,
+        "index": [int(k) for k in np.unravel_index(i, value.shape)],
+        "analytic": a,
+        "reference": n,
+    }
 
 
 def full_jacobian_check(module, cs: CellSpec, cfg: Config, data: dict) -> Compared:

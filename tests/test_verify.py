@@ -277,3 +277,25 @@ def test_tf_mutant_is_caught(mutant, tmp_path):
             checks=("keras", "autodiff"),
         )
     )
+
+
+def test_finite_difference_failure_names_tensor_and_index(tmp_path):
+    """A wrong bias gradient: the finite-difference row points at `bias` and an entry of it."""
+    source = (GENERATED / "simple_rnn_numpy.py").read_text(encoding="utf-8")
+    mutated = re.sub(
+        r'(d_weights\["bias"\] \+= .*)\n', r"\1\n    d_weights['bias'][1] += 0.5\n", source
+    )
+    assert mutated != source
+    (tmp_path / "simple_rnn_numpy.py").write_text(mutated, encoding="utf-8")
+    results = verify.verify_spec(
+        SPEC_DIR / "simple_rnn.yaml",
+        quick=True,
+        seed=0,
+        module_dir=tmp_path,
+        checks=("finite_diff",),
+    )
+    (row,) = results
+    assert row.status == "fail"
+    assert row.failure["tensor"] == "bias"
+    assert row.failure["index"] == [1]
+    assert abs(row.failure["analytic"] - row.failure["reference"]) == pytest.approx(0.5, rel=1e-3)
