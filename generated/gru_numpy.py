@@ -408,6 +408,7 @@ def _backward_v0(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -417,6 +418,8 @@ def _backward_v0(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -472,6 +475,8 @@ def _backward_v0(
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -616,6 +621,7 @@ def _backward_v1(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -625,6 +631,8 @@ def _backward_v1(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -711,6 +719,8 @@ def _backward_v1(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -853,6 +863,7 @@ def _backward_v2(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -862,6 +873,8 @@ def _backward_v2(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -921,6 +934,8 @@ def _backward_v2(
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -1054,6 +1069,7 @@ def _backward_v3(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1063,6 +1079,8 @@ def _backward_v3(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1143,6 +1161,8 @@ def _backward_v3(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -1279,6 +1299,7 @@ def _backward_v4(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1288,6 +1309,8 @@ def _backward_v4(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1341,6 +1364,8 @@ def _backward_v4(
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -1463,6 +1488,7 @@ def _backward_v5(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1472,6 +1498,8 @@ def _backward_v5(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1556,6 +1584,8 @@ def _backward_v5(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -1677,6 +1707,7 @@ def _backward_v6(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1686,6 +1717,8 @@ def _backward_v6(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1745,6 +1778,8 @@ def _backward_v6(
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -1867,6 +1902,7 @@ def _backward_v7(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1876,6 +1912,8 @@ def _backward_v7(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1956,6 +1994,8 @@ def _backward_v7(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -2138,7 +2178,7 @@ def _functions(
     return out
 
 
-def backward(tape, d_outputs, d_states=None, *, truncate=None):
+def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
     """BPTT through one :func:`forward` call.
 
     Args:
@@ -2146,6 +2186,9 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_outputs: (B, T, units) gradient of the outputs, in the order forward returned them.
         d_states: list of 1 arrays (B, units) (gradients of the final states), or None.
         truncate: backpropagate through the last ``truncate`` processed steps only.
+        norms: None, or a (T,) array that receives, for each processed step t, the norm of
+            the gradient with respect to the states entering step t (vanishing or exploding
+            gradients show here).
 
     Returns:
         (d_x (B, T, input_dim) in input order, d_initial_state list, d_weights dict).
@@ -2158,7 +2201,7 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_states = [None] * len(STATES)
     d_states = [np.zeros((B, units), x.dtype) if d is None else d for d in d_states]
     _, step = _VARIANTS[tape["key"]]
-    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, *tape["functions"])
+    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, norms, *tape["functions"])
     if tape["go_backwards"]:
         d_x = d_x[::-1]
     return np.swapaxes(d_x, 0, 1), d_initial, d_weights
@@ -2172,13 +2215,17 @@ class Gradients:
         initial_state: list of 1 arrays (B, units).
         weights: dict keyed by Keras weight name (``kernel``, ``recurrent_kernel``, ``bias``).
         norm: global norm of the weight gradients before clipping.
+        state_norms: (T,) norm of the gradient with respect to the states entering each
+            step, in processing order (zero before a truncation): how the gradient vanishes
+            or explodes as it flows back through time.
     """
 
-    def __init__(self, inputs, initial_state, weights, norm):
+    def __init__(self, inputs, initial_state, weights, norm, state_norms):
         self.inputs = inputs
         self.initial_state = initial_state
         self.weights = weights
         self.norm = norm
+        self.state_norms = state_norms
 
     def __repr__(self):
         shapes = {k: v.shape for k, v in self.weights.items()}
@@ -2512,7 +2559,10 @@ class GRU:
             d_outputs += d_output
         elif T:
             d_outputs[:, -1] = d_output
-        d_x, d_initial, d_weights = backward(self._tape, d_outputs, d_states, truncate=truncate)
+        state_norms = np.zeros(T, self.dtype)
+        d_x, d_initial, d_weights = backward(
+            self._tape, d_outputs, d_states, truncate=truncate, norms=state_norms
+        )
         for name, w in self.weights.items():
             reg = getattr(self, _ARGUMENTS[name] + "_regularizer")
             if reg is not None:
@@ -2521,7 +2571,7 @@ class GRU:
         if clip_norm is not None and norm > clip_norm:
             for g in d_weights.values():
                 g *= clip_norm / norm
-        return Gradients(d_x, d_initial, d_weights, norm)
+        return Gradients(d_x, d_initial, d_weights, norm, state_norms)
 
     # -- config --------------------------------------------------------------------------------
 

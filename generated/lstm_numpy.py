@@ -415,6 +415,7 @@ def _backward_v0(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -424,6 +425,8 @@ def _backward_v0(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -486,6 +489,8 @@ def _backward_v0(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -648,6 +653,7 @@ def _backward_v1(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -657,6 +663,8 @@ def _backward_v1(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -762,6 +770,8 @@ def _backward_v1(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -937,6 +947,7 @@ def _backward_v2(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -946,6 +957,8 @@ def _backward_v2(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1008,6 +1021,8 @@ def _backward_v2(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -1170,6 +1185,7 @@ def _backward_v3(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1179,6 +1195,8 @@ def _backward_v3(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1284,6 +1302,8 @@ def _backward_v3(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -1453,6 +1473,7 @@ def _backward_v4(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1462,6 +1483,8 @@ def _backward_v4(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1524,6 +1547,8 @@ def _backward_v4(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -1672,6 +1697,7 @@ def _backward_v5(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1681,6 +1707,8 @@ def _backward_v5(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -1786,6 +1814,8 @@ def _backward_v5(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -1939,6 +1969,7 @@ def _backward_v6(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -1948,6 +1979,8 @@ def _backward_v6(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -2010,6 +2043,8 @@ def _backward_v6(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -2158,6 +2193,7 @@ def _backward_v7(
     d_outputs,
     d_states,
     truncate,
+    norms,
     activation,
     activation_grad,
     recurrent_activation,
@@ -2167,6 +2203,8 @@ def _backward_v7(
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -2272,6 +2310,8 @@ def _backward_v7(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
         d_c = np.zeros_like(d_c)
@@ -2470,7 +2510,7 @@ def _functions(
     return out
 
 
-def backward(tape, d_outputs, d_states=None, *, truncate=None):
+def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
     """BPTT through one :func:`forward` call.
 
     Args:
@@ -2478,6 +2518,9 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_outputs: (B, T, units) gradient of the outputs, in the order forward returned them.
         d_states: list of 2 arrays (B, units) (gradients of the final states), or None.
         truncate: backpropagate through the last ``truncate`` processed steps only.
+        norms: None, or a (T,) array that receives, for each processed step t, the norm of
+            the gradient with respect to the states entering step t (vanishing or exploding
+            gradients show here).
 
     Returns:
         (d_x (B, T, input_dim) in input order, d_initial_state list, d_weights dict).
@@ -2490,7 +2533,7 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_states = [None] * len(STATES)
     d_states = [np.zeros((B, units), x.dtype) if d is None else d for d in d_states]
     _, step = _VARIANTS[tape["key"]]
-    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, *tape["functions"])
+    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, norms, *tape["functions"])
     if tape["go_backwards"]:
         d_x = d_x[::-1]
     return np.swapaxes(d_x, 0, 1), d_initial, d_weights
@@ -2504,13 +2547,17 @@ class Gradients:
         initial_state: list of 2 arrays (B, units).
         weights: dict keyed by Keras weight name (``kernel``, ``recurrent_kernel``, ``bias``).
         norm: global norm of the weight gradients before clipping.
+        state_norms: (T,) norm of the gradient with respect to the states entering each
+            step, in processing order (zero before a truncation): how the gradient vanishes
+            or explodes as it flows back through time.
     """
 
-    def __init__(self, inputs, initial_state, weights, norm):
+    def __init__(self, inputs, initial_state, weights, norm, state_norms):
         self.inputs = inputs
         self.initial_state = initial_state
         self.weights = weights
         self.norm = norm
+        self.state_norms = state_norms
 
     def __repr__(self):
         shapes = {k: v.shape for k, v in self.weights.items()}
@@ -2847,7 +2894,10 @@ class LSTM:
             d_outputs += d_output
         elif T:
             d_outputs[:, -1] = d_output
-        d_x, d_initial, d_weights = backward(self._tape, d_outputs, d_states, truncate=truncate)
+        state_norms = np.zeros(T, self.dtype)
+        d_x, d_initial, d_weights = backward(
+            self._tape, d_outputs, d_states, truncate=truncate, norms=state_norms
+        )
         for name, w in self.weights.items():
             reg = getattr(self, _ARGUMENTS[name] + "_regularizer")
             if reg is not None:
@@ -2856,7 +2906,7 @@ class LSTM:
         if clip_norm is not None and norm > clip_norm:
             for g in d_weights.values():
                 g *= clip_norm / norm
-        return Gradients(d_x, d_initial, d_weights, norm)
+        return Gradients(d_x, d_initial, d_weights, norm, state_norms)
 
     # -- config --------------------------------------------------------------------------------
 

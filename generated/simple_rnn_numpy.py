@@ -358,11 +358,13 @@ def _forward_v0(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_grad):
+def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -397,6 +399,8 @@ def _backward_v0(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -468,11 +472,13 @@ def _forward_v1(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_grad):
+def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -513,6 +519,8 @@ def _backward_v1(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -576,11 +584,13 @@ def _forward_v2(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v2(tape, d_outputs, d_states, truncate, activation, activation_grad):
+def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -615,6 +625,8 @@ def _backward_v2(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -682,11 +694,13 @@ def _forward_v3(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v3(tape, d_outputs, d_states, truncate, activation, activation_grad):
+def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
     """
     x, mask = tape["x"], tape["mask"]
@@ -727,6 +741,8 @@ def _backward_v3(tape, d_outputs, d_states, truncate, activation, activation_gra
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
     if stop > 0:  # truncated: no gradient reaches the initial state
         d_h = np.zeros_like(d_h)
 
@@ -861,7 +877,7 @@ def _functions(
     return out
 
 
-def backward(tape, d_outputs, d_states=None, *, truncate=None):
+def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
     """BPTT through one :func:`forward` call.
 
     Args:
@@ -869,6 +885,9 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_outputs: (B, T, units) gradient of the outputs, in the order forward returned them.
         d_states: list of 1 arrays (B, units) (gradients of the final states), or None.
         truncate: backpropagate through the last ``truncate`` processed steps only.
+        norms: None, or a (T,) array that receives, for each processed step t, the norm of
+            the gradient with respect to the states entering step t (vanishing or exploding
+            gradients show here).
 
     Returns:
         (d_x (B, T, input_dim) in input order, d_initial_state list, d_weights dict).
@@ -881,7 +900,7 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None):
         d_states = [None] * len(STATES)
     d_states = [np.zeros((B, units), x.dtype) if d is None else d for d in d_states]
     _, step = _VARIANTS[tape["key"]]
-    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, *tape["functions"])
+    d_x, d_initial, d_weights = step(tape, d_outputs, d_states, truncate, norms, *tape["functions"])
     if tape["go_backwards"]:
         d_x = d_x[::-1]
     return np.swapaxes(d_x, 0, 1), d_initial, d_weights
@@ -895,13 +914,17 @@ class Gradients:
         initial_state: list of 1 arrays (B, units).
         weights: dict keyed by Keras weight name (``kernel``, ``recurrent_kernel``, ``bias``).
         norm: global norm of the weight gradients before clipping.
+        state_norms: (T,) norm of the gradient with respect to the states entering each
+            step, in processing order (zero before a truncation): how the gradient vanishes
+            or explodes as it flows back through time.
     """
 
-    def __init__(self, inputs, initial_state, weights, norm):
+    def __init__(self, inputs, initial_state, weights, norm, state_norms):
         self.inputs = inputs
         self.initial_state = initial_state
         self.weights = weights
         self.norm = norm
+        self.state_norms = state_norms
 
     def __repr__(self):
         shapes = {k: v.shape for k, v in self.weights.items()}
@@ -1223,7 +1246,10 @@ class SimpleRNN:
             d_outputs += d_output
         elif T:
             d_outputs[:, -1] = d_output
-        d_x, d_initial, d_weights = backward(self._tape, d_outputs, d_states, truncate=truncate)
+        state_norms = np.zeros(T, self.dtype)
+        d_x, d_initial, d_weights = backward(
+            self._tape, d_outputs, d_states, truncate=truncate, norms=state_norms
+        )
         for name, w in self.weights.items():
             reg = getattr(self, _ARGUMENTS[name] + "_regularizer")
             if reg is not None:
@@ -1232,7 +1258,7 @@ class SimpleRNN:
         if clip_norm is not None and norm > clip_norm:
             for g in d_weights.values():
                 g *= clip_norm / norm
-        return Gradients(d_x, d_initial, d_weights, norm)
+        return Gradients(d_x, d_initial, d_weights, norm, state_norms)
 
     # -- config --------------------------------------------------------------------------------
 

@@ -186,3 +186,35 @@ def test_keras_reference_masked_sequences():
     np.testing.assert_allclose(out[1, :, 0], [0.3969304] * 3 + [0.608085], atol=1e-5)
     zeroed = SimpleRNN(2, return_sequences=True, zero_output_for_mask=True, **CONST)(S234, mask=M)
     np.testing.assert_allclose(zeroed[..., 0], np.where(M, out[..., 0], 0.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("gain", [0.5, 1.5])
+def test_state_norms_show_vanishing_and_exploding_gradients(gain):
+    """With h_t = h_{t-1} (gain I) + x_t W, the gradient entering step t is gain^(T-t) d."""
+    SimpleRNN = numpy_layer_class("SimpleRNN")
+    T, U = 12, 3
+    layer = SimpleRNN(U, activation="linear", use_bias=False, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, T, 4))
+    layer(x)
+    layer.set_weights([layer.weights["kernel"], gain * np.eye(U)])
+    layer(x)
+    d = np.random.default_rng(1).standard_normal((2, U))
+    grads = layer.backward(d)
+    expected = np.linalg.norm(d) * gain ** (T - np.arange(T))
+    np.testing.assert_allclose(grads.state_norms, expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        grads.state_norms[0], np.linalg.norm(grads.initial_state[0]), rtol=1e-12
+    )
+
+
+def test_state_norms_of_lstm_cover_both_states():
+    LSTM = numpy_layer_class("LSTM")
+    x = np.random.default_rng(2).standard_normal((3, 7, 4)).astype(np.float32)
+    layer = LSTM(5, return_sequences=True)
+    y = layer(x)
+    grads = layer.backward(np.ones_like(y))
+    h0, c0 = grads.initial_state
+    assert grads.state_norms.shape == (7,)
+    assert grads.state_norms[0] == pytest.approx(np.sqrt(np.sum(h0**2) + np.sum(c0**2)), rel=1e-5)
+    short = layer.backward(np.ones_like(y), truncate=3)
+    assert np.all(short.state_norms[:4] == 0) and np.all(short.state_norms[4:] > 0)
