@@ -273,7 +273,7 @@ def _step_v0(
     Variant: use_bias=True, reset_after=True, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -304,6 +304,7 @@ def _step_v0(
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -333,7 +334,7 @@ def _fused_v0(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         input_bias_z = bias[0, 0:units]
@@ -530,7 +531,7 @@ def _step_v1(
     Variant: use_bias=True, reset_after=True, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -575,6 +576,7 @@ def _step_v1(
         r * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h) + x_dropped2_kernel_h_t
     )
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -604,7 +606,7 @@ def _fused_v1(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         input_bias_z = bias[0, 0:units]
@@ -884,7 +886,7 @@ def _step_v2(
     Variant: use_bias=True, reset_after=False, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -913,6 +915,7 @@ def _step_v2(
     h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
     hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -942,7 +945,7 @@ def _fused_v2(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         input_bias_z = bias[0:units]
@@ -1139,7 +1142,7 @@ def _step_v3(
     Variant: use_bias=True, reset_after=False, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -1179,6 +1182,7 @@ def _step_v3(
     )
     hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -1208,7 +1212,7 @@ def _fused_v3(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         input_bias_z = bias[0:units]
@@ -1471,7 +1475,7 @@ def _step_v4(
     Variant: use_bias=False, reset_after=True, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
@@ -1487,6 +1491,7 @@ def _step_v4(
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(h_prev_recurrent_kernel_h * r + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -1516,7 +1521,7 @@ def _fused_v4(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -1664,7 +1669,7 @@ def _step_v5(
     Variant: use_bias=False, reset_after=True, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
@@ -1697,6 +1702,7 @@ def _step_v5(
     )
     hh = activation(h_prev_dropped2_recurrent_kernel_h * r + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -1726,7 +1732,7 @@ def _fused_v5(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
@@ -1964,7 +1970,7 @@ def _step_v6(
     Variant: use_bias=False, reset_after=False, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
@@ -1981,6 +1987,7 @@ def _step_v6(
     h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
     hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -2010,7 +2017,7 @@ def _fused_v6(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -2178,7 +2185,7 @@ def _step_v7(
     Variant: use_bias=False, reset_after=False, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
@@ -2211,6 +2218,7 @@ def _step_v7(
     )
     hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
+
     return h, [h]
 
 
@@ -2240,7 +2248,7 @@ def _fused_v7(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]

@@ -273,7 +273,7 @@ def _step_v0(
     Variant: use_bias=True, unit_forget_bias=True, no dropout.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -308,6 +308,7 @@ def _step_v0(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -337,7 +338,7 @@ def _fused_v0(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel, bias = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         bias_i = bias[0:units]
@@ -537,7 +538,7 @@ def _step_v1(
     Variant: use_bias=True, unit_forget_bias=True, with dropout masks.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -592,6 +593,7 @@ def _step_v1(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -621,7 +623,7 @@ def _fused_v1(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel, bias = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         bias_i = bias[0:units]
@@ -955,7 +957,7 @@ def _step_v2(
     Variant: use_bias=True, unit_forget_bias=False, no dropout.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -990,6 +992,7 @@ def _step_v2(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -1019,7 +1022,7 @@ def _fused_v2(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel, bias = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         bias_i = bias[0:units]
@@ -1219,7 +1222,7 @@ def _step_v3(
     Variant: use_bias=True, unit_forget_bias=False, with dropout masks.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -1274,6 +1277,7 @@ def _step_v3(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -1303,7 +1307,7 @@ def _fused_v3(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel, bias = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         bias_i = bias[0:units]
@@ -1637,7 +1641,7 @@ def _step_v4(
     Variant: use_bias=False, unit_forget_bias=True, no dropout.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
@@ -1658,6 +1662,7 @@ def _step_v4(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -1687,7 +1692,7 @@ def _fused_v4(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -1845,7 +1850,7 @@ def _step_v5(
     Variant: use_bias=False, unit_forget_bias=True, with dropout masks.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
@@ -1891,6 +1896,7 @@ def _step_v5(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -1920,7 +1926,7 @@ def _fused_v5(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
@@ -2217,7 +2223,7 @@ def _step_v6(
     Variant: use_bias=False, unit_forget_bias=False, no dropout.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
@@ -2238,6 +2244,7 @@ def _step_v6(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -2267,7 +2274,7 @@ def _fused_v6(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -2425,7 +2432,7 @@ def _step_v7(
     Variant: use_bias=False, unit_forget_bias=False, with dropout masks.
     """
     h_prev, c_prev = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
+    units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
@@ -2471,6 +2478,7 @@ def _step_v7(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
+
     return h, [h, c]
 
 
@@ -2500,7 +2508,7 @@ def _fused_v7(
     def op(x, *args):
         h_0, c_0 = args[:2]
         kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
+        units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]

@@ -909,14 +909,15 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
 class Gradients:
     """Result of :meth:`SimpleRNN.backward`.
 
-    Attributes:
-        inputs: (B, T, input_dim) gradient with respect to the input sequence.
-        initial_state: list of 1 arrays (B, units).
-        weights: dict keyed by Keras weight name (``kernel``, ``recurrent_kernel``, ``bias``).
-        norm: global norm of the weight gradients before clipping.
-        state_norms: (T,) norm of the gradient with respect to the states entering each
-            step, in processing order (zero before a truncation): how the gradient vanishes
-            or explodes as it flows back through time.
+        Attributes:
+            inputs: (B, T, input_dim) gradient with respect to the input sequence.
+            initial_state: list of 1 arrays (B, units).
+            weights: dict keyed by Keras weight name:
+    ``kernel``, ``recurrent_kernel``, ``bias``.
+            norm: global norm of the weight gradients before clipping.
+            state_norms: (T,) norm of the gradient with respect to the states entering each
+                step, in processing order (zero before a truncation): how the gradient vanishes
+                or explodes as it flows back through time.
     """
 
     def __init__(self, inputs, initial_state, weights, norm, state_norms):
@@ -944,11 +945,14 @@ class SimpleRNN:
         activation: activation name (default ``"tanh"``), a key of ``ACTIVATIONS``.
         use_bias: bool (default True).
         kernel_initializer, kernel_regularizer, kernel_constraint: as in Keras
-            (initializer default ``glorot_uniform``; constraints are only stored).
+            (initializer default ``glorot_uniform``;
+            constraints are only stored).
         recurrent_initializer, recurrent_regularizer, recurrent_constraint: as in Keras
-            (initializer default ``orthogonal``; constraints are only stored).
+            (initializer default ``orthogonal``;
+            constraints are only stored).
         bias_initializer, bias_regularizer, bias_constraint: as in Keras
-            (initializer default ``zeros``; constraints are only stored).
+            (initializer default ``zeros``;
+            constraints are only stored).
         activity_regularizer: applied to every returned tensor, divided by the batch size.
         dropout, recurrent_dropout: rates in [0, 1].
         return_sequences, return_state, go_backwards, stateful, unroll, zero_output_for_mask:
@@ -1044,7 +1048,6 @@ class SimpleRNN:
     def build(self, input_dim):
         """Create the weights for inputs with ``input_dim`` features."""
         self.input_dim = int(input_dim)
-        units = self.units  # noqa: F841 (used by block slices)
         shapes = weight_shapes(self.input_dim, self.units, self.use_bias)
         self.weights = {}
         for name, shape in shapes.items():

@@ -256,7 +256,6 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
     Variant: use_bias=True, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -266,6 +265,7 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
+
     return h, [h]
 
 
@@ -286,7 +286,6 @@ def _fused_v0(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -386,7 +385,6 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
     Variant: use_bias=True, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
@@ -400,6 +398,7 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+
     return h, [h]
 
 
@@ -420,7 +419,6 @@ def _fused_v1(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel, bias = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
@@ -529,7 +527,6 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     Variant: use_bias=False, no dropout.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
@@ -537,6 +534,7 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
+
     return h, [h]
 
 
@@ -557,7 +555,6 @@ def _fused_v2(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
         T = tf.shape(x)[0]
         dtype = x.dtype
         x_kernel = _seq_matmul(x, kernel)
@@ -654,7 +651,6 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     Variant: use_bias=False, with dropout masks.
     """
     (h_prev,) = states
-    units = h_prev.shape[-1]  # noqa: F841 (used by block slices)
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
@@ -666,6 +662,7 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+
     return h, [h]
 
 
@@ -686,7 +683,6 @@ def _fused_v3(
     def op(x, *args):
         (h_0,) = args[:1]
         kernel, recurrent_kernel = args[1:]
-        units = h_0.shape[-1]  # noqa: F841 (used by block slices)
         T = tf.shape(x)[0]
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]

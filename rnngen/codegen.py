@@ -207,6 +207,22 @@ class Context:
     def argument_default(self, argument: str):
         return next(w.initializer for w in self.spec.weights if w.argument == argument)
 
+    @property
+    def config_defaults(self) -> dict[str, dict]:
+        """Initializer defaults that are config dicts, kept in a module constant."""
+        out = {}
+        for a in self.arguments:
+            default = self.argument_default(a)
+            if isinstance(default, dict):
+                out[a] = default
+        return out
+
+    def default_source(self, argument: str) -> str:
+        """Source of an ``<argument>_initializer`` default (no mutable literal in a signature)."""
+        if argument in self.config_defaults:
+            return f'DEFAULT_INITIALIZERS["{argument}"]'
+        return repr(self.argument_default(argument))
+
 
 # -- template helpers: small questions about a variant, answered from the derivation ----------
 
@@ -309,6 +325,11 @@ def folded_bias(g: symbolic.Group) -> str:
     return parts[0] if len(parts) == 1 else f"np.concatenate([{', '.join(parts)}])"
 
 
+def mentions(text: str, name: str) -> bool:
+    """Whether rendered code uses ``name`` as a word (so a binding for it is needed)."""
+    return re.search(rf"\b{re.escape(name)}\b", str(text)) is not None
+
+
 def transposed(g: symbolic.Group) -> str:
     """Name of a group's weight slice, transposed and contiguous, for the per-step VJP."""
     return f"{g.name.removeprefix(g.operand + '_')}_T"
@@ -374,6 +395,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         seed_name=lambda s: f"d_{s.output}",
         condition=condition,
         transposed=transposed,
+        mentions=mentions,
         folded_bias=folded_bias,
         gates=lambda t: gates(spec, derivation, t),
         block_slice=block_slice,

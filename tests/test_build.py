@@ -187,3 +187,30 @@ def test_non_editable_install_finds_specs_and_templates(tmp_path):
         work / "generated", ROOT / "generated", names, shallow=False
     )
     assert not mismatch and not errors
+
+
+def test_code_generated_from_user_specs_is_ruff_clean(tmp_path):
+    """Specs the project does not ship (gates, elementwise weights, config-dict defaults)."""
+    ruff = codegen._ruff_cmd()
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    specs = sorted(str(p) for p in (ROOT / "tests" / "specs").glob("*.yaml"))
+    proc = run("build", *specs, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [
+            *ruff,
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--line-length",
+            "100",
+            "--select",
+            "E,F,W,I,B,UP",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
