@@ -178,14 +178,19 @@ def _activation_name(value, argument):
     return name
 
 
-def _check_rate(name, rate):
-    """A dropout rate in [0, 1]; Keras clips out-of-range rates, rnngen rejects them."""
+def _check_rate(name, rate, declared):
+    """A dropout rate in [0, 1] (Keras clips out-of-range rates; rnngen rejects them)."""
     try:
         value = float(rate)
     except (TypeError, ValueError):
         value = float("nan")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be a float in [0, 1]. Received: {name}={rate}")
+    if value > 0 and name not in declared:
+        raise ValueError(
+            f"`{name}` is not supported by this cell: its spec applies no {name} mask "
+            f"(it declares {sorted(declared) or 'none'}). Received: {name}={rate}"
+        )
     return value
 
 
@@ -2533,8 +2538,8 @@ class GRUCell(DropoutRNNCell, keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.dropout = _check_rate("dropout", dropout)
-        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        self.dropout = _check_rate("dropout", dropout, DROPOUT)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout, DROPOUT)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.state_size = units

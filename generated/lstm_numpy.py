@@ -306,10 +306,20 @@ def _regularizer_config(reg):
     return {"class_name": "L1L2", "config": {"l1": reg[0], "l2": reg[1]}}
 
 
-def _check_rate(name, rate):
-    if not 0.0 <= float(rate) <= 1.0:
+def _check_rate(name, rate, declared):
+    """A dropout rate in [0, 1] (Keras clips out-of-range rates; rnngen rejects them)."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be a float in [0, 1]. Received: {name}={rate}")
-    return float(rate)
+    if value > 0 and name not in declared:
+        raise ValueError(
+            f"`{name}` is not supported by this cell: its spec applies no {name} mask "
+            f"(it declares {sorted(declared) or 'none'}). Received: {name}={rate}"
+        )
+    return value
 
 
 # -- one function pair per variant: forward keeps what the backward needs -------------------------
@@ -2664,8 +2674,8 @@ class LSTM:
         self.bias_regularizer = get_regularizer(bias_regularizer)
         self.bias_constraint = bias_constraint
         self.activity_regularizer = get_regularizer(activity_regularizer)
-        self.dropout = _check_rate("dropout", dropout)
-        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        self.dropout = _check_rate("dropout", dropout, DROPOUT)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout, DROPOUT)
         self.seed = seed
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)

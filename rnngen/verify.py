@@ -260,6 +260,21 @@ def configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
     return out + rest
 
 
+def _declared_dropout(cs: CellSpec, cfgs: list[Config]) -> list[Config]:
+    """Drop the dropout rates a spec declares no mask for; keep each configuration once."""
+    declared = {rate for _, rate in cs.dropout}
+    out: list[Config] = []
+    for cfg in cfgs:
+        cfg = dataclasses.replace(
+            cfg,
+            dropout=cfg.dropout if "dropout" in declared else 0.0,
+            recurrent_dropout=cfg.recurrent_dropout if "recurrent_dropout" in declared else 0.0,
+        )
+        if cfg not in out:
+            out.append(cfg)
+    return out
+
+
 def fd_configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
     """Smooth activations only (finite differences are meaningless at kinks)."""
     defaults = cs.defaults()
@@ -1216,6 +1231,7 @@ def verify_spec(
         stack.callback(_reap, hygiene)
         cfgs = configurations(cs, quick) if ("keras" in checks or "autodiff" in checks) else []
         fd_cfgs = fd_configurations(cs, quick) if "finite_diff" in checks else []
+        cfgs, fd_cfgs = _declared_dropout(cs, cfgs), _declared_dropout(cs, fd_cfgs)
         per_backend = ("keras" in checks and cs.reference is not None) + ("autodiff" in checks)
         total = (
             len(cfgs) * per_backend * ("numpy" in backends)

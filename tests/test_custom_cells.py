@@ -150,3 +150,11 @@ def test_output_that_is_not_a_state(tmp_path):
     # masking still works for a non-state output: masked steps repeat the last output
     masked = layer(x, initial_state=[s0], mask=mask)[0]
     assert np.allclose(masked[0, 2], masked[0, 1]) and np.allclose(masked[1, 0], 0.0)
+
+
+def test_dropout_the_spec_does_not_declare_is_refused(tmp_path):
+    """leaky_readout declares no dropout: a rate > 0 is a clear error, not a silent no-op."""
+    mod = build("leaky_readout", tmp_path)
+    with pytest.raises(ValueError, match="`recurrent_dropout` is not supported by this cell"):
+        mod.LeakyReadout(4, recurrent_dropout=0.2)
+    mod.LeakyReadout(4, dropout=0.0)  # a zero rate is fine

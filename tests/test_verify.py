@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -299,3 +300,11 @@ def test_finite_difference_failure_names_tensor_and_index(tmp_path):
     assert row.failure["tensor"] == "bias"
     assert row.failure["index"] == [1]
     assert abs(row.failure["analytic"] - row.failure["reference"]) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_cell_whose_output_is_not_a_state_verifies_on_both_backends():
+    spec = Path(__file__).parent / "specs" / "leaky_readout.yaml"
+    results = verify.verify_spec(spec, backends=("numpy", "tf"), quick=True, seed=0)
+    rows = {(r.backend, r.check): r.status for r in results}
+    assert rows[("numpy", "autodiff")] == "pass" and rows[("tf", "autodiff/fused")] == "pass"
+    assert not _failing(results)
