@@ -62,12 +62,14 @@ class NumpyCode(NumPyPrinter):
         return repr(float(expr)) if expr.q != 1 else str(expr.p)
 
     def _print_Pow(self, expr, rational=False):
+        """Python's ``**`` for every constant exponent (never ``sqrt``, which is unbound)."""
         base, exp = expr.as_base_exp()
         if exp.is_Integer and exp < 0:
             return f"1/{self.parenthesize(base**-exp, 60)}"
-        if exp.is_Integer:
-            return f"{self.parenthesize(base, 60)}**{exp}"
-        return super()._print_Pow(expr, rational=rational)
+        power = str(exp) if exp.is_Integer else repr(float(exp))
+        if exp.is_negative:
+            power = f"({power})"
+        return f"{self.parenthesize(base, 60)}**{power}"
 
 
 class TensorflowCode(NumpyCode):
@@ -280,7 +282,8 @@ def hoisted_t(v: symbolic.Variant, expr):
         for g in v.hoisted
         if len(g.products) == 1
     }
-    return sp.sympify(expr).xreplace(reps)
+    expr = symbolic.symbol(expr) if isinstance(expr, str) else sp.sympify(expr)
+    return expr.xreplace(reps)
 
 
 def adjoint_buffers(v: symbolic.Variant) -> list[tuple[str, sp.Expr]]:

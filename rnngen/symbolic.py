@@ -357,7 +357,8 @@ def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, tak
     resolved = []
     for name, rhs in equations:
         rhs = fold(rhs.xreplace(product_symbol))
-        for call in sorted(_nested_calls(rhs), key=sp.count_ops):
+        while calls := _nested_calls(rhs):  # innermost first, so outer calls see the names
+            call = min(calls, key=lambda c: (sp.count_ops(c), sp.default_sort_key(c)))
             node = _fresh(f"{type(call).__name__}_{_operand_name(call.args[0])}", taken)
             resolved.append((node, call))
             rhs = rhs.xreplace({call: symbol(node)})
@@ -397,7 +398,7 @@ def _forward_program(resolved, groups):
 def _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks):
     """The per-step forward values the backward reads that are not otherwise at hand."""
     available = _prev_names(spec) | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
-    available |= set(blocks) | {g.name for g in groups if g.hoisted}
+    available |= set(blocks)
     exprs: list[sp.Expr] = []
     for stmt in backward:
         if isinstance(stmt, Assign | Accumulate):
@@ -416,9 +417,10 @@ def _stored_values(spec, forward, backward, state_grads, groups, resolved, masks
     for name, rhs in resolved:
         if name not in sizes:  # named nested calls: same size as their argument
             sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
+    hoisted_products = [p for g in groups if g.hoisted for p, _ in g.products]
     return tuple(
         (n, sizes[n])
-        for n in _forward_order(forward)
+        for n in hoisted_products + _forward_order(forward)
         if n in needed and n not in available and not n.startswith("d_")
     )
 

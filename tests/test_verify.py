@@ -308,3 +308,12 @@ def test_cell_whose_output_is_not_a_state_verifies_on_both_backends():
     rows = {(r.backend, r.check): r.status for r in results}
     assert rows[("numpy", "autodiff")] == "pass" and rows[("tf", "autodiff/fused")] == "pass"
     assert not _failing(results)
+
+
+def test_exotic_cell_verifies_on_both_backends():
+    """silu/abs (derivatives from inputs), powers, division, an optional peephole weight."""
+    spec = Path(__file__).parent / "specs" / "exotic.yaml"
+    results = verify.verify_spec(spec, backends=("numpy", "tf"), quick=True, seed=1)
+    checks = {(r.backend, r.check) for r in results if r.status == "pass"}
+    assert {("numpy", "autodiff"), ("numpy", "finite_diff"), ("tf", "autodiff/fused")} <= checks
+    assert not _failing(results)
