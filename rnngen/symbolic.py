@@ -305,8 +305,13 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken):
             full = first.start == 0 and (
                 all(b.full for _, b in run) or _covers(spec, weight, options, last.stop)
             )
-            suffix = "" if full else "_" + "".join(_block_suffix(b.name, weight) for _, b in run)
-            gname = _fresh(f"{oname}_{weight}{suffix}", taken)
+            if full:
+                gname = _fresh(f"{oname}_{weight}", taken)
+            elif len(run) == 1:  # one block: its name says which part of the weight
+                gname = _fresh(f"{oname}_{first.name}", taken)
+            else:
+                suffix = "".join(_block_suffix(b.name, weight) for _, b in run)
+                gname = _fresh(f"{oname}_{weight}_{suffix}", taken)
             prods = []
             for wp, block in run:
                 pname = gname if len(run) == 1 else _fresh(f"{oname}_{block.name}", taken)
