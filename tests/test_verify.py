@@ -310,9 +310,11 @@ def test_cell_whose_output_is_not_a_state_verifies_on_both_backends():
     assert not _failing(results)
 
 
-def test_exotic_cell_verifies_on_both_backends():
-    """silu/abs (derivatives from inputs), powers, division, an optional peephole weight."""
-    spec = Path(__file__).parent / "specs" / "exotic.yaml"
+@pytest.mark.parametrize("name", ["exotic", "peephole_lstm"])
+def test_stress_cells_verify_on_both_backends(name):
+    """exotic: silu/abs (derivatives from inputs), powers, division, an optional weight;
+    peephole_lstm: rows of blocks, a second recurrent product, an equation alternative."""
+    spec = Path(__file__).parent / "specs" / f"{name}.yaml"
     results = verify.verify_spec(spec, backends=("numpy", "tf"), quick=True, seed=1)
     checks = {(r.backend, r.check) for r in results if r.status == "pass"}
     assert {("numpy", "autodiff"), ("numpy", "finite_diff"), ("tf", "autodiff/fused")} <= checks
