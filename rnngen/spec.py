@@ -822,6 +822,12 @@ class _Builder:
                     f"unknown tensor '{tensor}'{suggest(tensor, valid)}; "
                     f"dropout applies to {one_of(valid)}",
                 )
+            elif rate in dict((r, t) for t, r in out):
+                other = dict((r, t) for t, r in out)[rate]
+                self.err(
+                    ("dropout", tensor),
+                    f"'{rate}' already masks '{other}'; each rate argument masks one tensor",
+                )
             else:
                 out.append((tensor, rate))
         return tuple(out)
