@@ -339,7 +339,13 @@ def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, tak
     Function calls nested inside an equation (``tanh(c)`` in ``o * tanh(c)``) become named
     nodes of their own, so the backward pass can reuse their values.
     """
-    hoisted_products = {p for g in groups if g.hoisted for p, _ in g.products}
+    # a bias can only be folded into a product that no other term reads
+    uses: dict[str, int] = defaultdict(int)
+    for _, rhs in equations:
+        for sym in sp.preorder_traversal(rhs.xreplace(product_symbol)):
+            if isinstance(sym, sp.Symbol):
+                uses[str(sym)] += 1
+    hoisted_products = {p for g in groups if g.hoisted for p, _ in g.products if uses[p] == 1}
     folded: dict[str, list[Block]] = defaultdict(list)
 
     def fold(expr):

@@ -816,11 +816,19 @@ class Compared:
     max_rel: float = 0.0
     ok: bool = True
     worst: dict | None = None  # the worst failing (or worst overall) entry
+    skipped: bool = False  # the reference itself overflowed: nothing to compare
 
 
 def compare(ours: dict, ref: dict, dtype: str, T: int) -> Compared:
     s = max(1.0, T / 20)
     res = Compared()
+    if not all(
+        np.all(np.isfinite(np.asarray(b, np.float64)))
+        for kind in ("values", "grads")
+        for b in ref[kind].values()
+    ):
+        res.skipped = True  # e.g. an exponential activation overflowing: no oracle to trust
+        return res
     worst_ratio = -1.0
     gscale = max([float(np.max(np.abs(g))) for g in ref["grads"].values() if np.size(g)] + [0.0])
     for kind in ("values", "grads"):
@@ -945,6 +953,8 @@ def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compar
         plus = {n: params[n] + FD_EPS * u[n] for n in params}
         minus = {n: params[n] - FD_EPS * u[n] for n in params}
         numeric = (loss(plus) - loss(minus)) / (2 * FD_EPS)
+        if not np.isfinite(numeric):
+            return Compared(skipped=True)  # the loss itself overflows: no oracle to trust
         scale = np.sqrt(sum(np.sum(np.asarray(g[n]) ** 2) for n in group)) * np.sqrt(
             sum(np.sum(u[n] ** 2) for n in group)
         )
@@ -1144,6 +1154,7 @@ def _run_matrix(
     t0 = time.perf_counter()
     res = CheckResult(spec=name, backend=backend, check=check, status="pass", configs=0)
     failures = []
+    skipped = 0
     for cfg in configs:
         try:
             with np.errstate(all="ignore"):
@@ -1162,6 +1173,10 @@ def _run_matrix(
                     "tol": None,
                 },
             )
+        if c.skipped:
+            skipped += 1
+            progress.advance()
+            continue
         res.configs += 1
         res.max_abs = max(res.max_abs, c.max_abs)
         res.max_rel = max(res.max_rel, c.max_rel)
@@ -1174,6 +1189,13 @@ def _run_matrix(
         res.status = "fail"
         res.failure = {"config": cfg.label(defaults), "failing_configs": len(failures), **c.worst}
         res.note = f"{len(failures)}/{res.configs} configurations fail"
+    if skipped:
+        res.remark = (res.remark + "; " if res.remark else "") + (
+            f"{skipped} configuration(s) skipped: the reference overflowed (inf/nan)"
+        )
+        if res.configs == 0:  # nothing was compared: not a pass
+            res.status = "fail"
+            res.note = "every configuration overflowed in the reference"
     res.seconds = round(time.perf_counter() - t0, 2)
     return res
 

@@ -310,10 +310,11 @@ def test_cell_whose_output_is_not_a_state_verifies_on_both_backends():
     assert not _failing(results)
 
 
-@pytest.mark.parametrize("name", ["exotic", "peephole_lstm"])
+@pytest.mark.parametrize("name", ["exotic", "peephole_lstm", "edge"])
 def test_stress_cells_verify_on_both_backends(name):
     """exotic: silu/abs (derivatives from inputs), powers, division, an optional weight;
-    peephole_lstm: rows of blocks, a second recurrent product, an equation alternative."""
+    peephole_lstm: rows of blocks, a second recurrent product, an equation alternative;
+    edge: a product shared by two equations, three states, an output alias."""
     spec = Path(__file__).parent / "specs" / f"{name}.yaml"
     results = verify.verify_spec(spec, backends=("numpy", "tf"), quick=True, seed=1)
     checks = {(r.backend, r.check) for r in results if r.status == "pass"}
