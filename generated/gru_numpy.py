@@ -491,8 +491,9 @@ def _backward_v0(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -735,21 +736,19 @@ def _backward_v1(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(_all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B)
-        * x_mask_2
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
     )
@@ -950,8 +949,9 @@ def _backward_v2(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel_zr
@@ -1177,25 +1177,21 @@ def _backward_v3(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+        T,
+        B,
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
     )
@@ -1380,8 +1376,9 @@ def _backward_v4(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -1600,21 +1597,19 @@ def _backward_v5(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(_all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B)
-        * x_mask_2
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
     )
@@ -1794,8 +1789,9 @@ def _backward_v6(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
     d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel_zr
@@ -2010,25 +2006,21 @@ def _backward_v7(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
+        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
+        T,
+        B,
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_z
     )

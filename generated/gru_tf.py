@@ -471,10 +471,11 @@ def _fused_v0(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_x_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -774,28 +775,21 @@ def _fused_v1(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units]))
-                * x_mask_2
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
+                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
                 kernel.shape,
@@ -1088,10 +1082,11 @@ def _fused_v2(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_x_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _place(
                 _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
@@ -1369,31 +1364,22 @@ def _fused_v3(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
+                d_h_prev_r_dropped2_recurrent_kernel_h,
+                tf.transpose(kernel[:, 2 * units : 3 * units]),
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
                 kernel.shape,
@@ -1644,9 +1630,10 @@ def _fused_v4(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_x_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -1889,27 +1876,20 @@ def _fused_v5(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units]))
-                * x_mask_2
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
+                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
                 kernel.shape,
@@ -2149,9 +2129,10 @@ def _fused_v6(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_x_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _place(
                 _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
@@ -2399,30 +2380,21 @@ def _fused_v7(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
+                d_h_prev_r_dropped2_recurrent_kernel_h,
+                tf.transpose(kernel[:, 2 * units : 3 * units]),
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
                 kernel.shape,

@@ -506,8 +506,9 @@ def _backward_v0(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -787,33 +788,23 @@ def _backward_v1(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
-            T,
-            B,
-        )
-        * x_mask_3
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
     )
@@ -1038,8 +1029,9 @@ def _backward_v2(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -1319,33 +1311,23 @@ def _backward_v3(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
-            T,
-            B,
-        )
-        * x_mask_3
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
     )
@@ -1564,8 +1546,9 @@ def _backward_v4(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -1831,33 +1814,23 @@ def _backward_v5(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
-            T,
-            B,
-        )
-        * x_mask_3
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
     )
@@ -2060,8 +2033,9 @@ def _backward_v6(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -2327,33 +2301,23 @@ def _backward_v7(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = (
-        _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B)
-        * x_mask_0
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-        )
-        * x_mask_1
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T,
-            T,
-            B,
-        )
-        * x_mask_2
-    )
-    d_x += (
-        _per_step(
-            _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T,
-            T,
-            B,
-        )
-        * x_mask_3
-    )
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    )
+    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
+        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    )
+    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
+        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    )
+    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
+        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
     d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel_i
     )

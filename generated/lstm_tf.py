@@ -484,10 +484,11 @@ def _fused_v0(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -822,39 +823,25 @@ def _fused_v1(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    tf.transpose(kernel[:, 3 * units : 4 * units]),
-                )
-                * x_mask_3
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
                 kernel.shape,
@@ -1168,10 +1155,11 @@ def _fused_v2(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -1506,39 +1494,25 @@ def _fused_v3(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    tf.transpose(kernel[:, 3 * units : 4 * units]),
-                )
-                * x_mask_3
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
                 kernel.shape,
@@ -1825,9 +1799,10 @@ def _fused_v4(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -2117,38 +2092,24 @@ def _fused_v5(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    tf.transpose(kernel[:, 3 * units : 4 * units]),
-                )
-                * x_mask_3
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
                 kernel.shape,
@@ -2407,9 +2368,10 @@ def _fused_v6(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -2699,38 +2661,24 @@ def _fused_v7(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-                )
-                * x_mask_0
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-                )
-                * x_mask_1
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    tf.transpose(kernel[:, 2 * units : 3 * units]),
-                )
-                * x_mask_2
-            )
-            d_x = (
-                d_x
-                + _seq_matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    tf.transpose(kernel[:, 3 * units : 4 * units]),
-                )
-                * x_mask_3
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
             d_kernel = d_kernel + _place(
                 _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
                 kernel.shape,

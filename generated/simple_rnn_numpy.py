@@ -415,8 +415,9 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -535,8 +536,11 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B) * x_mask_0
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
     d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel
@@ -641,8 +645,9 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
     d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
@@ -757,8 +762,11 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = _per_step(_all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B) * x_mask_0
     d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
     d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
     d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
         d_h_prev_dropped0_recurrent_kernel

@@ -367,10 +367,11 @@ def _fused_v0(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -506,13 +507,13 @@ def _fused_v1(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)) * x_mask_0
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
             d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
             d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel
@@ -635,9 +636,10 @@ def _fused_v2(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = d_x + _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
@@ -769,12 +771,12 @@ def _fused_v3(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = tf.zeros_like(x)
-            d_x = (
-                d_x
-                + _seq_matmul(d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)) * x_mask_0
-            )
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
             d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel

@@ -254,10 +254,21 @@ def _backward_exprs(v: symbolic.Variant) -> list:
     return exprs
 
 
+def hoisted_terms(v: symbolic.Variant) -> list[dict]:
+    """After the loop: how each hoisted operand's gradient reaches ``x`` and vector weights."""
+    blocks = {b.name: b for b in v.blocks}
+    terms, seen_x = [], False
+    for g, var, factor in v.hoisted_grads:
+        terms.append({"group": g, "var": var, "factor": factor, "block": blocks.get(var),
+                      "first_x": var == "x" and not seen_x and v.x_grad is None})
+        seen_x = seen_x or var == "x"
+    return terms
+
+
 def used_vectors(v: symbolic.Variant, backward: bool = False) -> set[str]:
     """Vector blocks a forward (or backward) function reads."""
     if backward:
-        return _names_in(_backward_exprs(v))
+        return _names_in(_backward_exprs(v) + [f for _, _, f in v.hoisted_grads])
     names = _names_in(_forward_exprs(v))
     return names | {b.name for g in v.hoisted for _, bs in g.folded for b in bs}
 
@@ -388,7 +399,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         used_vectors=used_vectors,
         backward_weights=backward_weights,
         mask_names_backward=lambda v: (
-            _names_in(_backward_exprs(v)) | _names_in(f for _, f in v.hoisted_x_grads)
+            _names_in(_backward_exprs(v)) | _names_in(f for _, _, f in v.hoisted_grads)
         ),
         backward_states=lambda v: backward_states(spec, v),
         hoisted_t=hoisted_t,
@@ -398,6 +409,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         seed_name=lambda s: f"d_{s.output}",
         condition=condition,
         transposed=transposed,
+        hoisted_terms=hoisted_terms,
         mentions=mentions,
         folded_bias=folded_bias,
         gates=lambda t: gates(spec, derivation, t),

@@ -137,7 +137,9 @@ class Variant:
     backward: tuple  # Assign | StoreAdjoint | OperandVJP | Accumulate, in order
     state_grads: tuple[tuple[str, sp.Expr], ...]  # d_<state>_prev expressions
     x_grad: sp.Expr | None  # per-step elementwise contribution to d_x (rare)
-    hoisted_x_grads: tuple[tuple[Group, sp.Expr], ...]  # d_operand -> d_x factor per hoisted group
+    # (group, variable, factor): a hoisted operand's gradient reaches ``x`` or a vector weight
+    # as ``d_operand * factor``, over all steps at once
+    hoisted_grads: tuple[tuple[Group, str, sp.Expr], ...]
     reductions: tuple[Reduce, ...]
     groups: tuple[Group, ...]  # every group, hoisted first
     masks: tuple[tuple[str, int, str], ...]  # (mask symbol, gate index, tensor)
@@ -228,11 +230,12 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     )
     stored = _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks)
 
-    xs = symbol("x")
-    hoisted_x = tuple(
-        (g, sp.diff(g.operand_expr, xs))
+    hoisted_grads = tuple(
+        (g, str(var), sp.diff(g.operand_expr, var))
         for g in groups
-        if g.hoisted and xs in g.operand_expr.free_symbols
+        if g.hoisted
+        for var in sorted(g.operand_expr.free_symbols, key=str)
+        if str(var) == "x" or str(var) in vector_blocks
     )
     return Variant(
         index=index,
@@ -246,7 +249,7 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         backward=tuple(backward),
         state_grads=tuple(state_grads),
         x_grad=x_grad,
-        hoisted_x_grads=hoisted_x,
+        hoisted_grads=hoisted_grads,
         reductions=tuple(reductions),
         groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
         masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
