@@ -410,6 +410,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         condition=condition,
         transposed=transposed,
         hoisted_terms=hoisted_terms,
+        first_operand=lambda v, g: next(h for h in v.hoisted if h.operand == g.operand) is g,
         mentions=mentions,
         folded_bias=folded_bias,
         gates=lambda t: gates(spec, derivation, t),
