@@ -337,7 +337,7 @@ def _forward_v0(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """Forward pass for use_bias=True, unit_forget_bias=True, no dropout.
+    """Forward pass for use_bias=True, no dropout.
 
     x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
@@ -431,7 +431,7 @@ def _backward_v0(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """BPTT for use_bias=True, unit_forget_bias=True, no dropout.
+    """BPTT for use_bias=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
@@ -533,7 +533,7 @@ def _forward_v1(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """Forward pass for use_bias=True, unit_forget_bias=True, with dropout masks.
+    """Forward pass for use_bias=True, with dropout masks.
 
     x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
@@ -670,7 +670,7 @@ def _backward_v1(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """BPTT for use_bias=True, unit_forget_bias=True, with dropout masks.
+    """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
@@ -860,7 +860,7 @@ def _forward_v2(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """Forward pass for use_bias=True, unit_forget_bias=False, no dropout.
+    """Forward pass for use_bias=False, no dropout.
 
     x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
@@ -870,15 +870,9 @@ def _forward_v2(
     dtype = x.dtype
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    bias = weights["bias"]
-    bias_i = bias[0:units]
-    bias_f = bias[units : 2 * units]
-    bias_c = bias[2 * units : 3 * units]
-    bias_o = bias[3 * units : 4 * units]
 
     # input projections for every step at once
     x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-    x_kernel += np.concatenate([bias_i, bias_f, bias_c, bias_o])
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -954,7 +948,7 @@ def _backward_v2(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """BPTT for use_bias=True, unit_forget_bias=False, no dropout.
+    """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
@@ -1036,11 +1030,6 @@ def _backward_v2(
     d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
         d_h_prev_recurrent_kernel
     )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel_sum[0:units]
-    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1056,7 +1045,7 @@ def _forward_v3(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """Forward pass for use_bias=True, unit_forget_bias=False, with dropout masks.
+    """Forward pass for use_bias=False, with dropout masks.
 
     x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
@@ -1066,11 +1055,6 @@ def _forward_v3(
     dtype = x.dtype
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    bias = weights["bias"]
-    bias_i = bias[0:units]
-    bias_f = bias[units : 2 * units]
-    bias_c = bias[2 * units : 3 * units]
-    bias_o = bias[3 * units : 4 * units]
     h_prev_mask_0 = masks["h_prev"][0]
     h_prev_mask_1 = masks["h_prev"][1]
     h_prev_mask_2 = masks["h_prev"][2]
@@ -1083,16 +1067,12 @@ def _forward_v3(
     # input projections for every step at once
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
-    x_dropped0_kernel_i += bias_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
-    x_dropped1_kernel_f += bias_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
-    x_dropped2_kernel_c += bias_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
-    x_dropped3_kernel_o += bias_o
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
@@ -1193,997 +1173,7 @@ def _backward_v3(
     recurrent_activation,
     recurrent_activation_grad,
 ):
-    """BPTT for use_bias=True, unit_forget_bias=False, with dropout masks.
-
-    d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 2 arrays (B, units), gradients of the final states.
-    norms: None, or a (T,) array that receives the norm of the gradient of the states
-    entering each step.
-    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
-    """
-    x, mask = tape["x"], tape["mask"]
-    T, B, _ = x.shape
-    dtype = x.dtype
-    units = tape["h"].shape[-1]
-    weights = tape["weights"]
-    zero_output_for_mask = tape["zero_output_for_mask"]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = tape["masks"]["h_prev"][0]
-    h_prev_mask_1 = tape["masks"]["h_prev"][1]
-    h_prev_mask_2 = tape["masks"]["h_prev"][2]
-    h_prev_mask_3 = tape["masks"]["h_prev"][3]
-    x_mask_0 = tape["masks"]["x"][0]
-    x_mask_1 = tape["masks"]["x"][1]
-    x_mask_2 = tape["masks"]["x"][2]
-    x_mask_3 = tape["masks"]["x"][3]
-    c_seq = tape["c"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_seq = tape["i"]
-    h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_seq = tape["f"]
-    h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_seq = tape["g"]
-    h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
-    x_dropped0 = tape["x_dropped0"]
-    x_dropped1 = tape["x_dropped1"]
-    x_dropped2 = tape["x_dropped2"]
-    x_dropped3 = tape["x_dropped3"]
-
-    # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
-    d_h = np.array(d_states[0], dtype=dtype)
-    d_c = np.array(d_states[1], dtype=dtype)
-    d_carry = np.zeros_like(d_h)
-    recurrent_kernel_o_T = np.ascontiguousarray(
-        recurrent_kernel[:, 3 * units : 4 * units].T
-    )  # read every step
-    recurrent_kernel_c_T = np.ascontiguousarray(
-        recurrent_kernel[:, 2 * units : 3 * units].T
-    )  # read every step
-    recurrent_kernel_f_T = np.ascontiguousarray(
-        recurrent_kernel[:, units : 2 * units].T
-    )  # read every step
-    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
-    stop = 0 if truncate is None else max(T - truncate, 0)
-    for t in range(T - 1, stop - 1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
-        if mask is None:
-            d_h = d_h + d_outputs[t]
-        else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
-            d_h_skip = np.where(keep, 0.0, d_h)
-            d_h = np.where(keep, d_h + d_out, 0.0)
-            d_c_skip = np.where(keep, 0.0, d_c)
-            d_c = np.where(keep, d_c, 0.0)
-        d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
-        d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
-        d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
-        d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
-        d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
-        d_h = (
-            d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
-            + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
-            + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
-            + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
-        )
-        d_c = d_c * f
-        if mask is not None:
-            d_h = d_h + d_h_skip
-            d_c = d_c + d_c_skip
-        if norms is not None:
-            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
-    if stop > 0:  # truncated: no gradient reaches the initial state
-        d_h = np.zeros_like(d_h)
-        d_c = np.zeros_like(d_c)
-
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
-    )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    d_h_prev_dropped0_recurrent_kernel_i_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_i).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_f_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_f).sum(
-        axis=0
-    )
-    d_h_prev_dropped2_recurrent_kernel_c_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_c).sum(
-        axis=0
-    )
-    d_h_prev_dropped3_recurrent_kernel_o_sum = _all_steps(d_h_prev_dropped3_recurrent_kernel_o).sum(
-        axis=0
-    )
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i_sum
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f_sum
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c_sum
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o_sum
-    return d_x, [d_h, d_c], d_weights
-
-
-def _forward_v4(
-    x,
-    weights,
-    initial_state,
-    mask,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """Forward pass for use_bias=False, unit_forget_bias=True, no dropout.
-
-    x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
-    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
-    """
-    T, B, _ = x.shape
-    units = initial_state[0].shape[-1]
-    dtype = x.dtype
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-
-    # input projections for every step at once
-    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-
-    # state sequences: index t holds the state entering step t
-    h_seq = np.empty((T + 1, B, units), dtype)
-    h_seq[0] = initial_state[0]
-    c_seq = np.empty((T + 1, B, units), dtype)
-    c_seq[0] = initial_state[1]
-    i_seq = np.empty((T, B, units), dtype)
-    f_seq = np.empty((T, B, units), dtype)
-    g_seq = np.empty((T, B, units), dtype)
-    o_seq = np.empty((T, B, units), dtype)
-    activation_c_seq = np.empty((T, B, units), dtype)
-    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
-    for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
-        h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-        i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-        f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-        g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-        o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-        c = c_prev * f + g * i
-        activation_c = activation(c)
-        h = activation_c * o
-        i_seq[t] = i
-        f_seq[t] = f
-        g_seq[t] = g
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
-        if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
-        else:
-            keep = mask[t]
-            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
-            np.copyto(c_seq[t + 1], np.where(keep, c, c_prev))
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = np.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
-    tape = {
-        "variant": "v4",
-        "x": x,
-        "mask": mask,
-        "masks": masks,
-        "zero_output_for_mask": zero_output_for_mask,
-        "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
-        "i": i_seq,
-        "f": f_seq,
-        "g": g_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
-    }
-    return outputs, [h_seq[T], c_seq[T]], tape
-
-
-def _backward_v4(
-    tape,
-    d_outputs,
-    d_states,
-    truncate,
-    norms,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """BPTT for use_bias=False, unit_forget_bias=True, no dropout.
-
-    d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 2 arrays (B, units), gradients of the final states.
-    norms: None, or a (T,) array that receives the norm of the gradient of the states
-    entering each step.
-    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
-    """
-    x, mask = tape["x"], tape["mask"]
-    T, B, _ = x.shape
-    dtype = x.dtype
-    units = tape["h"].shape[-1]
-    weights = tape["weights"]
-    zero_output_for_mask = tape["zero_output_for_mask"]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = tape["h"]
-    c_seq = tape["c"]
-    i_seq = tape["i"]
-    f_seq = tape["f"]
-    g_seq = tape["g"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
-
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
-    d_h = np.array(d_states[0], dtype=dtype)
-    d_c = np.array(d_states[1], dtype=dtype)
-    d_carry = np.zeros_like(d_h)
-    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
-    stop = 0 if truncate is None else max(T - truncate, 0)
-    for t in range(T - 1, stop - 1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
-        if mask is None:
-            d_h = d_h + d_outputs[t]
-        else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
-            d_h_skip = np.where(keep, 0.0, d_h)
-            d_h = np.where(keep, d_h + d_out, 0.0)
-            d_c_skip = np.where(keep, 0.0, d_c)
-            d_c = np.where(keep, d_c, 0.0)
-        d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
-        d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
-        d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
-        d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
-        d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
-        d_c = d_c * f
-        if mask is not None:
-            d_h = d_h + d_h_skip
-            d_c = d_c + d_c_skip
-        if norms is not None:
-            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
-    if stop > 0:  # truncated: no gradient reaches the initial state
-        d_h = np.zeros_like(d_h)
-        d_c = np.zeros_like(d_c)
-
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    return d_x, [d_h, d_c], d_weights
-
-
-def _forward_v5(
-    x,
-    weights,
-    initial_state,
-    mask,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """Forward pass for use_bias=False, unit_forget_bias=True, with dropout masks.
-
-    x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
-    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
-    """
-    T, B, _ = x.shape
-    units = initial_state[0].shape[-1]
-    dtype = x.dtype
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = masks["h_prev"][0]
-    h_prev_mask_1 = masks["h_prev"][1]
-    h_prev_mask_2 = masks["h_prev"][2]
-    h_prev_mask_3 = masks["h_prev"][3]
-    x_mask_0 = masks["x"][0]
-    x_mask_1 = masks["x"][1]
-    x_mask_2 = masks["x"][2]
-    x_mask_3 = masks["x"][3]
-
-    # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
-    x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
-    x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
-    x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
-
-    # state sequences: index t holds the state entering step t
-    h_seq = np.empty((T + 1, B, units), dtype)
-    h_seq[0] = initial_state[0]
-    c_seq = np.empty((T + 1, B, units), dtype)
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
-    i_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped1_seq = np.empty((T, B, units), dtype)
-    f_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped2_seq = np.empty((T, B, units), dtype)
-    g_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped3_seq = np.empty((T, B, units), dtype)
-    o_seq = np.empty((T, B, units), dtype)
-    activation_c_seq = np.empty((T, B, units), dtype)
-    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
-    for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-        i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-        h_prev_dropped1 = h_prev * h_prev_mask_1
-        h_prev_dropped1_recurrent_kernel_f = (
-            h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-        )
-        f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-        h_prev_dropped2 = h_prev * h_prev_mask_2
-        h_prev_dropped2_recurrent_kernel_c = (
-            h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-        )
-        g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-        h_prev_dropped3 = h_prev * h_prev_mask_3
-        h_prev_dropped3_recurrent_kernel_o = (
-            h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-        )
-        o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-        c = c_prev * f + g * i
-        activation_c = activation(c)
-        h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
-        if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
-        else:
-            keep = mask[t]
-            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
-            np.copyto(c_seq[t + 1], np.where(keep, c, c_prev))
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = np.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
-    tape = {
-        "variant": "v5",
-        "x": x,
-        "mask": mask,
-        "masks": masks,
-        "zero_output_for_mask": zero_output_for_mask,
-        "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "i": i_seq,
-        "h_prev_dropped1": h_prev_dropped1_seq,
-        "f": f_seq,
-        "h_prev_dropped2": h_prev_dropped2_seq,
-        "g": g_seq,
-        "h_prev_dropped3": h_prev_dropped3_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
-        "x_dropped0": x_dropped0,
-        "x_dropped1": x_dropped1,
-        "x_dropped2": x_dropped2,
-        "x_dropped3": x_dropped3,
-    }
-    return outputs, [h_seq[T], c_seq[T]], tape
-
-
-def _backward_v5(
-    tape,
-    d_outputs,
-    d_states,
-    truncate,
-    norms,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """BPTT for use_bias=False, unit_forget_bias=True, with dropout masks.
-
-    d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 2 arrays (B, units), gradients of the final states.
-    norms: None, or a (T,) array that receives the norm of the gradient of the states
-    entering each step.
-    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
-    """
-    x, mask = tape["x"], tape["mask"]
-    T, B, _ = x.shape
-    dtype = x.dtype
-    units = tape["h"].shape[-1]
-    weights = tape["weights"]
-    zero_output_for_mask = tape["zero_output_for_mask"]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = tape["masks"]["h_prev"][0]
-    h_prev_mask_1 = tape["masks"]["h_prev"][1]
-    h_prev_mask_2 = tape["masks"]["h_prev"][2]
-    h_prev_mask_3 = tape["masks"]["h_prev"][3]
-    x_mask_0 = tape["masks"]["x"][0]
-    x_mask_1 = tape["masks"]["x"][1]
-    x_mask_2 = tape["masks"]["x"][2]
-    x_mask_3 = tape["masks"]["x"][3]
-    c_seq = tape["c"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_seq = tape["i"]
-    h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_seq = tape["f"]
-    h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_seq = tape["g"]
-    h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
-    x_dropped0 = tape["x_dropped0"]
-    x_dropped1 = tape["x_dropped1"]
-    x_dropped2 = tape["x_dropped2"]
-    x_dropped3 = tape["x_dropped3"]
-
-    # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
-    d_h = np.array(d_states[0], dtype=dtype)
-    d_c = np.array(d_states[1], dtype=dtype)
-    d_carry = np.zeros_like(d_h)
-    recurrent_kernel_o_T = np.ascontiguousarray(
-        recurrent_kernel[:, 3 * units : 4 * units].T
-    )  # read every step
-    recurrent_kernel_c_T = np.ascontiguousarray(
-        recurrent_kernel[:, 2 * units : 3 * units].T
-    )  # read every step
-    recurrent_kernel_f_T = np.ascontiguousarray(
-        recurrent_kernel[:, units : 2 * units].T
-    )  # read every step
-    recurrent_kernel_i_T = np.ascontiguousarray(recurrent_kernel[:, 0:units].T)  # read every step
-    stop = 0 if truncate is None else max(T - truncate, 0)
-    for t in range(T - 1, stop - 1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
-        if mask is None:
-            d_h = d_h + d_outputs[t]
-        else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
-            d_h_skip = np.where(keep, 0.0, d_h)
-            d_h = np.where(keep, d_h + d_out, 0.0)
-            d_c_skip = np.where(keep, 0.0, d_c)
-            d_c = np.where(keep, d_c, 0.0)
-        d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
-        d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
-        d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
-        d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
-        d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
-        d_h = (
-            d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
-            + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
-            + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
-            + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
-        )
-        d_c = d_c * f
-        if mask is not None:
-            d_h = d_h + d_h_skip
-            d_c = d_c + d_c_skip
-        if norms is not None:
-            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
-    if stop > 0:  # truncated: no gradient reaches the initial state
-        d_h = np.zeros_like(d_h)
-        d_c = np.zeros_like(d_c)
-
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
-    )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    return d_x, [d_h, d_c], d_weights
-
-
-def _forward_v6(
-    x,
-    weights,
-    initial_state,
-    mask,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """Forward pass for use_bias=False, unit_forget_bias=False, no dropout.
-
-    x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
-    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
-    """
-    T, B, _ = x.shape
-    units = initial_state[0].shape[-1]
-    dtype = x.dtype
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-
-    # input projections for every step at once
-    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
-
-    # state sequences: index t holds the state entering step t
-    h_seq = np.empty((T + 1, B, units), dtype)
-    h_seq[0] = initial_state[0]
-    c_seq = np.empty((T + 1, B, units), dtype)
-    c_seq[0] = initial_state[1]
-    i_seq = np.empty((T, B, units), dtype)
-    f_seq = np.empty((T, B, units), dtype)
-    g_seq = np.empty((T, B, units), dtype)
-    o_seq = np.empty((T, B, units), dtype)
-    activation_c_seq = np.empty((T, B, units), dtype)
-    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
-    for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
-        h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-        i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-        f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-        g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-        o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-        c = c_prev * f + g * i
-        activation_c = activation(c)
-        h = activation_c * o
-        i_seq[t] = i
-        f_seq[t] = f
-        g_seq[t] = g
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
-        if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
-        else:
-            keep = mask[t]
-            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
-            np.copyto(c_seq[t + 1], np.where(keep, c, c_prev))
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = np.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
-    tape = {
-        "variant": "v6",
-        "x": x,
-        "mask": mask,
-        "masks": masks,
-        "zero_output_for_mask": zero_output_for_mask,
-        "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
-        "i": i_seq,
-        "f": f_seq,
-        "g": g_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
-    }
-    return outputs, [h_seq[T], c_seq[T]], tape
-
-
-def _backward_v6(
-    tape,
-    d_outputs,
-    d_states,
-    truncate,
-    norms,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """BPTT for use_bias=False, unit_forget_bias=False, no dropout.
-
-    d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 2 arrays (B, units), gradients of the final states.
-    norms: None, or a (T,) array that receives the norm of the gradient of the states
-    entering each step.
-    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
-    """
-    x, mask = tape["x"], tape["mask"]
-    T, B, _ = x.shape
-    dtype = x.dtype
-    units = tape["h"].shape[-1]
-    weights = tape["weights"]
-    zero_output_for_mask = tape["zero_output_for_mask"]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = tape["h"]
-    c_seq = tape["c"]
-    i_seq = tape["i"]
-    f_seq = tape["f"]
-    g_seq = tape["g"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
-
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
-    d_h = np.array(d_states[0], dtype=dtype)
-    d_c = np.array(d_states[1], dtype=dtype)
-    d_carry = np.zeros_like(d_h)
-    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
-    stop = 0 if truncate is None else max(T - truncate, 0)
-    for t in range(T - 1, stop - 1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
-        if mask is None:
-            d_h = d_h + d_outputs[t]
-        else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
-            d_h_skip = np.where(keep, 0.0, d_h)
-            d_h = np.where(keep, d_h + d_out, 0.0)
-            d_c_skip = np.where(keep, 0.0, d_c)
-            d_c = np.where(keep, d_c, 0.0)
-        d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
-        d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
-        d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
-        d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
-        d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
-        d_c = d_c * f
-        if mask is not None:
-            d_h = d_h + d_h_skip
-            d_c = d_c + d_c_skip
-        if norms is not None:
-            norms[t] = np.sqrt(np.vdot(d_h, d_h) + np.vdot(d_c, d_c))
-    if stop > 0:  # truncated: no gradient reaches the initial state
-        d_h = np.zeros_like(d_h)
-        d_c = np.zeros_like(d_c)
-
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    return d_x, [d_h, d_c], d_weights
-
-
-def _forward_v7(
-    x,
-    weights,
-    initial_state,
-    mask,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """Forward pass for use_bias=False, unit_forget_bias=False, with dropout masks.
-
-    x: (T, B, input_dim), time-major. initial_state: 2 arrays (B, units).
-    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
-    """
-    T, B, _ = x.shape
-    units = initial_state[0].shape[-1]
-    dtype = x.dtype
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = masks["h_prev"][0]
-    h_prev_mask_1 = masks["h_prev"][1]
-    h_prev_mask_2 = masks["h_prev"][2]
-    h_prev_mask_3 = masks["h_prev"][3]
-    x_mask_0 = masks["x"][0]
-    x_mask_1 = masks["x"][1]
-    x_mask_2 = masks["x"][2]
-    x_mask_3 = masks["x"][3]
-
-    # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = _per_step(_all_steps(x_dropped0) @ kernel[:, 0:units], T, B)
-    x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = _per_step(_all_steps(x_dropped1) @ kernel[:, units : 2 * units], T, B)
-    x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = _per_step(_all_steps(x_dropped2) @ kernel[:, 2 * units : 3 * units], T, B)
-    x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = _per_step(_all_steps(x_dropped3) @ kernel[:, 3 * units : 4 * units], T, B)
-
-    # state sequences: index t holds the state entering step t
-    h_seq = np.empty((T + 1, B, units), dtype)
-    h_seq[0] = initial_state[0]
-    c_seq = np.empty((T + 1, B, units), dtype)
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
-    i_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped1_seq = np.empty((T, B, units), dtype)
-    f_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped2_seq = np.empty((T, B, units), dtype)
-    g_seq = np.empty((T, B, units), dtype)
-    h_prev_dropped3_seq = np.empty((T, B, units), dtype)
-    o_seq = np.empty((T, B, units), dtype)
-    activation_c_seq = np.empty((T, B, units), dtype)
-    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
-    for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-        i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-        h_prev_dropped1 = h_prev * h_prev_mask_1
-        h_prev_dropped1_recurrent_kernel_f = (
-            h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-        )
-        f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-        h_prev_dropped2 = h_prev * h_prev_mask_2
-        h_prev_dropped2_recurrent_kernel_c = (
-            h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-        )
-        g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-        h_prev_dropped3 = h_prev * h_prev_mask_3
-        h_prev_dropped3_recurrent_kernel_o = (
-            h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-        )
-        o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-        c = c_prev * f + g * i
-        activation_c = activation(c)
-        h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
-        if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
-        else:
-            keep = mask[t]
-            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
-            np.copyto(c_seq[t + 1], np.where(keep, c, c_prev))
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = np.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
-    tape = {
-        "variant": "v7",
-        "x": x,
-        "mask": mask,
-        "masks": masks,
-        "zero_output_for_mask": zero_output_for_mask,
-        "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "i": i_seq,
-        "h_prev_dropped1": h_prev_dropped1_seq,
-        "f": f_seq,
-        "h_prev_dropped2": h_prev_dropped2_seq,
-        "g": g_seq,
-        "h_prev_dropped3": h_prev_dropped3_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
-        "x_dropped0": x_dropped0,
-        "x_dropped1": x_dropped1,
-        "x_dropped2": x_dropped2,
-        "x_dropped3": x_dropped3,
-    }
-    return outputs, [h_seq[T], c_seq[T]], tape
-
-
-def _backward_v7(
-    tape,
-    d_outputs,
-    d_states,
-    truncate,
-    norms,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """BPTT for use_bias=False, unit_forget_bias=False, with dropout masks.
+    """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: 2 arrays (B, units), gradients of the final states.
@@ -2346,14 +1336,10 @@ def _backward_v7(
 
 
 _VARIANTS = {
-    (True, True, False): (_forward_v0, _backward_v0),
-    (True, True, True): (_forward_v1, _backward_v1),
-    (True, False, False): (_forward_v2, _backward_v2),
-    (True, False, True): (_forward_v3, _backward_v3),
-    (False, True, False): (_forward_v4, _backward_v4),
-    (False, True, True): (_forward_v5, _backward_v5),
-    (False, False, False): (_forward_v6, _backward_v6),
-    (False, False, True): (_forward_v7, _backward_v7),
+    (True, False): (_forward_v0, _backward_v0),
+    (True, True): (_forward_v1, _backward_v1),
+    (False, False): (_forward_v2, _backward_v2),
+    (False, True): (_forward_v3, _backward_v3),
 }
 #: rate argument -> (tensor it multiplies, number of per-gate masks)
 DROPOUT = {
@@ -2446,7 +1432,7 @@ def forward(
             if value is None:
                 value = np.ones(shape, dtype)
             masks[tensor] = _as_mask_list(value, count, shape, dtype, rate)
-    step, _ = _VARIANTS[(bool(use_bias), bool(unit_forget_bias), masks is not None)]
+    step, _ = _VARIANTS[(bool(use_bias), masks is not None)]
     functions = _functions(
         activation,
         recurrent_activation,
@@ -2455,7 +1441,7 @@ def forward(
         x_tm, weights, initial_state, mask_tm, masks, zero_output_for_mask, *functions
     )
     tape.update(
-        key=(bool(use_bias), bool(unit_forget_bias), masks is not None),
+        key=(bool(use_bias), masks is not None),
         functions=functions,
         go_backwards=go_backwards,
     )

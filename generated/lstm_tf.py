@@ -275,7 +275,7 @@ def _step_v0(
 ):
     """One step. Returns (output, new states).
 
-    Variant: use_bias=True, unit_forget_bias=True, no dropout.
+    Variant: use_bias=True, no dropout.
     """
     h_prev, c_prev = states
     units = h_prev.shape[-1]
@@ -331,7 +331,7 @@ def _fused_v0(
 ):
     """The whole sequence as one op.
 
-    Variant: use_bias=True, unit_forget_bias=True, no dropout.
+    Variant: use_bias=True, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
     initial_state: 2 tensors (B, units). weights: tensors in Keras order.
@@ -541,7 +541,7 @@ def _step_v1(
 ):
     """One step. Returns (output, new states).
 
-    Variant: use_bias=True, unit_forget_bias=True, with dropout masks.
+    Variant: use_bias=True, with dropout masks.
     """
     h_prev, c_prev = states
     units = h_prev.shape[-1]
@@ -617,7 +617,7 @@ def _fused_v1(
 ):
     """The whole sequence as one op.
 
-    Variant: use_bias=True, unit_forget_bias=True, with dropout masks.
+    Variant: use_bias=True, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
     initial_state: 2 tensors (B, units). weights: tensors in Keras order.
@@ -946,27 +946,13 @@ def _step_v2(
 ):
     """One step. Returns (output, new states).
 
-    Variant: use_bias=True, unit_forget_bias=False, no dropout.
+    Variant: use_bias=False, no dropout.
     """
     h_prev, c_prev = states
     units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    bias = weights["bias"]
-    bias_i = bias[0:units]
-    bias_f = bias[units : 2 * units]
-    bias_c = bias[2 * units : 3 * units]
-    bias_o = bias[3 * units : 4 * units]
     x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
-        [
-            bias_i,
-            bias_f,
-            bias_c,
-            bias_o,
-        ],
-        0,
-    )
 
     x_kernel_i = x_kernel[:, 0:units]
     x_kernel_f = x_kernel[:, units : 2 * units]
@@ -1002,7 +988,7 @@ def _fused_v2(
 ):
     """The whole sequence as one op.
 
-    Variant: use_bias=True, unit_forget_bias=False, no dropout.
+    Variant: use_bias=False, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
     initial_state: 2 tensors (B, units). weights: tensors in Keras order.
@@ -1013,24 +999,11 @@ def _fused_v2(
     @tf.custom_gradient
     def op(x, *args):
         h_0, c_0 = args[:2]
-        kernel, recurrent_kernel, bias = args[2:]
+        kernel, recurrent_kernel = args[2:]
         units = h_0.shape[-1]
         T = tf.shape(x)[0]
         dtype = x.dtype
-        bias_i = bias[0:units]
-        bias_f = bias[units : 2 * units]
-        bias_c = bias[2 * units : 3 * units]
-        bias_o = bias[3 * units : 4 * units]
         x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
-            [
-                bias_i,
-                bias_f,
-                bias_c,
-                bias_o,
-            ],
-            0,
-        )
 
         def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_kernel_i = x_kernel[t][:, 0:units]
@@ -1157,42 +1130,13 @@ def _fused_v2(
             d_x = tf.zeros_like(x)
             d_kernel = tf.zeros_like(kernel)
             d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
             d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
             d_x = d_x + d_x_from_x_kernel
             d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
             d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
                 h_seq[:-1], d_h_prev_recurrent_kernel
             )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 0:units], [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 3 * units : 4 * units], [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
+            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
 
@@ -1212,17 +1156,12 @@ def _step_v3(
 ):
     """One step. Returns (output, new states).
 
-    Variant: use_bias=True, unit_forget_bias=False, with dropout masks.
+    Variant: use_bias=False, with dropout masks.
     """
     h_prev, c_prev = states
     units = h_prev.shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    bias = weights["bias"]
-    bias_i = bias[0:units]
-    bias_f = bias[units : 2 * units]
-    bias_c = bias[2 * units : 3 * units]
-    bias_o = bias[3 * units : 4 * units]
     h_prev_mask_0 = masks["h_prev"][0]
     h_prev_mask_1 = masks["h_prev"][1]
     h_prev_mask_2 = masks["h_prev"][2]
@@ -1233,22 +1172,18 @@ def _step_v3(
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
 
     x_dropped0_kernel_i_t = x_dropped0_kernel_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
 
     x_dropped1_kernel_f_t = x_dropped1_kernel_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
 
     x_dropped2_kernel_c_t = x_dropped2_kernel_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
 
     x_dropped3_kernel_o_t = x_dropped3_kernel_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
@@ -1288,1182 +1223,7 @@ def _fused_v3(
 ):
     """The whole sequence as one op.
 
-    Variant: use_bias=True, unit_forget_bias=False, with dropout masks.
-    The gradient is the derived BPTT.
-    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
-    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
-    Returns (outputs (T, B, units), [final states]).
-    """
-
-    @tf.custom_gradient
-    def op(x, *args):
-        h_0, c_0 = args[:2]
-        kernel, recurrent_kernel, bias = args[2:]
-        units = h_0.shape[-1]
-        T = tf.shape(x)[0]
-        dtype = x.dtype
-        bias_i = bias[0:units]
-        bias_f = bias[units : 2 * units]
-        bias_c = bias[2 * units : 3 * units]
-        bias_o = bias[3 * units : 4 * units]
-        h_prev_mask_0 = masks["h_prev"][0]
-        h_prev_mask_1 = masks["h_prev"][1]
-        h_prev_mask_2 = masks["h_prev"][2]
-        h_prev_mask_3 = masks["h_prev"][3]
-        x_mask_0 = masks["x"][0]
-        x_mask_1 = masks["x"][1]
-        x_mask_2 = masks["x"][2]
-        x_mask_3 = masks["x"][3]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-
-        x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-
-        x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-
-        x_dropped3 = x * x_mask_3
-        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
-        x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
-
-        def body(t, h_prev, c_prev, out_prev, loop_tas):
-            x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-            x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-            x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-            x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-            i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-            h_prev_dropped1 = h_prev * h_prev_mask_1
-            h_prev_dropped1_recurrent_kernel_f = (
-                h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-            )
-            f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-            h_prev_dropped2 = h_prev * h_prev_mask_2
-            h_prev_dropped2_recurrent_kernel_c = (
-                h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-            )
-            g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-            h_prev_dropped3 = h_prev * h_prev_mask_3
-            h_prev_dropped3_recurrent_kernel_o = (
-                h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-            )
-            o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-            c = c_prev * f + g * i
-            activation_c = activation(c)
-            h = activation_c * o
-            out = h
-            if mask is not None:
-                keep = mask[t]
-                h = tf.where(keep, h, h_prev)
-                c = tf.where(keep, c, c_prev)
-                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
-            tas = [
-                loop_tas[0].write(t, h),
-                loop_tas[1].write(t, c),
-                loop_tas[2].write(t, h_prev_dropped0),
-                loop_tas[3].write(t, i),
-                loop_tas[4].write(t, h_prev_dropped1),
-                loop_tas[5].write(t, f),
-                loop_tas[6].write(t, h_prev_dropped2),
-                loop_tas[7].write(t, g),
-                loop_tas[8].write(t, h_prev_dropped3),
-                loop_tas[9].write(t, o),
-                loop_tas[10].write(t, activation_c),
-            ]
-            if mask is not None:  # without a mask the outputs are the h states
-                tas.append(loop_tas[11].write(t, out))
-            return t + 1, h, c, out, tas
-
-        n_tas = 11 + (mask is not None)
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
-        loop = tf.while_loop(
-            lambda t, *_: t < T,
-            body,
-            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
-            maximum_iterations=T,
-        )
-        tas = loop[-1]
-        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
-        h_prev_dropped0_seq = tas[2].stack()
-        i_seq = tas[3].stack()
-        h_prev_dropped1_seq = tas[4].stack()
-        f_seq = tas[5].stack()
-        h_prev_dropped2_seq = tas[6].stack()
-        g_seq = tas[7].stack()
-        h_prev_dropped3_seq = tas[8].stack()
-        o_seq = tas[9].stack()
-        activation_c_seq = tas[10].stack()
-        outputs = h_seq[1:] if mask is None else tas[-1].stack()
-        final = [h_seq[-1], c_seq[-1]]
-
-        def grad(d_outputs, *d_final):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_final = [
-                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
-            ]
-
-            def back(t, d_h, d_c, d_carry, acc, tas):
-                c_prev = c_seq[t]
-                i = i_seq[t]
-                f = f_seq[t]
-                g = g_seq[t]
-                o = o_seq[t]
-                activation_c = activation_c_seq[t]
-                if mask is None:
-                    d_h = d_h + d_outputs[t]
-                else:
-                    keep = mask[t]
-                    d_out = d_outputs[t] + d_carry
-                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
-                    d_h_skip = _drop(keep, d_h)
-                    d_h = _take(keep, d_h + d_out)
-                    d_c_skip = _drop(keep, d_c)
-                    d_c = _take(keep, d_c)
-                d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
-                d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_pre
-                d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
-                )
-                d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_pre
-                d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
-                )
-                d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_pre
-                d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
-                )
-                d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_pre
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
-                )
-                tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
-                ]
-                d_h = (
-                    d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
-                    + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
-                    + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
-                    + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
-                )
-                d_c = d_c * f
-                if mask is not None:
-                    d_h = d_h + d_h_skip
-                    d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
-
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
-            loop = tf.while_loop(
-                lambda t, *_: t >= 0,
-                back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
-                maximum_iterations=T,
-            )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
-
-            # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-            )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-            )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_i, [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_f, [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_c, [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped3_recurrent_kernel_o, [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
-
-        return (outputs, *final), grad
-
-    result = op(x, *initial_state, *weights)
-    return result[0], list(result[1:])
-
-
-def _step_v4(
-    x,
-    states,
-    weights,
-    masks,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """One step. Returns (output, new states).
-
-    Variant: use_bias=False, unit_forget_bias=True, no dropout.
-    """
-    h_prev, c_prev = states
-    units = h_prev.shape[-1]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    x_kernel = x @ kernel
-
-    x_kernel_i = x_kernel[:, 0:units]
-    x_kernel_f = x_kernel[:, units : 2 * units]
-    x_kernel_c = x_kernel[:, 2 * units : 3 * units]
-    x_kernel_o = x_kernel[:, 3 * units : 4 * units]
-    h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-    i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-    f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-    g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-    o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-    c = c_prev * f + g * i
-    activation_c = activation(c)
-    h = activation_c * o
-
-    return h, [h, c]
-
-
-def _fused_v4(
-    x,
-    mask,
-    initial_state,
-    weights,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """The whole sequence as one op.
-
-    Variant: use_bias=False, unit_forget_bias=True, no dropout.
-    The gradient is the derived BPTT.
-    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
-    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
-    Returns (outputs (T, B, units), [final states]).
-    """
-
-    @tf.custom_gradient
-    def op(x, *args):
-        h_0, c_0 = args[:2]
-        kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]
-        T = tf.shape(x)[0]
-        dtype = x.dtype
-        x_kernel = _seq_matmul(x, kernel)
-
-        def body(t, h_prev, c_prev, out_prev, loop_tas):
-            x_kernel_i = x_kernel[t][:, 0:units]
-            x_kernel_f = x_kernel[t][:, units : 2 * units]
-            x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
-            x_kernel_o = x_kernel[t][:, 3 * units : 4 * units]
-            h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-            h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-            h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-            h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-            h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-            i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-            f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-            g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-            o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-            c = c_prev * f + g * i
-            activation_c = activation(c)
-            h = activation_c * o
-            out = h
-            if mask is not None:
-                keep = mask[t]
-                h = tf.where(keep, h, h_prev)
-                c = tf.where(keep, c, c_prev)
-                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
-            tas = [
-                loop_tas[0].write(t, h),
-                loop_tas[1].write(t, c),
-                loop_tas[2].write(t, i),
-                loop_tas[3].write(t, f),
-                loop_tas[4].write(t, g),
-                loop_tas[5].write(t, o),
-                loop_tas[6].write(t, activation_c),
-            ]
-            if mask is not None:  # without a mask the outputs are the h states
-                tas.append(loop_tas[7].write(t, out))
-            return t + 1, h, c, out, tas
-
-        n_tas = 7 + (mask is not None)
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
-        loop = tf.while_loop(
-            lambda t, *_: t < T,
-            body,
-            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
-            maximum_iterations=T,
-        )
-        tas = loop[-1]
-        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
-        i_seq = tas[2].stack()
-        f_seq = tas[3].stack()
-        g_seq = tas[4].stack()
-        o_seq = tas[5].stack()
-        activation_c_seq = tas[6].stack()
-        outputs = h_seq[1:] if mask is None else tas[-1].stack()
-        final = [h_seq[-1], c_seq[-1]]
-
-        def grad(d_outputs, *d_final):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_final = [
-                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
-            ]
-
-            def back(t, d_h, d_c, d_carry, acc, tas):
-                c_prev = c_seq[t]
-                i = i_seq[t]
-                f = f_seq[t]
-                g = g_seq[t]
-                o = o_seq[t]
-                activation_c = activation_c_seq[t]
-                if mask is None:
-                    d_h = d_h + d_outputs[t]
-                else:
-                    keep = mask[t]
-                    d_out = d_outputs[t] + d_carry
-                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
-                    d_h_skip = _drop(keep, d_h)
-                    d_h = _take(keep, d_h + d_out)
-                    d_c_skip = _drop(keep, d_c)
-                    d_c = _take(keep, d_c)
-                d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
-                d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
-                d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
-                d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
-                d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_recurrent_kernel = tf.concat(
-                    [
-                        d_i_pre,
-                        d_f_pre,
-                        d_g_pre,
-                        d_o_pre,
-                    ],
-                    -1,
-                )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
-                tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
-                ]
-                d_h = d_h_prev_via_recurrent_kernel
-                d_c = d_c * f
-                if mask is not None:
-                    d_h = d_h + d_h_skip
-                    d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
-
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
-            loop = tf.while_loop(
-                lambda t, *_: t >= 0,
-                back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
-                maximum_iterations=T,
-            )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
-
-            # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
-
-        return (outputs, *final), grad
-
-    result = op(x, *initial_state, *weights)
-    return result[0], list(result[1:])
-
-
-def _step_v5(
-    x,
-    states,
-    weights,
-    masks,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """One step. Returns (output, new states).
-
-    Variant: use_bias=False, unit_forget_bias=True, with dropout masks.
-    """
-    h_prev, c_prev = states
-    units = h_prev.shape[-1]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = masks["h_prev"][0]
-    h_prev_mask_1 = masks["h_prev"][1]
-    h_prev_mask_2 = masks["h_prev"][2]
-    h_prev_mask_3 = masks["h_prev"][3]
-    x_mask_0 = masks["x"][0]
-    x_mask_1 = masks["x"][1]
-    x_mask_2 = masks["x"][2]
-    x_mask_3 = masks["x"][3]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
-    x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
-    x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
-    x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-    i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-    h_prev_dropped1 = h_prev * h_prev_mask_1
-    h_prev_dropped1_recurrent_kernel_f = h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-    f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-    h_prev_dropped2 = h_prev * h_prev_mask_2
-    h_prev_dropped2_recurrent_kernel_c = (
-        h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-    )
-    g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-    h_prev_dropped3 = h_prev * h_prev_mask_3
-    h_prev_dropped3_recurrent_kernel_o = (
-        h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-    )
-    o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-    c = c_prev * f + g * i
-    activation_c = activation(c)
-    h = activation_c * o
-
-    return h, [h, c]
-
-
-def _fused_v5(
-    x,
-    mask,
-    initial_state,
-    weights,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """The whole sequence as one op.
-
-    Variant: use_bias=False, unit_forget_bias=True, with dropout masks.
-    The gradient is the derived BPTT.
-    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
-    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
-    Returns (outputs (T, B, units), [final states]).
-    """
-
-    @tf.custom_gradient
-    def op(x, *args):
-        h_0, c_0 = args[:2]
-        kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]
-        T = tf.shape(x)[0]
-        dtype = x.dtype
-        h_prev_mask_0 = masks["h_prev"][0]
-        h_prev_mask_1 = masks["h_prev"][1]
-        h_prev_mask_2 = masks["h_prev"][2]
-        h_prev_mask_3 = masks["h_prev"][3]
-        x_mask_0 = masks["x"][0]
-        x_mask_1 = masks["x"][1]
-        x_mask_2 = masks["x"][2]
-        x_mask_3 = masks["x"][3]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
-        x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
-        x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-
-        x_dropped3 = x * x_mask_3
-        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
-
-        def body(t, h_prev, c_prev, out_prev, loop_tas):
-            x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-            x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-            x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-            x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-            i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-            h_prev_dropped1 = h_prev * h_prev_mask_1
-            h_prev_dropped1_recurrent_kernel_f = (
-                h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-            )
-            f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-            h_prev_dropped2 = h_prev * h_prev_mask_2
-            h_prev_dropped2_recurrent_kernel_c = (
-                h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-            )
-            g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-            h_prev_dropped3 = h_prev * h_prev_mask_3
-            h_prev_dropped3_recurrent_kernel_o = (
-                h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-            )
-            o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-            c = c_prev * f + g * i
-            activation_c = activation(c)
-            h = activation_c * o
-            out = h
-            if mask is not None:
-                keep = mask[t]
-                h = tf.where(keep, h, h_prev)
-                c = tf.where(keep, c, c_prev)
-                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
-            tas = [
-                loop_tas[0].write(t, h),
-                loop_tas[1].write(t, c),
-                loop_tas[2].write(t, h_prev_dropped0),
-                loop_tas[3].write(t, i),
-                loop_tas[4].write(t, h_prev_dropped1),
-                loop_tas[5].write(t, f),
-                loop_tas[6].write(t, h_prev_dropped2),
-                loop_tas[7].write(t, g),
-                loop_tas[8].write(t, h_prev_dropped3),
-                loop_tas[9].write(t, o),
-                loop_tas[10].write(t, activation_c),
-            ]
-            if mask is not None:  # without a mask the outputs are the h states
-                tas.append(loop_tas[11].write(t, out))
-            return t + 1, h, c, out, tas
-
-        n_tas = 11 + (mask is not None)
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
-        loop = tf.while_loop(
-            lambda t, *_: t < T,
-            body,
-            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
-            maximum_iterations=T,
-        )
-        tas = loop[-1]
-        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
-        h_prev_dropped0_seq = tas[2].stack()
-        i_seq = tas[3].stack()
-        h_prev_dropped1_seq = tas[4].stack()
-        f_seq = tas[5].stack()
-        h_prev_dropped2_seq = tas[6].stack()
-        g_seq = tas[7].stack()
-        h_prev_dropped3_seq = tas[8].stack()
-        o_seq = tas[9].stack()
-        activation_c_seq = tas[10].stack()
-        outputs = h_seq[1:] if mask is None else tas[-1].stack()
-        final = [h_seq[-1], c_seq[-1]]
-
-        def grad(d_outputs, *d_final):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_final = [
-                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
-            ]
-
-            def back(t, d_h, d_c, d_carry, acc, tas):
-                c_prev = c_seq[t]
-                i = i_seq[t]
-                f = f_seq[t]
-                g = g_seq[t]
-                o = o_seq[t]
-                activation_c = activation_c_seq[t]
-                if mask is None:
-                    d_h = d_h + d_outputs[t]
-                else:
-                    keep = mask[t]
-                    d_out = d_outputs[t] + d_carry
-                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
-                    d_h_skip = _drop(keep, d_h)
-                    d_h = _take(keep, d_h + d_out)
-                    d_c_skip = _drop(keep, d_c)
-                    d_c = _take(keep, d_c)
-                d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
-                d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_pre
-                d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
-                )
-                d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_pre
-                d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
-                )
-                d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_pre
-                d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
-                )
-                d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_pre
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
-                )
-                tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
-                ]
-                d_h = (
-                    d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
-                    + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
-                    + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
-                    + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
-                )
-                d_c = d_c * f
-                if mask is not None:
-                    d_h = d_h + d_h_skip
-                    d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
-
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
-            loop = tf.while_loop(
-                lambda t, *_: t >= 0,
-                back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
-                maximum_iterations=T,
-            )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
-
-            # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
-            )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
-            )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
-
-        return (outputs, *final), grad
-
-    result = op(x, *initial_state, *weights)
-    return result[0], list(result[1:])
-
-
-def _step_v6(
-    x,
-    states,
-    weights,
-    masks,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """One step. Returns (output, new states).
-
-    Variant: use_bias=False, unit_forget_bias=False, no dropout.
-    """
-    h_prev, c_prev = states
-    units = h_prev.shape[-1]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    x_kernel = x @ kernel
-
-    x_kernel_i = x_kernel[:, 0:units]
-    x_kernel_f = x_kernel[:, units : 2 * units]
-    x_kernel_c = x_kernel[:, 2 * units : 3 * units]
-    x_kernel_o = x_kernel[:, 3 * units : 4 * units]
-    h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-    i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-    f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-    g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-    o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-    c = c_prev * f + g * i
-    activation_c = activation(c)
-    h = activation_c * o
-
-    return h, [h, c]
-
-
-def _fused_v6(
-    x,
-    mask,
-    initial_state,
-    weights,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """The whole sequence as one op.
-
-    Variant: use_bias=False, unit_forget_bias=False, no dropout.
-    The gradient is the derived BPTT.
-    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
-    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
-    Returns (outputs (T, B, units), [final states]).
-    """
-
-    @tf.custom_gradient
-    def op(x, *args):
-        h_0, c_0 = args[:2]
-        kernel, recurrent_kernel = args[2:]
-        units = h_0.shape[-1]
-        T = tf.shape(x)[0]
-        dtype = x.dtype
-        x_kernel = _seq_matmul(x, kernel)
-
-        def body(t, h_prev, c_prev, out_prev, loop_tas):
-            x_kernel_i = x_kernel[t][:, 0:units]
-            x_kernel_f = x_kernel[t][:, units : 2 * units]
-            x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
-            x_kernel_o = x_kernel[t][:, 3 * units : 4 * units]
-            h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-            h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-            h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-            h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-            h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
-            i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
-            f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
-            g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
-            o = recurrent_activation(h_prev_recurrent_kernel_o + x_kernel_o)
-            c = c_prev * f + g * i
-            activation_c = activation(c)
-            h = activation_c * o
-            out = h
-            if mask is not None:
-                keep = mask[t]
-                h = tf.where(keep, h, h_prev)
-                c = tf.where(keep, c, c_prev)
-                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
-            tas = [
-                loop_tas[0].write(t, h),
-                loop_tas[1].write(t, c),
-                loop_tas[2].write(t, i),
-                loop_tas[3].write(t, f),
-                loop_tas[4].write(t, g),
-                loop_tas[5].write(t, o),
-                loop_tas[6].write(t, activation_c),
-            ]
-            if mask is not None:  # without a mask the outputs are the h states
-                tas.append(loop_tas[7].write(t, out))
-            return t + 1, h, c, out, tas
-
-        n_tas = 7 + (mask is not None)
-        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
-        loop = tf.while_loop(
-            lambda t, *_: t < T,
-            body,
-            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
-            maximum_iterations=T,
-        )
-        tas = loop[-1]
-        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
-        i_seq = tas[2].stack()
-        f_seq = tas[3].stack()
-        g_seq = tas[4].stack()
-        o_seq = tas[5].stack()
-        activation_c_seq = tas[6].stack()
-        outputs = h_seq[1:] if mask is None else tas[-1].stack()
-        final = [h_seq[-1], c_seq[-1]]
-
-        def grad(d_outputs, *d_final):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
-            d_final = [
-                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
-            ]
-
-            def back(t, d_h, d_c, d_carry, acc, tas):
-                c_prev = c_seq[t]
-                i = i_seq[t]
-                f = f_seq[t]
-                g = g_seq[t]
-                o = o_seq[t]
-                activation_c = activation_c_seq[t]
-                if mask is None:
-                    d_h = d_h + d_outputs[t]
-                else:
-                    keep = mask[t]
-                    d_out = d_outputs[t] + d_carry
-                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
-                    d_h_skip = _drop(keep, d_h)
-                    d_h = _take(keep, d_h + d_out)
-                    d_c_skip = _drop(keep, d_c)
-                    d_c = _take(keep, d_c)
-                d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
-                d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
-                d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
-                d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
-                d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_recurrent_kernel = tf.concat(
-                    [
-                        d_i_pre,
-                        d_f_pre,
-                        d_g_pre,
-                        d_o_pre,
-                    ],
-                    -1,
-                )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
-                tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
-                ]
-                d_h = d_h_prev_via_recurrent_kernel
-                d_c = d_c * f
-                if mask is not None:
-                    d_h = d_h + d_h_skip
-                    d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
-
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
-            loop = tf.while_loop(
-                lambda t, *_: t >= 0,
-                back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
-                maximum_iterations=T,
-            )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
-
-            # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
-
-        return (outputs, *final), grad
-
-    result = op(x, *initial_state, *weights)
-    return result[0], list(result[1:])
-
-
-def _step_v7(
-    x,
-    states,
-    weights,
-    masks,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """One step. Returns (output, new states).
-
-    Variant: use_bias=False, unit_forget_bias=False, with dropout masks.
-    """
-    h_prev, c_prev = states
-    units = h_prev.shape[-1]
-    kernel = weights["kernel"]
-    recurrent_kernel = weights["recurrent_kernel"]
-    h_prev_mask_0 = masks["h_prev"][0]
-    h_prev_mask_1 = masks["h_prev"][1]
-    h_prev_mask_2 = masks["h_prev"][2]
-    h_prev_mask_3 = masks["h_prev"][3]
-    x_mask_0 = masks["x"][0]
-    x_mask_1 = masks["x"][1]
-    x_mask_2 = masks["x"][2]
-    x_mask_3 = masks["x"][3]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
-    x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
-    x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
-    x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
-    i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
-    h_prev_dropped1 = h_prev * h_prev_mask_1
-    h_prev_dropped1_recurrent_kernel_f = h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
-    f = recurrent_activation(h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t)
-    h_prev_dropped2 = h_prev * h_prev_mask_2
-    h_prev_dropped2_recurrent_kernel_c = (
-        h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
-    )
-    g = activation(h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t)
-    h_prev_dropped3 = h_prev * h_prev_mask_3
-    h_prev_dropped3_recurrent_kernel_o = (
-        h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
-    )
-    o = recurrent_activation(h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t)
-    c = c_prev * f + g * i
-    activation_c = activation(c)
-    h = activation_c * o
-
-    return h, [h, c]
-
-
-def _fused_v7(
-    x,
-    mask,
-    initial_state,
-    weights,
-    masks,
-    zero_output_for_mask,
-    activation,
-    activation_grad,
-    recurrent_activation,
-    recurrent_activation_grad,
-):
-    """The whole sequence as one op.
-
-    Variant: use_bias=False, unit_forget_bias=False, with dropout masks.
+    Variant: use_bias=False, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
     initial_state: 2 tensors (B, units). weights: tensors in Keras order.
@@ -2744,14 +1504,10 @@ def _fused_v7(
 
 
 _VARIANTS = {
-    (True, True, False): (_step_v0, _fused_v0),
-    (True, True, True): (_step_v1, _fused_v1),
-    (True, False, False): (_step_v2, _fused_v2),
-    (True, False, True): (_step_v3, _fused_v3),
-    (False, True, False): (_step_v4, _fused_v4),
-    (False, True, True): (_step_v5, _fused_v5),
-    (False, False, False): (_step_v6, _fused_v6),
-    (False, False, True): (_step_v7, _fused_v7),
+    (True, False): (_step_v0, _fused_v0),
+    (True, True): (_step_v1, _fused_v1),
+    (False, False): (_step_v2, _fused_v2),
+    (False, True): (_step_v3, _fused_v3),
 }
 
 
@@ -2939,7 +1695,7 @@ class LSTMCell(DropoutRNNCell, keras.layers.Layer):
             inputs = tf.cast(inputs, self.compute_dtype)
         states = list(states) if isinstance(states, list | tuple) else [states]
         masks = self.active_masks(inputs, states[0], training)
-        step, _ = _VARIANTS[(self.use_bias, self.unit_forget_bias, masks is not None)]
+        step, _ = _VARIANTS[(self.use_bias, masks is not None)]
         output, new_states = step(inputs, states, self.weight_dict(), masks, *self.functions())
         return output, new_states
 
@@ -3180,7 +1936,7 @@ class LSTM(keras.layers.RNN):
             mask_tm = tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
             if self.go_backwards:
                 mask_tm = tf.reverse(mask_tm, [0])
-        _, fused = _VARIANTS[(cell.use_bias, cell.unit_forget_bias, masks is not None)]
+        _, fused = _VARIANTS[(cell.use_bias, masks is not None)]
         weights = list(cell.weight_dict().values())
         outputs, final = fused(
             x, mask_tm, initial_state, weights, masks, self.zero_output_for_mask, *cell.functions()

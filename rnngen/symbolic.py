@@ -169,7 +169,7 @@ class Derivation:
 
 def derive(spec: CellSpec) -> Derivation:
     """Derive every variant of ``spec``."""
-    bools = tuple(o.name for o in spec.bool_options)
+    bools = _step_options(spec)
     dropouts = (False, True) if spec.dropout else (False,)
     variants = []
     for values in cartesian((True, False), repeat=len(bools)):
@@ -177,6 +177,22 @@ def derive(spec: CellSpec) -> Derivation:
         for with_dropout in dropouts:
             variants.append(_derive_variant(spec, options, with_dropout, len(variants)))
     return Derivation(spec, tuple(variants), bools)
+
+
+def _step_options(spec: CellSpec) -> tuple[str, ...]:
+    """Boolean options that change the step (weights present, layouts, equations).
+
+    Options that only change initial values (``unit_forget_bias``) need no variant of their own.
+    """
+    used: set[str] = set()
+    for w in spec.weights:
+        used |= {str(s) for s in w.when.free_symbols}
+        for lay in w.layouts:
+            used |= {str(s) for s in lay.when.free_symbols}
+    for eq in spec.equations:
+        for when, _ in eq.alternatives:
+            used |= {str(s) for s in when.free_symbols}
+    return tuple(o.name for o in spec.bool_options if o.name in used)
 
 
 def _blocks(spec: CellSpec, options: dict) -> dict[str, Block]:
