@@ -2246,8 +2246,8 @@ class GRU:
 
     Args:
         units: positive integer, size of the output and states.
-        activation: activation name (default ``"tanh"``), a key of ``ACTIVATIONS``.
-        recurrent_activation: activation name (default ``"sigmoid"``), a key of ``ACTIVATIONS``.
+        activation: a key of ``ACTIVATIONS`` (default ``"tanh"``).
+        recurrent_activation: a key of ``ACTIVATIONS`` (default ``"sigmoid"``).
         use_bias: bool (default True).
         reset_after: bool (default True).
         kernel_initializer, kernel_regularizer, kernel_constraint: as in Keras

@@ -960,7 +960,7 @@ class SimpleRNN:
 
     Args:
         units: positive integer, size of the output and states.
-        activation: activation name (default ``"tanh"``), a key of ``ACTIVATIONS``.
+        activation: a key of ``ACTIVATIONS`` (default ``"tanh"``).
         use_bias: bool (default True).
         kernel_initializer, kernel_regularizer, kernel_constraint: as in Keras
             (initializer default ``glorot_uniform``;

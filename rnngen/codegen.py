@@ -374,18 +374,32 @@ def block_slice(w, block: str) -> str:
 
 
 def units_source(spec: CellSpec) -> str:
-    """Source computing ``units`` from the ``weights`` dict."""
+    """Source computing ``units`` from the ``weights`` dict (and the boolean options in scope).
+
+    Uses a weight that always exists; when its layout depends on options, the expression
+    picks the layout in force, as ``weight_shapes`` does.
+    """
     units = symbolic.UNITS
+
+    def dim_source(w, lay):
+        for axis, dim in enumerate(lay.shape):
+            coeff = sp.simplify(dim / units)
+            if coeff.is_Integer:
+                div = "" if coeff == 1 else f" // {coeff}"
+                return f'weights["{w.name}"].shape[{axis}]{div}'
+        return None
+
     for w in spec.weights:
-        for lay in w.layouts:
-            if lay.when is not sp.true or w.when is not sp.true:
-                continue
-            for axis, dim in enumerate(lay.shape):
-                coeff = sp.simplify(dim / units)
-                if coeff.is_Integer:
-                    div = "" if coeff == 1 else f" // {coeff}"
-                    return f'weights["{w.name}"].shape[{axis}]{div}'
-    raise ValueError("no unconditional weight has a dimension in units")
+        if w.when is not sp.true:
+            continue
+        sources = [(lay.when, dim_source(w, lay)) for lay in w.layouts]
+        if any(src is None for _, src in sources):
+            continue
+        expr = sources[-1][1]
+        for when, src in reversed(sources[:-1]):
+            expr = f"({src} if {condition(when)} else {expr})"
+        return expr
+    raise ValueError("no weight that always exists has a dimension in units")
 
 
 def render(spec: CellSpec, source: str) -> dict[str, str]:

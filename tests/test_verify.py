@@ -310,7 +310,7 @@ def test_cell_whose_output_is_not_a_state_verifies_on_both_backends():
     assert not _failing(results)
 
 
-@pytest.mark.parametrize("name", ["exotic", "peephole_lstm", "edge", "scaled", "multi"])
+@pytest.mark.parametrize("name", ["exotic", "peephole_lstm", "edge", "scaled", "multi", "cond"])
 def test_stress_cells_verify_on_both_backends(name):
     """exotic: silu/abs (derivatives from inputs), powers, division, an optional weight;
     peephole_lstm: rows of blocks, a second recurrent product, an equation alternative;
