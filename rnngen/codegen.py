@@ -447,31 +447,33 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
 
 
 def format_python(text: str, name: str) -> str:
-    """Check the module parses, then format it with ruff (when available) for stable output."""
+    """Check the module parses, then format it with the pinned ruff for stable output.
+
+    The formatter is a declared dependency (``ruff`` in pyproject.toml), always the
+    package's own binary, never whichever ``ruff`` is first on PATH: the output is the
+    same bytes on every machine.
+    """
     try:
         ast.parse(text)
     except SyntaxError as err:  # a template bug, never a user mistake
         raise RuntimeError(f"generated {name} does not parse: {err}") from err
-    ruff = _ruff_cmd()
-    if ruff is None:
-        return text
-    cmd = [*ruff, "format", "--quiet", "--line-length", "100", "--stdin-filename", name, "-"]
+    cmd = [ruff_binary(), "format", "--quiet", "--isolated", "--line-length", "100"]
+    cmd += ["--target-version", "py311", "--stdin-filename", name, "-"]
     proc = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
-    return proc.stdout if proc.returncode == 0 and proc.stdout else text
+    if proc.returncode != 0 or not proc.stdout:
+        raise RuntimeError(f"ruff could not format generated {name}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
-def _module_ruff():
+def ruff_binary() -> str:
+    """The ruff executable installed with rnngen (the ``ruff`` package's own binary)."""
     try:
-        from ruff.__main__ import find_ruff_bin  # type: ignore
-
-        return [str(find_ruff_bin())]
-    except Exception:
-        return None
-
-
-def _ruff_cmd() -> list[str] | None:
-    exe = shutil.which("ruff")
-    return [exe] if exe else _module_ruff()
+        from ruff.__main__ import find_ruff_bin
+    except ImportError as err:
+        raise RuntimeError(
+            "rnngen needs its formatter, the 'ruff' package: pip install 'ruff>=0.17,<0.18'"
+        ) from err
+    return str(find_ruff_bin())
 
 
 def write_atomically(files: dict[str, str], out_dir: Path) -> list[Path]:
