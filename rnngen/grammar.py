@@ -69,7 +69,12 @@ def check_text(text: str) -> None:
             )
 
 
-def _parse(text: str) -> ast.expr:
+def _parse(text: str, forbid: bool = True) -> ast.expr:
+    """Parse ``text`` as one Python expression, bounded in size.
+
+    With ``forbid``, syntax that equations refuse (``_FORBIDDEN``) is refused anywhere in
+    the tree first; a condition passes ``forbid=False`` and checks its own, smaller whitelist.
+    """
     check_text(text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -80,7 +85,7 @@ def _parse(text: str) -> ast.expr:
         raise GrammarError(0, f"equation has more than {MAX_NODES} syntax nodes")
     # refuse forbidden syntax anywhere before interpreting names, so the message names the
     # real problem (a lambda inside an unknown call is reported as a lambda)
-    for node in nodes:
+    for node in nodes if forbid else ():
         for kind, why in _FORBIDDEN.items():
             if isinstance(node, kind):
                 raise GrammarError(getattr(node, "col_offset", 0), why)
@@ -166,7 +171,11 @@ class _Equation:
         if name in self.vocab.variables:
             return symbol(name)
         if name in self.vocab.weights:
-            return symbol(name)
+            raise GrammarError(
+                node.col_offset,
+                f"'{name}' is a 2-D weight: it may only appear right of '@' "
+                f"(as in 'h_prev @ {name}')",
+            )
         if name in self.vocab.calls or name in self.vocab.unsupported:
             raise GrammarError(node.col_offset, f"function '{name}' must be called, e.g. {name}(x)")
         from .errors import suggest
@@ -282,7 +291,7 @@ def parse_condition(text, options: frozenset[str]) -> sp.Basic:
         return sp.true if text else sp.false
     if not isinstance(text, str):
         raise GrammarError(0, "a condition must be a boolean option name, or and/or/not of them")
-    tree = _parse(text)
+    tree = _parse(text, forbid=False)
 
     def visit(node):
         if isinstance(node, ast.Name):

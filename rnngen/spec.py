@@ -33,6 +33,7 @@ from .grammar import (
     parse_dimension,
     parse_equation,
 )
+from .resolve import layout_blocks, layout_in_force, resolve_weights
 
 MAX_BYTES = 256 * 1024
 MAX_EVENTS = 20_000
@@ -153,12 +154,7 @@ class Weight:
 
     def layout(self, values) -> Layout | None:
         """The layout in force for these option values, or None if the weight is absent."""
-        if not holds(self.when, values):
-            return None
-        for layout in self.layouts:
-            if holds(layout.when, values):
-                return layout
-        return None
+        return layout_in_force(self, values)
 
 
 @dataclass(frozen=True)
@@ -842,12 +838,11 @@ class _Builder:
         matrices, vectors = set(), {}
         for w in weights:
             for lay in w.layouts:
-                bshape = lay.block_shape()
-                for n in lay.names():
-                    if len(bshape) == 2:
-                        matrices.add(n)
+                for b in layout_blocks(w.name, lay):
+                    if b.vector:
+                        vectors[b.name] = b.size
                     else:
-                        vectors[n] = bshape[0]
+                        matrices.add(b.name)
         eq_names = list(raw)
         for s in states:
             if s not in raw:
@@ -902,11 +897,21 @@ class _Builder:
         ] or [{}]
         reported: set = set()
         for combo in combos:
-            present = {n for w in weights for lay in [w.layout(combo)] if lay for n in lay.names()}
+            resolved, absent = resolve_weights(weights, combo)
+            blocks = {b.name: b for w in resolved for b in w.blocks}
             known = dict(sizes)
+            # equations already reported for this combination: a later equation reading one
+            # is not blamed for it (its size is unknown, not cyclic)
+            failed: set[str] = set()
+            reads = {
+                eq.name: {str(v) for v in rhs.free_symbols} & set(eq_names)
+                for eq in parsed
+                if (rhs := eq.rhs(combo)) is not None
+            }
             for eq in parsed:
                 rhs = eq.rhs(combo)
                 if rhs is None:
+                    failed.add(eq.name)
                     key = (eq.name, "none")
                     if key not in reported:
                         reported.add(key)
@@ -916,51 +921,35 @@ class _Builder:
                             "add one without 'when'",
                         )
                     continue
-                for sym in sorted(rhs.free_symbols, key=str):
-                    n = str(sym)
-                    if n in eq_names and n not in known:
-                        key = (eq.name, n, "order")
-                        if key not in reported:
-                            reported.add(key)
-                            later = eq_names.index(n) > eq_names.index(eq.name)
-                            why = (
-                                "is defined later; equations run in order"
-                                if later
-                                else "is part of a cycle"
-                            )
-                            if n == eq.name:
-                                why = (
-                                    f"refers to itself; use '{n}_prev' for the previous value"
-                                    if n in states
-                                    else "refers to itself"
-                                )
-                            self.err(("step", eq.name), f"'{n}' {why}")
-                        break
+                if self.order(eq, rhs, known, failed, reads, eq_names, states, reported):
+                    failed.add(eq.name)
+                    continue
+                size = self.expr_size(
+                    rhs, known, blocks, vectors, ("step", eq.name), reported, _describe(combo)
+                )
+                if size is not None:
+                    known[eq.name] = size
                 else:
-                    size = self.expr_size(
-                        rhs, known, present, vectors, weights, ("step", eq.name), reported
-                    )
-                    if size is not None:
-                        known[eq.name] = size
-                    for call in _constant_calls(rhs, weight_names - present):
-                        key = (eq.name, "constant call", call)
-                        if key not in reported:
-                            reported.add(key)
-                            self.err(
-                                ("step", eq.name),
-                                f"'{call}' is a constant when {_describe(combo)}; "
-                                "write its value, or apply the function to a tensor",
-                            )
-                    if _vanishes(rhs, weight_names - present):
-                        key = (eq.name, "constant")
-                        if key not in reported:
-                            reported.add(key)
-                            self.err(
-                                ("step", eq.name),
-                                f"'{eq.name}' is a constant when {_describe(combo)} (the "
-                                "absent weights remove every term); it must depend on x, "
-                                "a state or a present weight",
-                            )
+                    failed.add(eq.name)
+                for call in _constant_calls(rhs, weight_names & absent):
+                    key = (eq.name, "constant call", call)
+                    if key not in reported:
+                        reported.add(key)
+                        self.err(
+                            ("step", eq.name),
+                            f"'{call}' is a constant when {_describe(combo)}; "
+                            "write its value, or apply the function to a tensor",
+                        )
+                if _vanishes(rhs, weight_names & absent):
+                    key = (eq.name, "constant")
+                    if key not in reported:
+                        reported.add(key)
+                        self.err(
+                            ("step", eq.name),
+                            f"'{eq.name}' is a constant when {_describe(combo)} (the "
+                            "absent weights remove every term); it must depend on x, "
+                            "a state or a present weight",
+                        )
             for s in states:
                 if s in known and known[s] != symbol_size("units"):
                     key = (s, "size")
@@ -973,41 +962,77 @@ class _Builder:
             sizes.update({k: v for k, v in known.items() if k not in sizes})
         return tuple(parsed), sizes
 
-    def expr_size(self, expr, known, present, vectors, weights, path, reported):
-        """Size of an elementwise expression (None after reporting a problem)."""
+    def order(self, eq, rhs, known, failed, reads, eq_names, states, reported) -> bool:
+        """True when ``rhs`` reads an equation not yet computed.
+
+        Reading a later equation, or one that reads this one (a cycle), is reported here;
+        reading an earlier equation that failed for its own reason is not: that problem
+        was reported where it is.
+        """
+        for sym in sorted(rhs.free_symbols, key=str):
+            n = str(sym)
+            if n not in eq_names or n in known:
+                continue
+            if n in failed and n != eq.name and not _reaches(reads, n, eq.name):
+                return True
+            key = (eq.name, n, "order")
+            if key not in reported:
+                reported.add(key)
+                later = eq_names.index(n) > eq_names.index(eq.name)
+                why = "is defined later; equations run in order" if later else "is part of a cycle"
+                if n == eq.name:
+                    why = (
+                        f"refers to itself; use '{n}_prev' for the previous value"
+                        if n in states
+                        else "refers to itself"
+                    )
+                self.err(("step", eq.name), f"'{n}' {why}")
+            return True
+        return False
+
+    def expr_size(self, expr, known, blocks, vectors, path, reported, when="always"):
+        """Size of an elementwise expression (None after reporting a problem).
+
+        ``blocks``: the present blocks under the layouts in force (:mod:`rnngen.resolve`);
+        ``vectors``: the size of every vector block in any layout (absent ones read as zero).
+        """
 
         def size(e):
             if e.is_Number:
                 return None  # broadcasts
             if isinstance(e, sp.Symbol):
                 n = str(e)
-                if n in vectors and n not in present:
-                    return vectors[n]
+                block = blocks.get(n)
+                if block is not None and not block.vector:
+                    raise _SizeError(
+                        f"'{n}' is a 2-D weight (shape {_dims(block.shape)}) when {when}: "
+                        "it may only appear right of '@'"
+                    )
+                if block is not None:
+                    return block.size
                 return known.get(n, vectors.get(n))
             if isinstance(e, WeightProduct):
                 a, w = e.args
-                if str(w) not in present:
+                block = blocks.get(str(w))
+                if block is None:  # absent: the product is zero
                     size(a)
                     return None
-                lay = next(lay for wt in weights for lay in wt.layouts if str(w) in lay.names())
                 if a.atoms(WeightProduct):
                     raise _SizeError(
                         f"'{_src(a)} @ {w}': nested '@' (a product inside the "
                         "left side of another) is not supported"
                     )
-                bshape = lay.block_shape()
-                if len(bshape) != 2:
+                if block.vector:
                     raise _SizeError(
                         f"'{_src(a)} @ {w}': {w} is a vector; the right side "
                         "of '@' must be a matrix weight"
                     )
-                rows, cols = bshape
                 sa = size(a)
-                if sa is not None and sa != rows:
+                if sa is not None and sa != block.rows:
                     raise _SizeError(
-                        f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {rows} rows"
+                        f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {block.rows} rows"
                     )
-                return cols
+                return block.size
             sizes_ = [s for s in (size(a) for a in e.args) if s is not None]
             if len(set(sizes_)) > 1:
                 raise _SizeError(
@@ -1024,6 +1049,23 @@ class _Builder:
                 reported.add(key)
                 self.err(path, str(e))
             return None
+
+
+def _reaches(reads: dict[str, set[str]], start: str, goal: str) -> bool:
+    """True when equation ``start`` reads ``goal``, directly or through other equations."""
+    seen, todo = set(), [start]
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(reads.get(n, ()))
+    return False
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 class _SizeError(Exception):
