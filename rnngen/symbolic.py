@@ -28,24 +28,13 @@ import sympy as sp
 
 from . import functions
 from .grammar import WeightProduct, symbol
+from .resolve import Block, resolve
 from .spec import CellSpec, Layout
 
 UNITS = symbol("units")
 
 
 # -- the program -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Block:
-    """Where a named block lives inside its weight: ``weight[row, ..., start:stop]``."""
-
-    name: str
-    weight: str
-    row: int | None
-    start: sp.Expr
-    stop: sp.Expr
-    full: bool  # the block is the whole weight
 
 
 @dataclass(frozen=True)
@@ -195,27 +184,6 @@ def _step_options(spec: CellSpec) -> tuple[str, ...]:
     return tuple(o.name for o in spec.bool_options if o.name in used)
 
 
-def _blocks(spec: CellSpec, options: dict) -> dict[str, Block]:
-    out = {}
-    for w in spec.weights:
-        lay = w.layout(options)
-        if lay is None:
-            continue
-        width = lay.block_shape()[-1]
-        for r, row in enumerate(lay.blocks):
-            for c, name in enumerate(row):
-                full = len(lay.blocks) == 1 and len(row) == 1
-                out[name] = Block(
-                    name,
-                    w.name,
-                    r if len(lay.blocks) > 1 else None,
-                    width * c,
-                    width * (c + 1),
-                    full,
-                )
-    return out
-
-
 def _substitute_absent(expr: sp.Expr, absent: set[str]) -> sp.Expr:
     """Absent weights are zero: drop their products and set absent vectors to 0."""
     reps = {wp: sp.Integer(0) for wp in expr.atoms(WeightProduct) if str(wp.args[1]) in absent}
@@ -225,17 +193,18 @@ def _substitute_absent(expr: sp.Expr, absent: set[str]) -> sp.Expr:
 
 def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: int) -> Variant:
     """Resolve, group, fold, order, differentiate: one variant, step by step."""
-    blocks = _blocks(spec, options)
+    res = resolve(spec, options)
+    blocks = {b.name: b for b in res.blocks}
     all_weight_names = {n for w in spec.weights for lay in w.layouts for n in lay.names()}
-    absent = all_weight_names - set(blocks)
-    equations = [(eq.name, _substitute_absent(eq.rhs(options), absent)) for eq in spec.equations]
+    absent = set(res.absent)
+    equations = [(name, _substitute_absent(rhs, absent)) for name, rhs in res.equations]
     taken = set(all_weight_names) | {n for n, _ in equations} | _prev_names(spec) | {"x"}
     dropout_tensors = set(dict(spec.dropout)) if with_dropout else set()
 
     groups, product_symbol, masks = _group_products(
         spec, options, equations, blocks, dropout_tensors, taken
     )
-    vector_blocks = {n for n in blocks if _is_vector(spec, n)}
+    vector_blocks = set(res.vectors)
     resolved, groups = _fold_and_name(
         equations, groups, product_symbol, blocks, vector_blocks, taken
     )
@@ -257,7 +226,7 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         index=index,
         options=tuple(options.items()),
         dropout=with_dropout,
-        weights=tuple((w.name, w.layout(options)) for w in spec.weights if w.layout(options)),
+        weights=tuple((w.name, w.layout) for w in res.weights),
         blocks=tuple(blocks.values()),
         hoisted=tuple(g for g in groups if g.hoisted),
         forward=tuple(forward),
@@ -609,28 +578,14 @@ def _block_suffix(block: str, weight: str) -> str:
 
 
 def _gate_index(spec: CellSpec, block: Block) -> int:
-    w = next(w for w in spec.weights if w.name == block.weight)
-    for lay in w.layouts:
-        for row in lay.blocks:
-            if block.name in row:
-                return row.index(block.name)
-    return 0
+    """The block's position in its row under the layout in force: its dropout mask's gate."""
+    return block.gate
 
 
 def _covers(spec, weight, options, stop) -> bool:
-    w = next(w for w in spec.weights if w.name == weight)
-    lay = w.layout(options)
-    return len(lay.blocks) == 1 and sp.simplify(lay.shape[-1] - stop) == 0
-
-
-def _is_vector(spec: CellSpec, name: str) -> bool:
-    for w in spec.weights:
-        for lay in w.layouts:
-            if name in lay.names():
-                return len(lay.block_shape()) == 1
-    return False
+    return resolve(spec, options).weight(weight).covers(stop)
 
 
 def _operand_size(spec, g: Group, blocks) -> sp.Expr:
-    w = next(w for w in spec.weights if w.name == g.weight)
-    return w.layouts[0].shape[0]
+    """Rows of the group's weight under the layout in force: the size of its left side."""
+    return g.products[0][1].rows
