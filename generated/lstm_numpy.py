@@ -1539,13 +1539,16 @@ class LSTM:
         recurrent_activation: a key of ``ACTIVATIONS`` (default ``"sigmoid"``).
         use_bias: bool (default True).
         unit_forget_bias: bool (default True).
-        kernel_initializer, kernel_regularizer, kernel_constraint: as in Keras
+        kernel_initializer, kernel_regularizer,
+            kernel_constraint: as in Keras
             (initializer default ``glorot_uniform``;
             constraints are only stored).
-        recurrent_initializer, recurrent_regularizer, recurrent_constraint: as in Keras
+        recurrent_initializer, recurrent_regularizer,
+            recurrent_constraint: as in Keras
             (initializer default ``orthogonal``;
             constraints are only stored).
-        bias_initializer, bias_regularizer, bias_constraint: as in Keras
+        bias_initializer, bias_regularizer,
+            bias_constraint: as in Keras
             (initializer default ``zeros``;
             constraints are only stored).
         activity_regularizer: applied to every returned tensor, divided by the batch size.
@@ -1669,9 +1672,7 @@ class LSTM:
         """Set weights from a list in Keras's order (e.g. ``keras_layer.get_weights()``)."""
         weights = list(weights)
         if self.weights is None:
-            if not weights:
-                raise ValueError("set_weights() needs the kernel to infer input_dim")
-            self.build(np.shape(weights[0])[0])
+            self.build(self._input_dim_from(weights))
         if len(weights) != len(self.weights):
             raise ValueError(
                 f"Layer {self.name} expects {len(self.weights)} weights "
@@ -1688,6 +1689,22 @@ class LSTM:
             name: np.array(new, dtype=self.dtype)
             for name, new in zip(self.weights, weights, strict=True)
         }
+
+    def _input_dim_from(self, weights):
+        """``input_dim`` for an unbuilt layer, read from the weight whose shape holds it."""
+        names = list(weight_shapes(1, self.units, self.use_bias, self.unit_forget_bias))
+        if len(weights) != len(names):
+            raise ValueError(
+                f"Layer {self.name} expects {len(names)} weights ({', '.join(names)}), "
+                f"but received {len(weights)}."
+            )
+        shape = np.shape(weights[names.index("kernel")])
+        if len(shape) != 2:
+            raise ValueError(
+                f"Layer {self.name} weight 'kernel' must have 2 dimensions, but the new "
+                f"value has shape {shape}."
+            )
+        return shape[0]
 
     # -- call ----------------------------------------------------------------------------------
 

@@ -259,8 +259,15 @@ def hoisted_terms(v: symbolic.Variant) -> list[dict]:
     blocks = {b.name: b for b in v.blocks}
     terms, seen_x = [], False
     for g, var, factor in v.hoisted_grads:
-        terms.append({"group": g, "var": var, "factor": factor, "block": blocks.get(var),
-                      "first_x": var == "x" and not seen_x and v.x_grad is None})
+        terms.append(
+            {
+                "group": g,
+                "var": var,
+                "factor": factor,
+                "block": blocks.get(var),
+                "first_x": var == "x" and not seen_x and v.x_grad is None,
+            }
+        )
         seen_x = seen_x or var == "x"
     return terms
 
@@ -283,7 +290,11 @@ def backward_weights(v: symbolic.Variant) -> list[str]:
 def backward_states(spec: CellSpec, v: symbolic.Variant) -> list[str]:
     names = _names_in(_backward_exprs(v))
     seqs = {operand_seq(spec, v, g) for g in v.groups}
-    return [s for s in spec.states if s in names or f"{s}_prev" in names or f"{s}_seq[:-1]" in seqs]
+    return [
+        s
+        for s in spec.states
+        if s in names or f"{s}_prev" in names or {f"{s}_seq[:-1]", f"{s}_seq[1:]"} & seqs
+    ]
 
 
 def hoisted_t(v: symbolic.Variant, expr):
@@ -326,6 +337,8 @@ def operand_seq(spec: CellSpec, v: symbolic.Variant, g: symbolic.Group) -> str:
     state = g.operand.removesuffix("_prev")
     if g.operand.endswith("_prev") and state in spec.states:
         return f"{state}_seq[:-1]"
+    if g.operand in spec.states:  # this step's new state: the buffer's steps after the first
+        return f"{g.operand}_seq[1:]"
     return f"{g.operand}_seq"
 
 
@@ -371,6 +384,27 @@ def block_slice(w, block: str) -> str:
                 prefix = f"{r}, " if len(lay.blocks) > 1 else ""
                 return f"value[{prefix}{py(width * c)} : {py(width * (c + 1))}]"
     raise KeyError(block)
+
+
+def input_dim_sources(spec: CellSpec) -> list[tuple[str, str, int, int, int]]:
+    """Where an unbuilt layer reads ``input_dim`` from a weight list, decided from the spec.
+
+    One ``(weight, condition source, ndim, axis, coefficient)`` per weight layout with an
+    ``N * input_dim`` dimension, in spec order: the first whose condition holds is used.
+    """
+    size = sp.Symbol("input_dim", real=True)
+    out = []
+    for w in spec.weights:
+        for lay in w.layouts:
+            for axis, dim in enumerate(lay.shape):
+                coeff = sp.simplify(dim / size)
+                if coeff.is_Integer and coeff > 0:
+                    cond = condition(w.when, lay.when, prefix="self.")
+                    out.append((w.name, cond, len(lay.shape), axis, int(coeff)))
+                    if cond == "True":  # always in force: later sources are never read
+                        return out
+                    break
+    return out
 
 
 def units_source(spec: CellSpec) -> str:
@@ -430,6 +464,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         gates=lambda t: gates(spec, derivation, t),
         block_slice=block_slice,
         units_source=units_source(spec),
+        input_dim_sources=input_dim_sources(spec),
     )
     out = {}
     for template, suffix in (

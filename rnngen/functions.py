@@ -116,8 +116,10 @@ class _Printed(sp.Function):
     _tensorflowcode = _numpycode
     _pythoncode = _numpycode
 
-    def _latex(self, printer):
-        return rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
+    def _latex(self, printer, exp=None):
+        """``f(a)``; as the base of a power (SymPy's Pow printer passes ``exp``): ``(f(a))^{e}``."""
+        call = rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
+        return call if exp is None else rf"\left({call}\right)^{{{exp}}}"
 
 
 class _Call(_Printed):

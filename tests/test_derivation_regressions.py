@@ -1,0 +1,214 @@
+"""Regressions of the derivation engine (issue 9): each test builds a small cell that used to
+crash or be refused, and checks the generated code against an independent oracle.
+
+The oracle is the verifier's TensorFlow interpreter of the parsed equations, differentiated by
+``tf.GradientTape`` in float64 (``verify_spec(..., checks=("autodiff",))``): the NumPy layer in
+float64 and both TF implementations (loop and fused), forward values and the gradients of the
+inputs, initial states and every weight, over the quick configuration matrix (masks,
+go_backwards, initial and stateful states, dropout, regularizers). Where that interpreter
+cannot run a cell, the test writes the cell by hand in TensorFlow instead.
+
+Tolerances (float64, as in the README): forward values 1e-10 relative to max(1, max |ref|),
+gradients 1e-8 relative to the largest entry of the reference tensor.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnngen import codegen, spec
+
+FORWARD_TOL = 1e-10
+GRAD_TOL = 1e-8
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    text = textwrap.dedent(text)
+    name = spec.parse(text, "<test>").name
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _autodiff_passes(tmp_path: Path, text: str) -> None:
+    """NumPy float64, TF loop and TF fused all match the equation interpreter's autodiff."""
+    pytest.importorskip("tensorflow")
+    from rnngen import verify
+
+    path = _write(tmp_path, text)
+    results = verify.verify_spec(
+        path, backends=("numpy", "tf"), quick=True, seed=0, checks=("autodiff",)
+    )
+    rows = {(r.backend, r.check): r for r in results}
+    assert {("numpy", "autodiff"), ("tf", "autodiff/loop"), ("tf", "autodiff/fused")} <= set(rows)
+    bad = {k: (r.status, r.note, r.failure) for k, r in rows.items() if r.status != "pass"}
+    assert not bad, bad
+    for key, r in rows.items():
+        assert r.configs > 0, key
+        # max_rel is the worst of forward (<= 1e-10) and gradient (<= 1e-8) errors
+        assert r.max_rel <= GRAD_TOL, (key, r.max_rel)
+
+
+def _build(tmp_path: Path, text: str):
+    """Render a spec into ``tmp_path`` and import its NumPy and TF modules."""
+    path = _write(tmp_path, text)
+    cs = spec.load(path)
+    files = codegen.render(cs, path.name)
+    codegen.write_atomically(files, tmp_path)
+    mods = []
+    for suffix in ("numpy", "tf"):
+        if suffix == "tf":
+            pytest.importorskip("tensorflow")
+        name = f"_regression_{cs.name}_{suffix}_{id(tmp_path)}"
+        module_spec = importlib.util.spec_from_file_location(
+            name, tmp_path / f"{cs.name}_{suffix}.py"
+        )
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        mods.append(module)
+    return cs, files, mods[0], mods[1]
+
+
+def _close_forward(actual, expected, what):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, what
+    err = float(np.max(np.abs(actual - expected))) / max(1.0, float(np.max(np.abs(expected))))
+    assert err <= FORWARD_TOL, f"{what}: {err:.3g}"
+
+
+def _close_grad(actual, expected, what):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, what
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    err = float(np.max(np.abs(actual - expected))) / scale
+    assert err <= GRAD_TOL, f"{what}: {err:.3g}"
+
+
+# -- item 1: a new state as the left side of a product ------------------------------------------
+
+NEW_STATE_OPERAND = """\
+name: new_state_operand
+class_name: NewStateOperand
+options: {use_bias: true}
+weights:
+  kernel: {shape: [input_dim, 2 * units], blocks: [k_h, k_c], initializer: glorot_uniform}
+  r1: {shape: [units, units], initializer: orthogonal}
+  r: {shape: [units, 2 * units], blocks: [r_a, r_b], initializer: orthogonal}
+  bias: {shape: [units], initializer: zeros, when: use_bias}
+states: [h, c]
+dropout: {x: dropout, h_prev: recurrent_dropout}
+step:
+  h: tanh(x @ k_h + h_prev @ r1 + bias)
+  e: tanh(h) * 0.5
+  c: sigmoid(x @ k_c + h @ r_a + e @ r_b + (h + c_prev) @ r1) * c_prev + 0.1 * h
+"""
+
+
+def test_new_state_as_left_side_of_a_product(tmp_path):
+    """``h @ r`` with this step's ``h``: the weight gradient reads the steps after the first."""
+    _autodiff_passes(tmp_path, NEW_STATE_OPERAND)
+
+
+# -- item 6: powers of function calls print in every printer ------------------------------------
+
+POWER_OF_CALL = """\
+name: power_of_call
+class_name: PowerOfCall
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+states: [h]
+step:
+  h: tanh(x @ kernel + tanh(h_prev) ** 2 @ recurrent_kernel)
+"""
+
+
+def test_power_of_a_function_call_builds_and_matches_autodiff(tmp_path):
+    _autodiff_passes(tmp_path, POWER_OF_CALL)
+    files = codegen.render(spec.parse(POWER_OF_CALL, "<test>"), "power_of_call.yaml")
+    md = files["power_of_call.md"]
+    assert r"\left(\tanh\left(h_{t-1}\right)\right)^{2}" in md
+
+
+@pytest.mark.parametrize("exponent", [2, -1, -3, 0.5, -0.5, 1.5])
+def test_latex_of_powers_of_every_table_function(exponent):
+    import sympy as sp
+
+    from rnngen import functions
+    from rnngen.grammar import symbol
+
+    u = symbol("u")
+    for name in functions.TABLE:
+        f = functions.function(name, name)(u)
+        e = sp.nsimplify(exponent)
+        powers = (f**e, 2 * f**e + f, f.diff(u) ** e, f * f.diff(u) ** e, f ** (2 * e) / (1 + f))
+        for expr in powers:
+            text = codegen.tex(expr)
+            assert text.count("{") == text.count("}"), (name, text)
+            assert "left(" in text, (name, text)
+            # the code printers agree with SymPy's own evaluation of the same power
+            assert codegen.py(expr) and codegen.tfpy(expr)
+
+
+# -- item 8: set_weights() on an unbuilt NumPy layer --------------------------------------------
+
+VECTOR_FIRST = """\
+name: vector_first
+class_name: VectorFirst
+options: {use_bias: true}
+weights:
+  gain: {shape: [units], initializer: ones}
+  bias: {shape: [units], initializer: zeros, when: use_bias}
+  kernel: {shape: [input_dim, 2 * units], blocks: [k_a, k_b], initializer: glorot_uniform}
+  recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+states: [h]
+step:
+  h: tanh(x @ k_a + gain * (h_prev @ recurrent_kernel) + bias) * sigmoid(x @ k_b)
+"""
+
+
+def test_set_weights_on_unbuilt_layer_infers_input_dim_from_the_right_weight(tmp_path):
+    _, _, np_mod, tf_mod = _build(tmp_path, VECTOR_FIRST)
+    D, U = 7, 3
+    built = np_mod.VectorFirst(U)
+    built(np.zeros((2, 4, D)))
+    weights = built.get_weights()
+    assert weights[0].shape == (U,)  # the first weight is a vector: not [input_dim, ...]
+
+    fresh = np_mod.VectorFirst(U)
+    fresh.set_weights(weights)
+    assert fresh.input_dim == D
+    x = np.random.default_rng(0).standard_normal((2, 4, D))
+    np.testing.assert_array_equal(fresh(x), built(x))
+
+    # an option that removes a weight moves the kernel in the list: still found
+    no_bias = np_mod.VectorFirst(U, use_bias=False)
+    no_bias.set_weights([w for n, w in zip(built.weights, weights, strict=True) if n != "bias"])
+    assert no_bias.input_dim == D
+
+    with pytest.raises(ValueError, match="expects 4 weights"):
+        np_mod.VectorFirst(U).set_weights([])
+    with pytest.raises(ValueError, match="expects 3 weights"):
+        np_mod.VectorFirst(U, use_bias=False).set_weights(weights)
+    with pytest.raises(ValueError, match="'kernel' must have 2 dimensions"):
+        np_mod.VectorFirst(U).set_weights([weights[0], weights[1], weights[1], weights[3]])
+
+
+def test_set_weights_on_unbuilt_tf_layer_raises_like_keras(tmp_path):
+    keras = pytest.importorskip("keras")
+    _, _, np_mod, tf_mod = _build(tmp_path, VECTOR_FIRST)
+    built = np_mod.VectorFirst(3)
+    built(np.zeros((2, 4, 7)))
+    weights = built.get_weights()
+    with pytest.raises(ValueError) as ours:
+        tf_mod.VectorFirst(3).set_weights(weights)
+    with pytest.raises(ValueError) as theirs:
+        keras.layers.SimpleRNN(3).set_weights(weights[1:])
+    assert "expecting 0 weights" in str(ours.value) and "expecting 0 weights" in str(theirs.value)
