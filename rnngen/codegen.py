@@ -22,7 +22,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from . import functions, symbolic
+from . import functions, resolve, symbolic
 from .spec import CellSpec
 
 HERE = Path(__file__).resolve().parent
@@ -375,17 +375,6 @@ def gates(spec: CellSpec, d: symbolic.Derivation, tensor: str) -> int:
     return max((gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1)
 
 
-def block_slice(w, block: str) -> str:
-    for lay in w.layouts:
-        for r, row in enumerate(lay.blocks):
-            if block in row:
-                width = lay.block_shape()[-1]
-                c = row.index(block)
-                prefix = f"{r}, " if len(lay.blocks) > 1 else ""
-                return f"value[{prefix}{py(width * c)} : {py(width * (c + 1))}]"
-    raise KeyError(block)
-
-
 def input_dim_sources(spec: CellSpec) -> list[tuple[str, str, int, int, int]]:
     """Where an unbuilt layer reads ``input_dim`` from a weight list, decided from the spec.
 
@@ -394,12 +383,16 @@ def input_dim_sources(spec: CellSpec) -> list[tuple[str, str, int, int, int]]:
     """
     size = sp.Symbol("input_dim", real=True)
     out = []
+    covered = sp.false  # the options under which an earlier source is read
     for w in spec.weights:
-        for lay in w.layouts:
+        for in_force, lay in resolve.layout_conditions(w):
             for axis, dim in enumerate(lay.shape):
                 coeff = sp.simplify(dim / size)
                 if coeff.is_Integer and coeff > 0:
-                    cond = condition(w.when, lay.when, prefix="self.")
+                    when = sp.And(w.when, in_force)
+                    covered = sp.simplify_logic(sp.Or(covered, when))
+                    # once every option combination has a source, the last needs no test
+                    cond = "True" if covered is sp.true else condition(when, prefix="self.")
                     out.append((w.name, cond, len(lay.shape), axis, int(coeff)))
                     if cond == "True":  # always in force: later sources are never read
                         return out
@@ -462,7 +455,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         mentions=mentions,
         folded_bias=folded_bias,
         gates=lambda t: gates(spec, derivation, t),
-        block_slice=block_slice,
+        placements=resolve.placements,
         units_source=units_source(spec),
         input_dim_sources=input_dim_sources(spec),
     )

@@ -201,20 +201,35 @@ def resolve(spec: CellSpec, options: Mapping[str, object] | None = None) -> Reso
     return Resolved(tuple(values.items()), weights, absent, equations)
 
 
-def placements(weight: Weight, block: str) -> tuple[tuple[sp.Basic, Block], ...]:
-    """Where ``block`` lives under each layout of ``weight`` that holds it.
+def layout_conditions(weight: Weight) -> tuple[tuple[sp.Basic, Layout], ...]:
+    """Each layout of ``weight`` with exactly when it is in force, given the weight is present.
 
-    Each entry is (condition, block): the condition is exactly when that layout is in
-    force (the weight's ``when``, the layout's ``when``, and no earlier layout's), as a
-    SymPy boolean over the option symbols. Generated code that must place a block
-    without knowing the options (an initializer override) branches on these.
+    A layout is in force when its ``when`` holds and no earlier layout's does; the
+    condition is a SymPy boolean over the option symbols (``sympy.true`` for a layout
+    always in force). Generated code that picks a layout at run time branches on these;
+    a layout whose condition is false can never be in force and is left out.
     """
     out = []
     earlier: list[sp.Basic] = []
     for lay in weight.layouts:
-        if block in lay.names():
-            cond = sp.And(weight.when, lay.when, *(sp.Not(e) for e in earlier))
-            b = next(b for b in layout_blocks(weight.name, lay) if b.name == block)
-            out.append((sp.simplify_logic(cond) if cond.free_symbols else cond, b))
+        cond = sp.And(lay.when, *(sp.Not(e) for e in earlier))
+        if cond.free_symbols:
+            cond = sp.simplify_logic(cond)
+        if cond is not sp.false:
+            out.append((cond, lay))
         earlier.append(lay.when)
     return tuple(out)
+
+
+def placements(weight: Weight, block: str) -> tuple[tuple[sp.Basic, Block], ...]:
+    """Where ``block`` lives under each layout of ``weight`` that can hold it.
+
+    Each entry is (condition, block) with the condition of :func:`layout_conditions`
+    (the weight is assumed present). Generated code that must place a block without
+    knowing the options, such as an initializer override, branches on these.
+    """
+    return tuple(
+        (cond, next(b for b in layout_blocks(weight.name, lay) if b.name == block))
+        for cond, lay in layout_conditions(weight)
+        if block in lay.names()
+    )
