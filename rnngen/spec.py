@@ -576,6 +576,9 @@ class _Builder:
             )
         dropout = self.dropout(d.get("dropout") or {}, states)
         equations, sizes = self.equations(d["step"], options, weights, states, bool_names)
+        if not self.problems:
+            for eq_name, why in _unread_equations(equations, states, output, weights, bool_names):
+                self.err(("step", eq_name), why)
         if self.problems:
             return None
         return CellSpec(
@@ -1017,11 +1020,6 @@ class _Builder:
                 if block is None:  # absent: the product is zero
                     size(a)
                     return None
-                if a.atoms(WeightProduct):
-                    raise _SizeError(
-                        f"'{_src(a)} @ {w}': nested '@' (a product inside the "
-                        "left side of another) is not supported"
-                    )
                 if block.vector:
                     raise _SizeError(
                         f"'{_src(a)} @ {w}': {w} is a vector; the right side "
@@ -1049,6 +1047,45 @@ class _Builder:
                 reported.add(key)
                 self.err(path, str(e))
             return None
+
+
+def _unread_equations(equations, states, output, weights, bool_names) -> list[tuple[str, str]]:
+    """(equation, problem) for each equation nothing reads under any option combination.
+
+    An equation is read when it is a state or the output, or a read equation uses it (with the
+    absent weights' terms removed). One dead under only some combinations is fine: the
+    derivation leaves it out of those variants.
+    """
+    from itertools import product
+
+    names = [eq.name for eq in equations]
+    live: set[str] = set()
+    readers: dict[str, set[str]] = {n: set() for n in names}
+    for vals in product([True, False], repeat=len(bool_names)):
+        combo = dict(zip(sorted(bool_names), vals, strict=True))
+        _, absent = resolve_weights(weights, combo)
+        needed = set(states) | {output}
+        for eq in reversed(equations):
+            rhs = eq.rhs(combo)
+            if rhs is None:
+                continue
+            used = {str(v) for v in _reduce(rhs, set(absent)).free_symbols} & set(names)
+            for n in used:
+                readers[n].add(eq.name)
+            if eq.name in needed:
+                live.add(eq.name)
+                needed |= used
+    out = []
+    for n in names:
+        if n in live:
+            continue
+        if readers[n]:
+            users = ", ".join(f"'{r}'" for r in sorted(readers[n]))
+            why = f"it is only used by {users}, which nothing reads"
+        else:
+            why = "it is not a state or the output and no later equation uses it"
+        out.append((n, f"nothing reads '{n}': {why}; remove it or use it"))
+    return out
 
 
 def _reaches(reads: dict[str, set[str]], start: str, goal: str) -> bool:

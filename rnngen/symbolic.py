@@ -199,6 +199,7 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     absent = set(res.absent)
     equations = [(name, _substitute_absent(rhs, absent)) for name, rhs in res.equations]
     taken = set(all_weight_names) | {n for n, _ in equations} | _prev_names(spec) | {"x"}
+    equations, intermediates = _unnest_products(_read_equations(spec, equations), taken)
     dropout_tensors = set(dict(spec.dropout)) if with_dropout else set()
 
     groups, product_symbol, masks = _group_products(
@@ -208,7 +209,8 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     resolved, groups = _fold_and_name(
         equations, groups, product_symbol, blocks, vector_blocks, taken
     )
-    forward, operand_nodes = _forward_program(resolved, groups)
+    comments = dict.fromkeys(intermediates, "left side of a nested product")
+    forward, operand_nodes = _forward_program(resolved, groups, comments)
     node_values = dict(resolved) | operand_nodes
     backward, state_grads, x_grad, reductions = _reverse(
         spec, forward, node_values, groups, blocks, vector_blocks
@@ -239,6 +241,61 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
         masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
     )
+
+
+def _read_equations(spec: CellSpec, equations: list) -> list:
+    """The equations something reads in this variant: states, the output, and what they read.
+
+    The spec refuses an equation nothing reads under any options; one that is dead only under
+    some (read only by an alternative that is not in force) is left out of those variants.
+    """
+    needed = set(spec.states) | {spec.output}
+    live = []
+    for name, rhs in reversed(equations):
+        if name in needed:
+            live.append((name, rhs))
+            needed |= {str(s) for s in rhs.free_symbols}
+    return live[::-1]
+
+
+def _unnest_products(equations: list, taken: set) -> tuple[list, list[str]]:
+    """A product inside the left side of another (``tanh(h_prev @ W1) @ W2``): the left side
+    becomes an intermediate of its own, named after its math (``tanh_h_prev_W1``) and placed
+    just before the equation, so every product's left side is a plain expression."""
+    out: list = []
+    names: dict[sp.Expr, sp.Symbol] = {}
+
+    def unnest(expr: sp.Expr) -> sp.Expr:
+        if isinstance(expr, sp.Symbol | sp.Number) or not expr.args:
+            return expr
+        args = [unnest(a) for a in expr.args]
+        if isinstance(expr, WeightProduct) and args[0].atoms(WeightProduct):
+            if args[0] not in names:
+                names[args[0]] = symbol(_fresh(_math_name(args[0]), taken))
+                out.append((str(names[args[0]]), args[0]))
+            args[0] = names[args[0]]
+        return expr.func(*args)
+
+    for name, rhs in equations:
+        out.append((name, unnest(rhs)))
+    return out, [str(n) for n in names.values()]
+
+
+def _math_name(expr: sp.Expr, limit: int = 40) -> str:
+    """A readable identifier for an expression: ``tanh(h_prev @ W1)`` -> ``tanh_h_prev_W1``."""
+
+    def name(e) -> str:
+        if isinstance(e, sp.Symbol):
+            return str(e)
+        if isinstance(e, WeightProduct):
+            return f"{name(e.args[0])}_{e.args[1]}"
+        if isinstance(e, functions._Call):
+            return f"{type(e).call_name}_{name(e.args[0])}"
+        parts = [name(a) for a in sorted(e.args, key=sp.default_sort_key) if not a.is_Number]
+        return "_".join(p for p in parts if p)
+
+    text = name(expr) or "operand"
+    return text if len(text) <= limit else text[:limit].rstrip("_")
 
 
 def _prev_names(spec: CellSpec) -> set[str]:
@@ -374,8 +431,9 @@ def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, tak
     return resolved, groups
 
 
-def _forward_program(resolved, groups):
+def _forward_program(resolved, groups, comments=None):
     """Equations in order; each in-loop group is emitted just before its first use."""
+    comments = comments or {}
     group_of = {p: g for g in groups for p, _ in g.products}
     forward: list = []
     emitted: set[str] = set()
@@ -390,7 +448,7 @@ def _forward_program(resolved, groups):
                 forward.append(Assign(g.operand, g.operand_expr, "operand of a weight product"))
             forward.append(Product(g))
             emitted.add(g.name)
-        forward.append(Assign(name, rhs))
+        forward.append(Assign(name, rhs, comments.get(name, "")))
     return forward, operand_nodes
 
 

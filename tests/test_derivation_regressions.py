@@ -30,6 +30,7 @@ GRAD_TOL = 1e-8
 
 def _write(tmp_path: Path, text: str) -> Path:
     text = textwrap.dedent(text)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     name = spec.parse(text, "<test>").name
     path = tmp_path / f"{name}.yaml"
     path.write_text(text, encoding="utf-8")
@@ -212,3 +213,129 @@ def test_set_weights_on_unbuilt_tf_layer_raises_like_keras(tmp_path):
     with pytest.raises(ValueError) as theirs:
         keras.layers.SimpleRNN(3).set_weights(weights[1:])
     assert "expecting 0 weights" in str(ours.value) and "expecting 0 weights" in str(theirs.value)
+
+
+# -- item 3: equations nothing reads ------------------------------------------------------------
+
+UNREAD = """\
+name: unread
+class_name: Unread
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+  r2: {shape: [units, units], initializer: orthogonal}
+states: [h]
+step:
+  a: tanh(h_prev @ r2)
+  dead: a * 2
+  h: tanh(x @ kernel + h_prev @ recurrent_kernel)
+"""
+
+
+def test_equation_nothing_reads_is_a_spec_error_at_its_line():
+    with pytest.raises(spec.SpecError) as err:
+        spec.parse(UNREAD, "unread.yaml")
+    text = str(err.value)
+    assert (
+        "unread.yaml:10:9: step.dead: nothing reads 'dead': it is not a state or the output "
+        "and no later equation uses it; remove it or use it"
+    ) in text
+    # an equation read only by an unread one is named too, with who reads it
+    assert "unread.yaml:9:6: step.a: nothing reads 'a': it is only used by 'dead'" in text
+
+
+DEAD_UNDER_AN_OPTION = """\
+name: dead_under_option
+class_name: DeadUnderOption
+options: {use_bias: true}
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+  gate_kernel: {shape: [input_dim, units], initializer: glorot_uniform, when: use_bias}
+  bias: {shape: [units], initializer: zeros, when: use_bias}
+states: [h]
+dropout: {x: dropout, h_prev: recurrent_dropout}
+step:
+  g: sigmoid(x @ gate_kernel + h_prev @ recurrent_kernel)
+  h:
+    - when: use_bias
+      eq: tanh(x @ kernel + h_prev @ recurrent_kernel + bias) * g
+    - eq: tanh(x @ kernel + h_prev @ recurrent_kernel)
+"""
+
+
+def test_equation_dead_under_some_options_is_pruned_there(tmp_path):
+    cs = spec.parse(DEAD_UNDER_AN_OPTION, "<test>")
+    from rnngen import symbolic
+
+    for v in symbolic.derive(cs).variants:
+        targets = {s.target for s in v.forward if isinstance(s, symbolic.Assign)}
+        assert ("g" in targets) == dict(v.options)["use_bias"], v.describe()
+    _autodiff_passes(tmp_path, DEAD_UNDER_AN_OPTION)
+
+
+# -- item 4: inline nested products (deep transition) -------------------------------------------
+
+DEEP_INLINE = """\
+name: deep_inline
+class_name: DeepInline
+options: {use_bias: true}
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  w1: {shape: [units, units], initializer: orthogonal}
+  w2: {shape: [units, 2 * units], blocks: [w2_a, w2_b], initializer: orthogonal}
+  w3: {shape: [units, units], initializer: orthogonal}
+  bias: {shape: [units], initializer: zeros, when: use_bias}
+states: [h]
+dropout: {x: dropout, h_prev: recurrent_dropout}
+step:
+  h: tanh(x @ kernel + sigmoid(tanh(h_prev @ w1 + bias) @ w2_a) @ w3 + tanh(h_prev @ w1 + bias) @ w2_b)
+"""  # noqa: E501
+
+INLINE_H = DEEP_INLINE.splitlines()[-1]
+NAMED_H = (
+    "  t1: tanh(h_prev @ w1 + bias)\n  t2: sigmoid(t1 @ w2_a)\n"
+    "  h: tanh(x @ kernel + t2 @ w3 + t1 @ w2_b)"
+)
+DEEP_NAMED = (
+    DEEP_INLINE.replace("deep_inline", "deep_named")
+    .replace("DeepInline", "DeepNamed")
+    .replace(INLINE_H, NAMED_H)
+)
+
+
+def test_inline_nested_products_match_autodiff(tmp_path):
+    _autodiff_passes(tmp_path, DEEP_INLINE)
+
+
+def test_inline_nested_products_equal_the_named_intermediate_form(tmp_path):
+    assert DEEP_NAMED != DEEP_INLINE
+    _, files, inline, _ = _build(tmp_path / "inline", DEEP_INLINE)
+    _, _, named, _ = _build(tmp_path / "named", DEEP_NAMED)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 4))
+    a, b = inline.DeepInline(6, return_sequences=True), named.DeepNamed(6, return_sequences=True)
+    a(x)
+    b.set_weights(a.get_weights())
+    np.testing.assert_allclose(a(x), b(x), rtol=0, atol=1e-12)
+    dy = rng.standard_normal((3, 5, 6))
+    ga, gb = a.backward(dy), b.backward(dy)
+    np.testing.assert_allclose(ga.inputs, gb.inputs, rtol=0, atol=1e-12)
+    for name in ga.weights:
+        np.testing.assert_allclose(ga.weights[name], gb.weights[name], rtol=0, atol=1e-12)
+    # the hoisted left sides are named after their math and shown in the derivation document
+    md = files["deep_inline.md"]
+    assert r"\mathrm{tanh\_bias\_h\_prev\_w1} &= \tanh" in md
+    assert r"\text{(left side of a nested product)}" in md
+
+
+def test_deep_transition_spec_verifies_on_both_backends():
+    pytest.importorskip("tensorflow")
+    from rnngen import verify
+
+    path = Path(__file__).parent / "specs" / "deep_transition.yaml"
+    results = verify.verify_spec(path, backends=("numpy", "tf"), quick=True, seed=0)
+    rows = {(r.backend, r.check): r.status for r in results}
+    assert rows[("numpy", "autodiff")] == "pass" and rows[("numpy", "finite_diff")] == "pass"
+    assert rows[("tf", "autodiff/loop")] == "pass" and rows[("tf", "autodiff/fused")] == "pass"
+    assert not [r for r in results if r.status in ("fail", "error")]
