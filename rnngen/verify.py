@@ -68,1005 +68,57 @@ available".
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib.util
-import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import sympy as sp
 
-from . import codegen, functions
 from . import spec as spec_mod
-from .grammar import WeightProduct
+from . import verify_dropout, verify_init, verify_truncate
 from .spec import CellSpec
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-CHECKS = ("keras", "autodiff", "finite_diff", "hygiene")
-FWD_TOL = {"float32": 1e-5, "float64": 1e-10}
-GRAD_TOL = {"float32": 1e-4, "float64": 1e-8}
-FD_TOL = 1e-6
-FD_EPS = 1e-5
-SMOOTH = ("tanh", "sigmoid", "softsign", "softplus", "linear", "exponential", "selu", "elu")
-REGS = {  # argument -> (l1, l2)
-    "kernel": (0.01, 0.02),
-    "recurrent": (0.03, 0.0),
-    "bias": (0.0, 0.05),
-    "activity": (0.01, 0.02),
-}
-
-
-def _reg(argument: str) -> tuple[float, float]:
-    return REGS.get(argument, (0.02, 0.01))
-
-
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckResult:
-    spec: str
-    backend: str
-    check: str
-    status: str  # "pass" | "fail" | "n/a" | "error"
-    configs: int = 0
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    tol: str = ""
-    seconds: float = 0.0
-    note: str = ""
-    remark: str = ""  # informational, e.g. a Keras bug that was worked around
-    failure: dict | None = None  # smallest failing configuration and its worst entry
-
-    @property
-    def passed(self) -> bool:
-        return self.status in ("pass", "n/a")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# -- configurations -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Config:
-    options: tuple  # ((name, value), ...)
-    B: int = 3
-    T: int = 6
-    D: int = 4
-    U: int = 5
-    return_sequences: bool = True
-    return_state: bool = True
-    go_backwards: bool = False
-    mask: bool = False
-    zero_output_for_mask: bool = False
-    initial_state: bool = False
-    stateful: bool = False
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    regularizers: bool = False
-    unroll: bool = False
-
-    @property
-    def opts(self) -> dict:
-        return dict(self.options)
-
-    def label(self, defaults: dict | None = None) -> str:
-        parts = [f"B={self.B} T={self.T} D={self.D} U={self.U}"]
-        for k, v in self.options:
-            if defaults is None or defaults.get(k) != v:
-                parts.append(f"{k}={v}")
-        base = Config(options=self.options)
-        for f in dataclasses.fields(self):
-            if f.name in ("options", "B", "T", "D", "U"):
-                continue
-            v = getattr(self, f.name)
-            if v != getattr(base, f.name):
-                parts.append(f"{f.name}={v}")
-        return " ".join(parts)
-
-    def size(self, defaults: dict | None = None) -> tuple:
-        """Sort key for "smallest": tensor sizes, then how many settings differ from defaults."""
-        base = Config(options=self.options)
-        changed = sum(
-            getattr(self, f.name) != getattr(base, f.name)
-            for f in dataclasses.fields(self)
-            if f.name not in ("options", "B", "T", "D", "U")
-        )
-        changed += sum(defaults.get(k) != v for k, v in self.options) if defaults else 0
-        return (self.B * self.T * max(self.U, self.D), changed, self.label())
-
-
-def _alternative(opt) -> str:
-    for name in ("sigmoid", "tanh", "softsign", "linear"):
-        if name != opt.default and name in opt.values:
-            return name
-    return opt.default
-
-
-def configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
-    """The configuration matrix for the ``keras`` and ``autodiff`` checks."""
-    defaults = cs.defaults()
-    base = tuple(defaults.items())
-
-    def with_opts(**kw):
-        return tuple({**defaults, **kw}.items())
-
-    out = [Config(base)]
-    acts = cs.activation_options
-    if quick:
-        if acts:
-            out.append(Config(with_opts(**{o.name: _alternative(o) for o in acts})))
-    else:
-        for o in acts:
-            for v in o.values:
-                if v != o.default:
-                    out.append(Config(with_opts(**{o.name: v}), T=4))
-    bools = [o.name for o in cs.bool_options]
-    for combo in itertools.product((True, False), repeat=len(bools)):
-        opts = dict(zip(bools, combo, strict=True))
-        if any(opts[k] != defaults[k] for k in bools):
-            if quick and sum(opts[k] != defaults[k] for k in bools) > 1:
-                continue
-            out.append(Config(with_opts(**opts)))
-    rest = [
-        Config(base, mask=True, initial_state=True),
-        Config(base, mask=True, go_backwards=True, zero_output_for_mask=True, initial_state=True),
-        Config(base, stateful=True, mask=True),
-        Config(base, dropout=0.3, recurrent_dropout=0.4, initial_state=True),
-        Config(base, regularizers=True),
-    ]
-    if not quick:
-        rest += [
-            Config(base, return_sequences=False, return_state=False),
-            Config(base, return_sequences=False, return_state=True),
-            Config(base, return_sequences=True, return_state=False, initial_state=True),
-            Config(base, go_backwards=True),
-            Config(base, mask=True, zero_output_for_mask=True),
-            Config(base, mask=True, go_backwards=True, initial_state=True),
-            Config(base, mask=True, return_sequences=False, zero_output_for_mask=True),
-            Config(base, stateful=True, go_backwards=True, return_state=False),
-            Config(base, dropout=0.3),
-            Config(base, recurrent_dropout=0.4),
-            Config(base, dropout=0.3, recurrent_dropout=0.4, mask=True, go_backwards=True),
-            Config(base, regularizers=True, return_sequences=False, return_state=False),
-            Config(base, regularizers=True, mask=True, return_state=True),
-            Config(base, unroll=True, mask=True, initial_state=True),
-            Config(base, T=40, B=2, mask=True, initial_state=True),
-        ]
-        for combo in itertools.product((True, False), repeat=len(bools)):
-            opts = dict(zip(bools, combo, strict=True))
-            if any(opts[k] != defaults[k] for k in bools):
-                rest.append(
-                    Config(
-                        with_opts(**opts),
-                        mask=True,
-                        dropout=0.3,
-                        recurrent_dropout=0.4,
-                        regularizers=True,
-                        initial_state=True,
-                    )
-                )
-    return out + rest
-
-
-def _declared_dropout(cs: CellSpec, cfgs: list[Config]) -> list[Config]:
-    """Drop the dropout rates a spec declares no mask for; keep each configuration once."""
-    declared = {rate for _, rate in cs.dropout}
-    out: list[Config] = []
-    for cfg in cfgs:
-        cfg = dataclasses.replace(
-            cfg,
-            dropout=cfg.dropout if "dropout" in declared else 0.0,
-            recurrent_dropout=cfg.recurrent_dropout if "recurrent_dropout" in declared else 0.0,
-        )
-        if cfg not in out:
-            out.append(cfg)
-    return out
-
-
-def fd_configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
-    """Smooth activations only (finite differences are meaningless at kinks)."""
-    defaults = cs.defaults()
-    smooth = {o.name: (o.default if o.default in SMOOTH else "tanh") for o in cs.activation_options}
-    base = tuple({**defaults, **smooth}.items())
-    out = [
-        Config(base, initial_state=True),
-        Config(
-            base,
-            mask=True,
-            go_backwards=True,
-            initial_state=True,
-            dropout=0.3,
-            recurrent_dropout=0.4,
-        ),
-    ]
-    bools = [o.name for o in cs.bool_options]
-    for combo in itertools.product((True, False), repeat=len(bools)):
-        opts = dict(zip(bools, combo, strict=True))
-        if any(opts[k] != defaults[k] for k in bools):
-            out.append(
-                Config(
-                    tuple({**dict(base), **opts}.items()),
-                    mask=True,
-                    zero_output_for_mask=True,
-                    initial_state=True,
-                    dropout=0.3,
-                    recurrent_dropout=0.4,
-                )
-            )
-            if quick:
-                break
-    if not quick:
-        for o in cs.activation_options:
-            for v in o.values:
-                if v in SMOOTH and v != dict(base)[o.name]:
-                    out.append(
-                        Config(tuple({**dict(base), o.name: v}.items()), T=4, initial_state=True)
-                    )
-        out.append(Config(base, mask=True, zero_output_for_mask=False, initial_state=True))
-    return out
-
-
-# -- modules ------------------------------------------------------------------------------------
-
-_counter = itertools.count()
-
-
-def import_path(path: Path, name: str | None = None):
-    """Import a Python file under a unique module name."""
-    name = name or f"_rnngen_verify_{Path(path).stem}_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def build_into(path: Path, out_dir: Path) -> Path:
-    """Generate the modules of the spec at ``path`` into ``out_dir``."""
-    from .cli import build_files
-
-    files = build_files([Path(path)])
-    codegen.write_atomically(files, Path(out_dir))
-    return Path(out_dir)
-
-
-def _module_dir(cs: CellSpec, path: Path | None, module_dir: Path | None, stack) -> Path:
-    if module_dir is not None:
-        return Path(module_dir)
-    generated = codegen.spec_dir().parent / "generated"
-    if path is not None and Path(path).resolve().parent == codegen.spec_dir().resolve():
-        if (generated / f"{cs.name}_numpy.py").is_file():
-            return generated
-    if path is None:
-        raise ValueError("a CellSpec without a file needs module_dir=")
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rnngen-verify-")))
-    return build_into(path, tmp)
-
-
-# -- random data --------------------------------------------------------------------------------
-
-
-def _stable(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
-
-
-def make_data(module, cs: CellSpec, cfg: Config, seed: int) -> dict:
-    rng = np.random.default_rng([seed, _stable(cs.name), _stable(cfg.label())])
-    B, T, D, U = cfg.B, cfg.T, cfg.D, cfg.U
-    bools = {o.name: cfg.opts[o.name] for o in cs.bool_options}
-    import inspect
-
-    accepted = inspect.signature(module.weight_shapes).parameters
-    shapes = module.weight_shapes(D, U, **{k: v for k, v in bools.items() if k in accepted})
-    # unbounded activations (exponential, relu, ...) get smaller weights so nothing overflows
-    unbounded = any(
-        cfg.opts[o.name] not in ("tanh", "sigmoid", "hard_sigmoid", "softsign")
-        for o in cs.activation_options
-    )
-    a = 0.25 if unbounded else 0.6
-    weights = {n: rng.uniform(-a, a, s) for n, s in shapes.items()}
-    n_calls = 2 if cfg.stateful else 1
-    xs = [(0.5 if unbounded else 1.0) * rng.standard_normal((B, T, D)) for _ in range(n_calls)]
-    mask = None
-    if cfg.mask:
-        mask = rng.random((B, T)) > 0.35
-        mask[0, 0] = False  # a leading masked step
-        mask[0, 1:3] = True
-        if B > 1:
-            mask[1, -1] = False  # a masked last step
-        if B > 2:
-            mask[2] = False  # a fully masked row
-    h0 = [0.5 * rng.standard_normal((B, U)) for _ in cs.states] if cfg.initial_state else None
-    dmasks = {}
-    for rate_name, (tensor, count) in module.DROPOUT.items():
-        rate = getattr(cfg, rate_name, 0.0)
-        if rate <= 0:
-            continue
-        shape = (B, D) if tensor == "x" else (B, U)
-        per_gate = cfg.recurrent_dropout > 0 and count > 1
-        draws = [(rng.random(shape) >= rate) / (1 - rate) for _ in range(count if per_gate else 1)]
-        dmasks[rate_name] = draws if per_gate else draws[0]
-    n_ret = 1 + (len(cs.states) if cfg.return_state else 0)
-    proj = []
-    for i in range(n_ret):
-        shape = (B, T, U) if (i == 0 and cfg.return_sequences) else (B, U)
-        proj.append(rng.standard_normal(shape))
-    fd_state_proj = [rng.standard_normal((B, U)) for _ in cs.states]
-    return {
-        "weights": weights,
-        "xs": xs,
-        "mask": mask,
-        "h0": h0,
-        "dmasks": dmasks or None,
-        "proj": proj,
-        "fd_state_proj": fd_state_proj,
-    }
-
-
-def _reg_kwargs(cs: CellSpec, cfg: Config, make) -> dict:
-    if not cfg.regularizers:
-        return {}
-    args = {w.argument for w in cs.weights}
-    out = {f"{a}_regularizer": make(*_reg(a)) for a in sorted(args)}
-    out["activity_regularizer"] = make(*REGS["activity"])
-    return out
-
-
-def _layer_kwargs(cfg: Config) -> dict:
-    return {
-        "return_sequences": cfg.return_sequences,
-        "return_state": cfg.return_state,
-        "go_backwards": cfg.go_backwards,
-        "stateful": cfg.stateful,
-        "zero_output_for_mask": cfg.zero_output_for_mask,
-        "dropout": cfg.dropout,
-        "recurrent_dropout": cfg.recurrent_dropout,
-        "unroll": cfg.unroll,
-    }
-
-
-def _cast(v, dtype):
-    if v is None:
-        return None
-    if isinstance(v, list):
-        return [np.asarray(a, dtype) for a in v]
-    if isinstance(v, dict):
-        return {k: _cast(a, dtype) for k, a in v.items()}
-    return np.asarray(v, dtype)
-
-
-# -- the generated NumPy layer ------------------------------------------------------------------
-
-
-def run_numpy_layer(module, cs: CellSpec, cfg: Config, data: dict, dtype: str) -> dict:
-    cls = getattr(module, cs.class_name)
-    regs = _reg_kwargs(
-        cs, cfg, lambda l1, l2: {"class_name": "L1L2", "config": {"l1": l1, "l2": l2}}
-    )
-    layer = cls(cfg.U, **cfg.opts, **_layer_kwargs(cfg), **regs, dtype=dtype)
-    layer.set_weights([np.asarray(w, dtype) for w in data["weights"].values()])
-    out: dict[str, np.ndarray] = {}
-    training = data["dmasks"] is not None
-    kw = {"mask": data["mask"], "training": training, "dropout_masks": _cast(data["dmasks"], dtype)}
-    xs = [np.asarray(x, dtype) for x in data["xs"]]
-    if cfg.stateful:
-        first = layer(xs[0], **kw)
-        first = list(first) if cfg.return_state else [first]
-        for i, r in enumerate(first):
-            out[f"call1.returned[{i}]"] = np.asarray(r)
-        h0 = None
-    else:
-        h0 = _cast(data["h0"], dtype)
-    ret = layer(xs[-1], initial_state=h0, **kw)
-    ret = list(ret) if cfg.return_state else [ret]
-    for i, r in enumerate(ret):
-        out[f"returned[{i}]"] = np.asarray(r)
-    proj = [np.asarray(p, dtype) for p in data["proj"]]
-    loss_terms = layer.losses
-    out["sum(losses)"] = np.asarray(
-        float(np.sum([np.sum(v) for v in loss_terms])) if loss_terms else 0.0
-    )
-    g = layer.backward(proj[0], d_states=proj[1:] if cfg.return_state else None)
-    grads = {"d inputs": np.asarray(g.inputs)}
-    if data["h0"] is not None and not cfg.stateful:
-        for s, d in zip(cs.states, g.initial_state, strict=True):
-            grads[f"d initial {s}"] = np.asarray(d)
-    for n, d in g.weights.items():
-        grads[f"d {n}"] = np.asarray(d)
-    return {"values": out, "grads": grads}
-
-
-# -- Keras reference ----------------------------------------------------------------------------
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
-def _keras_class(reference: str):
-    import importlib
-
-    mod, _, name = reference.rpartition(".")
-    return getattr(importlib.import_module(mod), name)
-
-
-def run_keras_layer(
-    cls,
-    cs: CellSpec,
-    cfg: Config,
-    data: dict,
-    extra: dict | None = None,
-    inject_dropout: bool = True,
-    dtype: str = "float32",
-) -> dict:
-    """Run a Keras-style layer class (the Keras reference or a generated TF layer) in ``dtype``.
-
-    Known dropout masks are injected by patching ``get_dropout_mask`` /
-    ``get_recurrent_dropout_mask`` on the layer's cell instance (a list of per-gate masks when
-    ``make_data`` drew one per gate), and the call runs with ``training=True``.
-    """
-    tf = _tf()
-    import keras
-
-    tfd = tf.as_dtype(dtype)
-
-    def make_reg(l1, l2):
-        if dtype == "float32":
-            return keras.regularizers.L1L2(l1=l1, l2=l2)
-
-        # keras.regularizers.L1L2 rounds l1/l2 to float32 even for float64 weights; the
-        # float64 autodiff check needs them exact
-        class ExactL1L2(keras.regularizers.Regularizer):
-            def __call__(self, x):
-                return l1 * tf.reduce_sum(tf.abs(x)) + l2 * tf.reduce_sum(tf.square(x))
-
-            def get_config(self):
-                return {}
-
-        return ExactL1L2()
-
-    regs = _reg_kwargs(cs, cfg, make_reg)
-    layer = cls(cfg.U, **cfg.opts, **_layer_kwargs(cfg), **regs, **(extra or {}), dtype=dtype)
-    if regs and layer.activity_regularizer is None:
-        # Keras bug: SimpleRNN drops the activity_regularizer argument; restore it.
-        layer.activity_regularizer = regs["activity_regularizer"]
-    layer.build((cfg.B, cfg.T, cfg.D))
-    layer.set_weights([np.asarray(w, dtype) for w in data["weights"].values()])
-    if cfg.stateful:
-        layer.reset_state()
-    dm = data["dmasks"]
-    training = dm is not None
-    if dm is not None and inject_dropout:
-
-        def getter(key):
-            value = dm.get(key)
-            if value is None:
-                return lambda step_input: None
-            if isinstance(value, list):
-                consts = [tf.constant(v, tfd) for v in value]
-            else:
-                consts = tf.constant(value, tfd)
-            return lambda step_input: consts
-
-        layer.cell.get_dropout_mask = getter("dropout")
-        layer.cell.get_recurrent_dropout_mask = getter("recurrent_dropout")
-    mask = None if data["mask"] is None else tf.constant(data["mask"])
-    out = {}
-    xs = [tf.constant(x, tfd) for x in data["xs"]]
-    if cfg.stateful:
-        first = layer(xs[0], mask=mask, training=training)
-        first = list(first) if cfg.return_state else [first]
-        for i, r in enumerate(first):
-            out[f"call1.returned[{i}]"] = r.numpy()
-    h0 = None if (data["h0"] is None or cfg.stateful) else [tf.constant(h, tfd) for h in data["h0"]]
-    weights = list(layer.trainable_weights)
-    with tf.GradientTape() as tape:
-        tape.watch(xs[-1])
-        if h0 is not None:
-            tape.watch(h0)
-        ret = layer(xs[-1], initial_state=h0, mask=mask, training=training)
-        ret = list(ret) if cfg.return_state else [ret]
-        losses = list(layer.losses)
-        total = (
-            tf.add_n([tf.reduce_sum(tf.cast(v, tfd)) for v in losses])
-            if losses
-            else tf.constant(0.0, tfd)
-        )
-        loss = total + tf.add_n(
-            [tf.reduce_sum(tf.constant(p, tfd) * r) for p, r in zip(data["proj"], ret, strict=True)]
-        )
-    targets = [xs[-1]] + (h0 or []) + weights
-    grads = tape.gradient(loss, targets)
-    for i, r in enumerate(ret):
-        out[f"returned[{i}]"] = r.numpy()
-    out["sum(losses)"] = np.asarray(float(total.numpy()))
-    names = ["d inputs"] + [f"d initial {s}" for s in (cs.states if h0 else [])]
-    names += [f"d {n}" for n in data["weights"]]
-    gd = {}
-    for n, g in zip(names, grads, strict=True):
-        gd[n] = np.zeros(1) if g is None else np.asarray(tf.convert_to_tensor(g).numpy())
-    return {"values": out, "grads": gd}
-
-
-# -- independent TF forward pass from the parsed equations --------------------------------------
-
-_TF_FUNCS = {
-    "linear": lambda tf, u: u,
-    "tanh": lambda tf, u: tf.tanh(u),
-    "sigmoid": lambda tf, u: tf.sigmoid(u),
-    "hard_sigmoid": lambda tf, u: tf.clip_by_value(u / 6 + 0.5, 0.0, 1.0),
-    "relu": lambda tf, u: tf.nn.relu(u),
-    "relu6": lambda tf, u: tf.nn.relu6(u),
-    "elu": lambda tf, u: tf.nn.elu(u),
-    "selu": lambda tf, u: tf.nn.selu(u),
-    "softplus": lambda tf, u: tf.nn.softplus(u),
-    "softsign": lambda tf, u: tf.nn.softsign(u),
-    "exponential": lambda tf, u: tf.exp(u),
-    "exp": lambda tf, u: tf.exp(u),
-    "abs": lambda tf, u: tf.abs(u),
-    "silu": lambda tf, u: tf.nn.silu(u),
-}
-
-
-def _tf_function(name: str):
-    tf = _tf()
-    if name in _TF_FUNCS:
-        return lambda u: _TF_FUNCS[name](tf, u)
-    src = functions.TABLE[name].tf  # fall back on the table's TF spelling
-    return lambda u: eval(src, {"tf": tf, "u": u})  # noqa: S307 - trusted table text
-
-
-class EquationCell:
-    """One step of the cell, interpreted from the SymPy equations with TensorFlow ops."""
-
-    def __init__(self, cs: CellSpec, options: dict, D: int, U: int):
-        self.cs, self.options = cs, options
-        self.sizes = {sp.Symbol("units"): U, sp.Symbol("input_dim"): D}
-        self.blocks: dict[str, tuple[str, Any, int]] = {}  # block -> (weight, index, gate)
-        self.absent: set[str] = set()
-        for w in cs.weights:
-            layout = w.layout(options)
-            for lay in w.layouts:
-                self.absent.update(lay.names())
-            if layout is None:
-                continue
-            self.absent.difference_update(layout.names())
-            shape = [
-                int(
-                    sp.sympify(s)
-                    .subs({sp.Symbol(k.name, real=True): v for k, v in self.sizes.items()})
-                    .subs(self.sizes)
-                )
-                for s in layout.shape
-            ]
-            cols = shape[-1] // len(layout.blocks[0])
-            for r, row in enumerate(layout.blocks):
-                for i, name in enumerate(row):
-                    sl = slice(i * cols, (i + 1) * cols)
-                    idx = (r, sl) if len(layout.blocks) > 1 else (Ellipsis, sl)
-                    if len(row) == 1 and len(layout.blocks) == 1:
-                        idx = (Ellipsis,)
-                    self.blocks[name] = (w.name, idx, i)
-        self.eqs = [(e.name, e.rhs(options)) for e in cs.equations]
-        self.act_options = {o.name for o in cs.activation_options}
-        self.drop_tensors = {t for t, _ in cs.dropout}
-
-    def step(self, x, prev: list, weights: dict, masks: dict | None):
-        env = {"x": x}
-        for s, v in zip(self.cs.states, prev, strict=True):
-            env[f"{s}_prev"] = v
-        self._w, self._masks = weights, masks
-        for name, rhs in self.eqs:
-            env[name] = self.ev(rhs, env, None)
-        return env[self.cs.output], [env[s] for s in self.cs.states]
-
-    def ev(self, e, env, gate):
-        tf = _tf()
-        if isinstance(e, sp.Symbol):
-            n = e.name
-            if n in env:
-                v = env[n]
-                if gate is not None and self._masks and n in self._masks:
-                    ms = self._masks[n]
-                    v = v * ms[gate % len(ms)]
-                return v
-            if n in self.absent:
-                return 0.0
-            if n in self.blocks:
-                w, idx, _ = self.blocks[n]
-                return self._w[w][idx]
-            raise KeyError(f"unknown name {n!r} in the equations")
-        if isinstance(e, sp.Number):
-            return float(e)
-        if isinstance(e, WeightProduct):
-            a, w = e.args
-            if w.name in self.absent:
-                return 0.0
-            wname, idx, g = self.blocks[w.name]
-            return tf.matmul(self.ev(a, env, g), self._w[wname][idx])
-        if isinstance(e, sp.Add):
-            out = 0.0
-            for a in e.args:
-                out = out + self.ev(a, env, gate)
-            return out
-        if isinstance(e, sp.Mul):
-            out = 1.0
-            for a in e.args:
-                out = out * self.ev(a, env, gate)
-            return out
-        if isinstance(e, sp.Pow):
-            return self.ev(e.args[0], env, gate) ** float(e.args[1])
-        if isinstance(e, functions._Call):
-            cname = type(e).call_name
-            if cname in self.act_options:
-                name = functions.resolve_activation(self.options[cname])
-            else:
-                name = type(e).entry.name
-            return _tf_function(name)(self.ev(e.args[0], env, gate))
-        raise TypeError(f"cannot interpret {type(e).__name__}: {e}")
-
-
-def run_equations(cs: CellSpec, cfg: Config, data: dict, dtype=np.float64) -> dict:
-    """Reference layer: the equations in TF with Keras's layer semantics, float64."""
-    tf = _tf()
-    cell = EquationCell(cs, cfg.opts, cfg.D, cfg.U)
-    wvars = {n: tf.constant(w, tf.float64) for n, w in data["weights"].items()}
-    masks = None
-    if data["dmasks"] is not None:
-        masks = {}
-        for tensor, rate_name in cs.dropout:
-            v = data["dmasks"].get(rate_name)
-            if v is not None:
-                masks[tensor] = [
-                    tf.constant(m, tf.float64) for m in (v if isinstance(v, list) else [v])
-                ]
-    B, U = cfg.B, cfg.U
-    mask = data["mask"]
-
-    def run(x, states):
-        T = x.shape[1]
-        order = range(T - 1, -1, -1) if cfg.go_backwards else range(T)
-        out_prev = tf.zeros((B, U), tf.float64)
-        outs = []
-        for t in order:
-            o, new = cell.step(x[:, t], states, wvars, masks)
-            if mask is not None:
-                m = tf.constant(mask[:, t : t + 1])
-                new = [tf.where(m, n, s) for n, s in zip(new, states, strict=True)]
-                o = tf.where(m, o, tf.zeros_like(o) if cfg.zero_output_for_mask else out_prev)
-            states = new
-            out_prev = o
-            outs.append(o)
-        seq = tf.stack(outs, 1)
-        ret = [seq if cfg.return_sequences else outs[-1]]
-        if cfg.return_state:
-            ret += list(states)
-        return ret, states
-
-    def penalty(reg, t):
-        return reg[0] * tf.reduce_sum(tf.abs(t)) + reg[1] * tf.reduce_sum(t * t)
-
-    out = {}
-    xs = [tf.constant(x, tf.float64) for x in data["xs"]]
-    zeros = [tf.zeros((B, U), tf.float64) for _ in cs.states]
-    if cfg.stateful:
-        first, carried = run(xs[0], zeros)
-        for i, r in enumerate(first):
-            out[f"call1.returned[{i}]"] = r.numpy()
-        h0 = None
-        start = carried
-    else:
-        h0 = None if data["h0"] is None else [tf.constant(h, tf.float64) for h in data["h0"]]
-        start = h0 or zeros
-    with tf.GradientTape() as tape:
-        tape.watch(xs[-1])
-        tape.watch(list(wvars.values()))
-        if h0:
-            tape.watch(h0)
-        ret, _ = run(xs[-1], start)
-        total = tf.constant(0.0, tf.float64)
-        if cfg.regularizers:
-            for r in ret:
-                total += penalty(REGS["activity"], r) / B
-            args = {w.name: w.argument for w in cs.weights}
-            for n, w in wvars.items():
-                total += penalty(_reg(args[n]), w)
-        loss = total + tf.add_n(
-            [
-                tf.reduce_sum(tf.constant(p, tf.float64) * r)
-                for p, r in zip(data["proj"], ret, strict=True)
-            ]
-        )
-    targets = [xs[-1]] + (h0 or []) + list(wvars.values())
-    grads = tape.gradient(loss, targets)
-    for i, r in enumerate(ret):
-        out[f"returned[{i}]"] = r.numpy()
-    out["sum(losses)"] = np.asarray(float(total.numpy()))
-    names = ["d inputs"] + [f"d initial {s}" for s in (cs.states if h0 else [])]
-    names += [f"d {n}" for n in wvars]
-    gd = {
-        n: (np.zeros(1) if g is None else tf.convert_to_tensor(g).numpy())
-        for n, g in zip(names, grads, strict=True)
-    }
-    return {"values": out, "grads": gd}
-
-
-# -- comparison ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Compared:
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    ok: bool = True
-    worst: dict | None = None  # the worst failing (or worst overall) entry
-    skipped: bool = False  # the reference itself overflowed: nothing to compare
-
-
-def compare(ours: dict, ref: dict, dtype: str, T: int) -> Compared:
-    s = max(1.0, T / 20)
-    res = Compared()
-    if not all(
-        np.all(np.isfinite(np.asarray(b, np.float64)))
-        for kind in ("values", "grads")
-        for b in ref[kind].values()
-    ):
-        res.skipped = True  # e.g. an exponential activation overflowing: no oracle to trust
-        return res
-    worst_ratio = -1.0
-    gscale = max([float(np.max(np.abs(g))) for g in ref["grads"].values() if np.size(g)] + [0.0])
-    for kind in ("values", "grads"):
-        tol = (FWD_TOL if kind == "values" else GRAD_TOL)[dtype] * s
-        for name, b in ref[kind].items():
-            b = np.asarray(b, np.float64)
-            a = ours[kind].get(name)
-            if a is None:
-                entry = {
-                    "tensor": name,
-                    "index": None,
-                    "analytic": None,
-                    "reference": "present",
-                    "rel": float("inf"),
-                    "tol": tol,
-                }
-                res.ok, res.max_rel, res.worst = False, float("inf"), entry
-                worst_ratio = float("inf")
-                continue
-            a = np.asarray(a, np.float64)
-            if a.shape != b.shape:
-                entry = {
-                    "tensor": name,
-                    "index": None,
-                    "analytic": f"shape {a.shape}",
-                    "reference": f"shape {b.shape}",
-                    "rel": float("inf"),
-                    "tol": tol,
-                }
-                res.ok, res.max_rel, res.worst = False, float("inf"), entry
-                worst_ratio = float("inf")
-                continue
-            if a.size == 0:
-                continue
-            diff = np.abs(a - b)
-            diff = np.where(np.isnan(diff), np.inf, diff)
-            i = int(np.argmax(diff))
-            err = float(diff.flat[i])
-            if kind == "values":
-                denom = max(1.0, float(np.max(np.abs(b))))
-            else:
-                denom = max(float(np.max(np.abs(b))), 0.01 * gscale, 1e-30)
-            rel = err / denom
-            res.max_abs = max(res.max_abs, err)
-            res.max_rel = max(res.max_rel, rel)
-            if rel > tol:
-                res.ok = False
-            if rel / tol > worst_ratio:
-                worst_ratio = rel / tol
-                idx = tuple(int(k) for k in np.unravel_index(i, b.shape)) if b.ndim else ()
-                res.worst = {
-                    "tensor": name,
-                    "index": idx,
-                    "analytic": float(a.flat[i]),
-                    "reference": float(b.flat[i]),
-                    "rel": rel,
-                    "tol": tol,
-                }
-    return res
-
-
-# -- finite differences -------------------------------------------------------------------------
-
-
-def _fd_setup(module, cs: CellSpec, cfg: Config, data: dict):
-    w0 = {n: np.asarray(w, np.float64) for n, w in data["weights"].items()}
-    x0 = np.asarray(data["xs"][-1], np.float64)
-    h0 = (
-        [np.asarray(h, np.float64) for h in data["h0"]]
-        if data["h0"] is not None
-        else [np.zeros((cfg.B, cfg.U)) for _ in cs.states]
-    )
-    P = np.random.default_rng(_stable(cfg.label())).standard_normal((cfg.B, cfg.T, cfg.U))
-    Q = data["fd_state_proj"]
-    kw = dict(
-        mask=data["mask"],
-        dropout_masks=_cast(data["dmasks"], np.float64),
-        go_backwards=cfg.go_backwards,
-        zero_output_for_mask=cfg.zero_output_for_mask,
-        **cfg.opts,
-    )
-    params = {
-        "x": x0,
-        **{f"initial {s}": h for s, h in zip(cs.states, h0, strict=True)},
-        **{n: w for n, w in w0.items()},
-    }
-
-    def unpack(p):
-        return (p["x"], {n: p[n] for n in w0}, [p[f"initial {s}"] for s in cs.states])
-
-    def outputs(p):
-        x, w, h = unpack(p)
-        y, states, tape = module.forward(x, w, h, **kw)
-        return y, states, tape
-
-    def loss(p):
-        y, states, _ = outputs(p)
-        return float(np.sum(P * y) + sum(np.sum(q * s) for q, s in zip(Q, states, strict=True)))
-
-    def grad(p, dy=P, ds=Q):
-        _, _, tape = outputs(p)
-        dx, dh, dw = module.backward(tape, dy, [np.array(d) for d in ds])
-        g = {"x": dx, **{f"initial {s}": d for s, d in zip(cs.states, dh, strict=True)}}
-        g.update(dw)
-        return g
-
-    return params, outputs, loss, grad
-
-
-def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compared:
-    params, _, loss, grad = _fd_setup(module, cs, cfg, data)
-    g = grad(params)
-    rng = np.random.default_rng([seed, _stable(cfg.label()), 7])
-    res = Compared()
-    groups = [[n] for n in params] + [list(params)]
-    for group in groups:
-        u = {
-            n: (rng.standard_normal(params[n].shape) if n in group else np.zeros_like(params[n]))
-            for n in params
-        }
-        analytic = float(sum(np.sum(np.asarray(g[n], np.float64) * u[n]) for n in group))
-        plus = {n: params[n] + FD_EPS * u[n] for n in params}
-        minus = {n: params[n] - FD_EPS * u[n] for n in params}
-        numeric = (loss(plus) - loss(minus)) / (2 * FD_EPS)
-        if not np.isfinite(numeric):
-            return Compared(skipped=True)  # the loss itself overflows: no oracle to trust
-        scale = np.sqrt(sum(np.sum(np.asarray(g[n]) ** 2) for n in group)) * np.sqrt(
-            sum(np.sum(u[n] ** 2) for n in group)
-        )
-        err = abs(analytic - numeric)
-        rel = err / max(scale, abs(numeric), 1e-30)
-        if not np.isfinite(rel):
-            rel = float("inf")
-        res.max_abs, res.max_rel = max(res.max_abs, err), max(res.max_rel, rel)
-        if rel > FD_TOL:
-            res.ok = False
-        if res.worst is None or rel > res.worst["rel"]:
-            res.worst = {
-                "tensor": "direction over " + ("all" if len(group) > 1 else group[0]),
-                "index": None,
-                "analytic": analytic,
-                "reference": numeric,
-                "rel": rel,
-                "tol": FD_TOL,
-            }
-    if (
-        not res.ok
-        and res.worst["tensor"].startswith("direction over ")
-        and res.worst["tensor"] != "direction over all"
-    ):
-        res.worst.update(_localize(params, loss, g, res.worst["tensor"][len("direction over ") :]))
-    return res
-
-
-FD_LOCALIZE_MAX = 4000
-
-
-def _localize(params, loss, g, name):
-    """The worst entry of one tensor by per-entry central differences (small tensors only)."""
-    value = params[name]
-    if value.size > FD_LOCALIZE_MAX:
-        return {}
-    analytic = np.asarray(g[name], np.float64)
-    worst = None
-    for i in range(value.size):
-        shifted = []
-        for sign in (1, -1):
-            v = value.copy()
-            v.flat[i] += sign * FD_EPS
-            shifted.append(loss({**params, name: v}))
-        numeric = (shifted[0] - shifted[1]) / (2 * FD_EPS)
-        err = abs(analytic.flat[i] - numeric)
-        if worst is None or err > worst[0]:
-            worst = (err, i, float(analytic.flat[i]), numeric)
-    _, i, a, n = worst
-    return {
-        "tensor": name,
-        "index": [int(k) for k in np.unravel_index(i, value.shape)],
-        "analytic": a,
-        "reference": n,
-    }
-
-
-def full_jacobian_check(module, cs: CellSpec, cfg: Config, data: dict) -> Compared:
-    params, outputs, _, _ = _fd_setup(module, cs, cfg, data)
-
-    def flat_out(p):
-        y, states, _ = outputs(p)
-        return np.concatenate([y.ravel()] + [s.ravel() for s in states])
-
-    y0, states0, tape = outputs(params)
-    n_out = y0.size + sum(s.size for s in states0)
-    names = list(params)
-    numeric = {n: np.zeros((n_out,) + params[n].shape) for n in names}
-    for n in names:
-        for idx in np.ndindex(params[n].shape):
-            plus = dict(params)
-            minus = dict(params)
-            plus[n] = params[n].copy()
-            minus[n] = params[n].copy()
-            plus[n][idx] += FD_EPS
-            minus[n][idx] -= FD_EPS
-            numeric[n][(slice(None),) + idx] = (flat_out(plus) - flat_out(minus)) / (2 * FD_EPS)
-    analytic = {n: np.zeros_like(numeric[n]) for n in names}
-    for k in range(n_out):
-        e = np.zeros(n_out)
-        e[k] = 1.0
-        dy = e[: y0.size].reshape(y0.shape)
-        ds, off = [], y0.size
-        for s in states0:
-            ds.append(e[off : off + s.size].reshape(s.shape))
-            off += s.size
-        dx, dh, dw = module.backward(tape, dy, ds)
-        g = {"x": dx, **{f"initial {s}": d for s, d in zip(cs.states, dh, strict=True)}, **dw}
-        for n in names:
-            analytic[n][k] = g[n]
-    scale = max(float(np.max(np.abs(v))) for v in numeric.values())
-    res = Compared()
-    for n in names:
-        diff = np.abs(analytic[n] - numeric[n])
-        i = int(np.argmax(diff))
-        err = float(diff.flat[i])
-        rel = err / max(scale, 1e-30)
-        res.max_abs, res.max_rel = max(res.max_abs, err), max(res.max_rel, rel)
-        if rel > FD_TOL:
-            res.ok = False
-        if res.worst is None or rel > res.worst["rel"]:
-            idx = np.unravel_index(i, diff.shape)
-            res.worst = {
-                "tensor": f"jacobian d out[{idx[0]}] / d {n}",
-                "index": tuple(int(k) for k in idx[1:]),
-                "analytic": float(analytic[n].flat[i]),
-                "reference": float(numeric[n].flat[i]),
-                "rel": rel,
-                "tol": FD_TOL,
-            }
-    return res
-
+from .verify_base import (  # noqa: F401 - the public names of rnngen.verify
+    CHECKS,
+    FD_EPS,
+    FD_TOL,
+    FWD_TOL,
+    GRAD_TOL,
+    REGS,
+    SMOOTH,
+    CheckResult,
+    Compared,
+    Config,
+    _cast,
+    _declared_dropout,
+    _layer_kwargs,
+    _module_dir,
+    _Progress,
+    _reg,
+    _reg_kwargs,
+    _run_matrix,
+    _stable,
+    _tol_text,
+    build_into,
+    compare,
+    configurations,
+    fd_configurations,
+    import_path,
+    make_data,
+    run_numpy_layer,
+    stale_generated,
+)
+from .verify_fd import fd_check, full_jacobian_check  # noqa: F401
+from .verify_refs import (  # noqa: F401
+    EquationCell,
+    _keras_class,
+    _tf,
+    run_equations,
+    run_keras_layer,
+)
 
 # -- hygiene ------------------------------------------------------------------------------------
 
@@ -1112,96 +164,22 @@ def hygiene_check(path: Path, forbid: bool) -> tuple[bool, str]:
     return finish_hygiene(start_hygiene(path), forbid)
 
 
-def prestart_hygiene(paths, backends=("numpy", "tf")) -> dict:
-    """Start the hygiene imports of the shipped generated modules of ``paths`` at once.
+def prestart_hygiene(built: dict, backends=("numpy", "tf")) -> dict:
+    """Start the hygiene imports of every built module at once.
 
-    Returns ``{resolved module path: Popen}`` for :func:`verify_spec`'s ``hygiene_procs``
-    (specs outside spec/ are built into a temporary folder later and are not started here).
+    ``built``: ``{spec path: folder it was built into}``. Returns ``{resolved module path:
+    Popen}`` for :func:`verify_spec`'s ``hygiene_procs``.
     """
-    generated = codegen.spec_dir().parent / "generated"
-    shipped = codegen.spec_dir().resolve()
     out = {}
-    for path in paths:
-        path = Path(path)
-        if path.resolve().parent != shipped:
-            continue
-        try:
-            name = spec_mod.load(path).name
-        except Exception:  # noqa: BLE001 - verify_spec reports it
-            continue
+    for folder in built.values():
         for backend in backends:
-            module = generated / f"{name}_{backend}.py"
-            if backend in ("numpy", "tf") and module.is_file():
-                out.setdefault(module.resolve(), start_hygiene(module))
+            for module in sorted(Path(folder).glob(f"*_{backend}.py")):
+                if backend in ("numpy", "tf"):
+                    out.setdefault(module.resolve(), start_hygiene(module))
     return out
 
 
 # -- driver -------------------------------------------------------------------------------------
-
-
-class _Progress:
-    def __init__(self, progress, task):
-        self.progress, self.task = progress, task
-
-    def advance(self, n=1):
-        if self.progress is not None:
-            self.progress.advance(self.task, n)
-
-
-def _run_matrix(
-    name, check, backend, configs, fn, dtype_for_tol, progress, defaults
-) -> CheckResult:
-    t0 = time.perf_counter()
-    res = CheckResult(spec=name, backend=backend, check=check, status="pass", configs=0)
-    failures = []
-    skipped = 0
-    for cfg in configs:
-        try:
-            with np.errstate(all="ignore"):
-                c = fn(cfg)
-        except Exception as err:  # noqa: BLE001 - reported as a failing row
-            c = Compared(
-                ok=False,
-                max_abs=float("inf"),
-                max_rel=float("inf"),
-                worst={
-                    "tensor": "exception",
-                    "index": None,
-                    "analytic": f"{type(err).__name__}: {err}"[:300],
-                    "reference": None,
-                    "rel": float("inf"),
-                    "tol": None,
-                },
-            )
-        if c.skipped:
-            skipped += 1
-            progress.advance()
-            continue
-        res.configs += 1
-        res.max_abs = max(res.max_abs, c.max_abs)
-        res.max_rel = max(res.max_rel, c.max_rel)
-        if not c.ok:
-            failures.append((cfg, c))
-        progress.advance()
-    res.tol = dtype_for_tol
-    if failures:
-        cfg, c = min(failures, key=lambda fc: fc[0].size(defaults))
-        res.status = "fail"
-        res.failure = {"config": cfg.label(defaults), "failing_configs": len(failures), **c.worst}
-        res.note = f"{len(failures)}/{res.configs} configurations fail"
-    if skipped:
-        res.remark = (res.remark + "; " if res.remark else "") + (
-            f"{skipped} configuration(s) skipped: the reference overflowed (inf/nan)"
-        )
-        if res.configs == 0:  # nothing was compared: not a pass
-            res.status = "fail"
-            res.note = "every configuration overflowed in the reference"
-    res.seconds = round(time.perf_counter() - t0, 2)
-    return res
-
-
-def _tol_text(dtype: str) -> str:
-    return f"fwd {FWD_TOL[dtype]:g}·s, grad {GRAD_TOL[dtype]:g}·s"
 
 
 def verify_spec(
@@ -1215,14 +193,18 @@ def verify_spec(
     checks=CHECKS,
     progress=None,
     hygiene_procs: dict | None = None,
+    built_dir: Path | None = None,
 ) -> list[CheckResult]:
     """Run the checks for one spec; returns one :class:`CheckResult` per backend and check.
 
     ``hygiene_procs``: hygiene imports already started (see :func:`prestart_hygiene`), keyed by
     resolved module path; the ones this spec needs are taken out of the dict.
 
+    By default the spec is built into a temporary folder (what ``rnngen build`` writes now,
+    never the files in ``generated/``; a stale ``generated/`` is named in a remark).
+    ``built_dir``: that build, made already (``run_cli`` builds every spec first).
     ``module_dir``: a folder holding ``<name>_numpy.py`` (and optionally ``<name>_tf.py``) to
-    verify instead of the shipped/generated ones; ``numpy_module``: an already imported module.
+    verify instead; ``numpy_module``: an already imported module.
     """
     if isinstance(path_or_spec, CellSpec):
         cs, path = path_or_spec, None
@@ -1232,7 +214,9 @@ def verify_spec(
     defaults = cs.defaults()
     results: list[CheckResult] = []
     with contextlib.ExitStack() as stack:
-        if numpy_module is None or "hygiene" in checks or "tf" in backends:
+        if built_dir is not None and module_dir is None:
+            mdir = Path(built_dir)
+        elif numpy_module is None or "hygiene" in checks or "tf" in backends:
             mdir = _module_dir(cs, path, Path(module_dir) if module_dir else None, stack)
         else:
             mdir = None
@@ -1260,6 +244,7 @@ def verify_spec(
             + len(fd_cfgs) * ("numpy" in backends)
             + (1 if full_jacobian and "numpy" in backends else 0)
             + (2 * len(cfgs) * per_backend if "tf" in backends and tf_path is not None else 0)
+            + _extra_count(cs, checks, backends, quick, tf_path is not None)
         )
         refs = _RefCache(cs, numpy_module, seed)
         prog = progress if progress is not None else _Progress(None, None)
@@ -1269,7 +254,7 @@ def verify_spec(
             prog = _Progress(progress, task)
         for backend in backends:
             if backend == "numpy":
-                results += _numpy_checks(
+                rows = _numpy_checks(
                     cs,
                     numpy_module,
                     np_path,
@@ -1283,9 +268,20 @@ def verify_spec(
                     refs=refs,
                     hygiene_proc=hygiene.pop("numpy", None),
                 )
+                extra = _numpy_extra(cs, numpy_module, checks, quick, seed, prog, defaults)
+                last = [r for r in rows if r.check == "hygiene"]
+                results += [r for r in rows if r.check != "hygiene"] + extra + last
             elif backend == "tf":
                 results += _tf_checks(
-                    cs, tf_path, cfgs, checks, defaults, refs, prog, hygiene.pop("tf", None)
+                    cs,
+                    tf_path,
+                    cfgs,
+                    checks,
+                    defaults,
+                    refs,
+                    prog,
+                    hygiene.pop("tf", None),
+                    quick=quick,
                 )
             else:
                 results.append(
@@ -1295,7 +291,46 @@ def verify_spec(
                 )
         if task is not None:
             progress.update(task, visible=False)
+        if path is not None and mdir is not None and module_dir is None and results:
+            stale = stale_generated(path, mdir)
+            if stale:
+                results[0].remark = "; ".join(
+                    x
+                    for x in (
+                        results[0].remark,
+                        f"generated/ is stale ({', '.join(stale)} differ from what `rnngen "
+                        "build` writes now; run `rnngen build`): verified the fresh build",
+                    )
+                    if x
+                )
     return results
+
+
+def _extra_count(cs, checks, backends, quick, has_tf) -> int:
+    """Progress steps of the truncate, dropout and init checks."""
+    n = 0
+    if "numpy" in backends:
+        n += len(verify_truncate.truncate_configurations(cs, quick)) * ("truncate" in checks)
+        n += len(verify_dropout.dropout_configurations(cs, quick)) * ("dropout" in checks)
+        n += len(verify_init.init_options(cs, quick)) * ("init" in checks)
+    if "tf" in backends and has_tf:
+        if "dropout" in checks:
+            n += sum(len(verify_dropout.tf_configurations(cs, quick, i)) for i in ("loop", "fused"))
+        n += len(verify_init.init_options(cs, quick)) * ("init" in checks)
+    return n
+
+
+def _numpy_extra(cs, module, checks, quick, seed, prog, defaults) -> list[CheckResult]:
+    """The rows of the checks outside the configuration matrix: truncated BPTT, drawn dropout
+    masks, initial weights."""
+    out = []
+    if "truncate" in checks:
+        out += verify_truncate.numpy_rows(cs, module, quick, seed, prog, defaults)
+    if "dropout" in checks:
+        out += verify_dropout.numpy_rows(cs, module, quick, seed, prog, defaults)
+    if "init" in checks:
+        out += verify_init.numpy_rows(cs, module, quick, seed, prog, defaults)
+    return out
 
 
 def _reap(procs: dict) -> None:
@@ -1471,7 +506,7 @@ def _tf_layer_dtype(cls, U: int) -> str:
 
 
 def _tf_checks(
-    cs, tf_path, cfgs, checks, defaults, refs, prog, hygiene_proc=None
+    cs, tf_path, cfgs, checks, defaults, refs, prog, hygiene_proc=None, quick=False
 ) -> list[CheckResult]:
     """The generated Keras 3 layer, both implementations: against the Keras reference (float32)
     and against the equation interpreter with autodiff (float64 when the layer supports it)."""
@@ -1483,15 +518,18 @@ def _tf_checks(
     if "hygiene" in checks and hygiene_proc is None:
         hygiene_proc = start_hygiene(tf_path)
     try:
-        rows = _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog)
+        rows = _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick)
     finally:
         hyg = _hygiene_row(cs, "tf", hygiene_proc, False, t_start) if hygiene_proc else None
     return ([hyg] if hyg else []) + rows
 
 
-def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog):
+def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick=False):
     out = []
-    if not ("keras" in checks and cs.reference is not None) and "autodiff" not in checks:
+    wanted = ("keras" in checks and cs.reference is not None) or any(
+        c in checks for c in ("autodiff", "dropout", "init")
+    )
+    if not wanted:
         return out
     try:
         module = import_path(tf_path)
@@ -1529,6 +567,12 @@ def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog):
             if dtype != "float64":
                 r.note = "layer does not run in float64; float32 tolerances"
             out.append(r)
+    module, seed = refs.module, refs.seed
+    if "dropout" in checks:
+        dtype = _tf_layer_dtype(cls, 2)
+        out += verify_dropout.tf_rows(cs, cls, module, quick, seed, prog, defaults, dtype)
+    if "init" in checks:
+        out += verify_init.tf_rows(cs, cls, module, quick, seed, prog, defaults)
     return out
 
 
@@ -1625,9 +669,15 @@ def run_cli(
         console=console,
         transient=True,
     ) as prog:
-        # the hygiene imports of every shipped module start now, overlapping all other checks
-        started = prestart_hygiene(paths, backends)
-        try:
+        with contextlib.ExitStack() as stack:
+            # every spec is built first (what `rnngen build` writes now, never generated/), so
+            # the hygiene imports of every module start at once, overlapping all other checks
+            built = {}
+            for path in paths:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnngen-verify-"))
+                built[path] = build_into(path, Path(tmp))
+            started = prestart_hygiene(built, backends)
+            stack.callback(_reap, started)
             for path in paths:
                 results += verify_spec(
                     path,
@@ -1637,9 +687,8 @@ def run_cli(
                     full_jacobian=full_jacobian,
                     progress=prog,
                     hygiene_procs=started,
+                    built_dir=built[path],
                 )
-        finally:
-            _reap(started)
     render(results, console)
     ok = all(r.passed for r in results)
     elapsed = time.perf_counter() - t0

@@ -52,7 +52,7 @@ def test_shipped_specs_pass_quick(name):
     bad = [(r.check, r.failure) for r in results if not r.passed]
     assert not bad, bad
     checks = {r.check for r in results if r.status == "pass"}
-    assert checks == {"keras", "autodiff", "finite_diff", "hygiene"}
+    assert checks == {"keras", "autodiff", "finite_diff", "truncate", "dropout", "init", "hygiene"}
     assert all(r.configs > 0 for r in results)
 
 
@@ -62,7 +62,7 @@ def test_new_spec_without_reference(tmp_path):
     results = verify.verify_spec(path, quick=True, seed=1, full_jacobian=True)
     status = _status(results)
     assert status[("numpy", "keras")] == "n/a"
-    for check in ("autodiff", "finite_diff", "hygiene"):
+    for check in ("autodiff", "finite_diff", "truncate", "dropout", "init", "hygiene"):
         assert status[("numpy", check)] == "pass", [r for r in results if r.check == check]
 
 
@@ -74,7 +74,7 @@ def test_new_spec_without_reference_tf_backend(tmp_path):
     status = _status(results)
     bad = [(r.backend, r.check, r.failure) for r in results if not r.passed]
     assert not bad, bad
-    for check in ("hygiene", "autodiff/loop", "autodiff/fused"):
+    for check in ("hygiene", "autodiff/loop", "autodiff/fused", "dropout/loop", "init"):
         assert status[("tf", check)] == "pass", status
     tf_rows = {r.check: r for r in results if r.backend == "tf"}
     assert not any(c.startswith("keras") for c in tf_rows)  # no Keras reference for IndRNN
@@ -108,7 +108,7 @@ def test_cli_json(tmp_path):
 
     data = json.loads(out.read_text())
     assert data["ok"] and data["seed"] == 3
-    assert {r["check"] for r in data["results"]} == {"keras", "autodiff", "finite_diff", "hygiene"}
+    assert {r["check"] for r in data["results"]} == set(verify.CHECKS)
 
 
 def test_numpy_module_argument_injects_a_module(tmp_path):
@@ -320,3 +320,108 @@ def test_stress_cells_verify_on_both_backends(name):
     checks = {(r.backend, r.check) for r in results if r.status == "pass"}
     assert {("numpy", "autodiff"), ("numpy", "finite_diff"), ("tf", "autodiff/fused")} <= checks
     assert not _failing(results)
+
+
+# -- checks outside the configuration matrix: truncated BPTT and initial weights ----------------
+
+OUTSIDE_MUTANTS = {
+    # name: (spec, backend, (old, new), check that must fail, text the failing tensor contains)
+    "truncate off by one": (
+        "simple_rnn",
+        "numpy",
+        (
+            "stop = 0 if truncate is None else max(T - truncate, 0)",
+            "stop = 0 if truncate is None else max(T - truncate - 1, 0)",
+        ),
+        "truncate",
+        "d ",
+    ),
+    "wide orthogonal left untransposed (numpy)": (
+        "gru",
+        "numpy",
+        ("        if rows < cols:\n            q = q.T\n", ""),
+        "init",
+        "recurrent_kernel (orthogonal): orthonormal rows",
+    ),
+    "wide orthogonal left untransposed (tf)": (
+        "lstm",
+        "tf",
+        (
+            "        init = self.recurrent_initializer\n        return init\n",
+            "        init = self.recurrent_initializer\n"
+            "        return lambda shape, dtype=None: (\n"
+            "            tf.reshape(init(shape[::-1], dtype), shape)\n"
+            "        )\n",
+        ),
+        "init",
+        "recurrent_kernel (orthogonal): orthonormal rows",
+    ),
+    "glorot limit from per-gate fans (numpy)": (
+        "gru",
+        "numpy",
+        (
+            "fan_in, fan_out = _fans(shape)",
+            "fan_in, fan_out = _fans((*shape[:-1], shape[-1] // 3))",
+        ),
+        "init",
+        "kernel (glorot_uniform): max |w| above the limit",
+    ),
+    "glorot limit from per-gate fans (tf)": (
+        "gru",
+        "tf",
+        (
+            "        init = self.kernel_initializer\n        return init\n",
+            "        init = self.kernel_initializer\n"
+            "        return lambda shape, dtype=None: tf.concat(\n"
+            "            [init((shape[0], shape[1] // 3), dtype) for _ in range(3)], 1\n"
+            "        )\n",
+        ),
+        "init",
+        "kernel (glorot_uniform): max |w| above the limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(OUTSIDE_MUTANTS))
+def test_outside_the_matrix_mutant_is_caught(mutant, tmp_path):
+    """A bug the configuration matrix cannot see fails its own check, which names the tensor."""
+    name, backend, (old, new), check, tensor = OUTSIDE_MUTANTS[mutant]
+    for b in ("numpy", "tf"):
+        shutil.copy(GENERATED / f"{name}_{b}.py", tmp_path / f"{name}_{b}.py")
+    target = tmp_path / f"{name}_{backend}.py"
+    source = target.read_text(encoding="utf-8")
+    assert source.count(old) >= 1, "mutation did not apply"
+    target.write_text(source.replace(old, new), encoding="utf-8")
+    backends = ("numpy", "tf") if backend == "tf" else ("numpy",)
+    kw = dict(backends=backends, quick=True, seed=0, module_dir=tmp_path, checks=(check,))
+    results = verify.verify_spec(SPEC_DIR / f"{name}.yaml", **kw)
+    rows = {r.backend: r for r in results}
+    row = rows[backend]
+    assert row.check == check and row.status == "fail", (row.check, row.status, row.failure)
+    assert tensor in row.failure["tensor"], row.failure
+    assert row.failure.get("config"), row.failure
+    if backend == "tf":  # the NumPy module was not touched
+        assert rows["numpy"].status == "pass", rows["numpy"].failure
+    # the unmutated module passes the same check from the same folder
+    shutil.copy(GENERATED / f"{name}_{backend}.py", target)
+    assert not _failing(verify.verify_spec(SPEC_DIR / f"{name}.yaml", **kw))
+
+
+def test_verify_builds_what_rnngen_build_writes(tmp_path, monkeypatch):
+    """A shipped spec is verified from a fresh build, never from generated/: a bug planted in
+    generated/ is not what gets checked, and the report says generated/ is stale."""
+    fake_root = tmp_path / "root"
+    shutil.copytree(SPEC_DIR, fake_root / "spec")
+    shutil.copytree(GENERATED, fake_root / "generated")
+    broken = fake_root / "generated" / "simple_rnn_numpy.py"
+    broken.write_text(
+        broken.read_text(encoding="utf-8").replace("d_x = d_x_from_", "d_x = -d_x_from_"),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(codegen, "spec_dir", lambda: fake_root / "spec")
+    monkeypatch.setattr(codegen, "default_out_dir", lambda: fake_root / "generated")
+    results = verify.verify_spec(
+        fake_root / "spec" / "simple_rnn.yaml", quick=True, seed=0, checks=("autodiff",)
+    )
+    assert [(r.check, r.status) for r in results] == [("autodiff", "pass")]
+    assert "generated/ is stale" in results[0].remark and "simple_rnn_numpy.py" in results[0].remark

@@ -1,0 +1,78 @@
+"""The ``truncate`` check of ``rnngen verify``: ``backward(truncate=k)`` of the NumPy layer.
+
+Truncated BPTT over the last ``k`` processed steps is compared with autodiff of the independent
+equation interpreter in which the gradient is stopped (``tf.stop_gradient``) at processed step
+``T - k``: on the states and the carried output entering that step and on every earlier output.
+Both must agree with the ``autodiff`` tolerances (float64), for several ``k``, with masks,
+``go_backwards``, dropout and regularizers; an off-by-one in where the loop stops fails here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .spec import CellSpec
+from .verify_base import (
+    CheckResult,
+    Compared,
+    Config,
+    _declared_dropout,
+    _run_matrix,
+    _tol_text,
+    compare,
+    make_data,
+    run_numpy_layer,
+)
+from .verify_refs import run_equations
+
+#: processed steps kept by truncation (T = 6 in every configuration): quick / full
+STEPS = {True: (2, 5), False: (1, 2, 3, 5, 6)}
+
+
+def truncate_configurations(cs: CellSpec, quick: bool = False) -> list[tuple[Config, int]]:
+    """(configuration, k) pairs; the configurations are ``T = 6``."""
+    base = tuple(cs.defaults().items())
+    cfgs = [
+        Config(base, initial_state=True),
+        Config(
+            base,
+            mask=True,
+            go_backwards=True,
+            initial_state=True,
+            dropout=0.3,
+            recurrent_dropout=0.4,
+            regularizers=True,
+        ),
+    ]
+    if not quick:
+        cfgs += [
+            Config(base, return_sequences=False, initial_state=True),
+            Config(base, mask=True, zero_output_for_mask=True, initial_state=True),
+            Config(base, stateful=True, mask=True),
+        ]
+    cfgs = _declared_dropout(cs, cfgs)
+    steps = STEPS[bool(quick)]
+    if quick:  # one k per configuration
+        return [(cfg, steps[i % len(steps)]) for i, cfg in enumerate(cfgs)]
+    return [(cfg, k) for cfg in cfgs for k in steps]
+
+
+def truncate_check(module, cs: CellSpec, cfg: Config, k: int, seed: int) -> Compared:
+    data = make_data(module, cs, cfg, seed)
+    ours = run_numpy_layer(module, cs, cfg, data, "float64", truncate=k)
+    ref = run_equations(cs, cfg, data, truncate=k)
+    return compare(ours, ref, "float64", cfg.T)
+
+
+def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckResult]:
+    """One ``truncate`` row; a failing configuration is named with its ``truncate=k``."""
+    pairs = {}
+    for cfg, k in truncate_configurations(cs, quick):
+        pairs[replace(cfg, options=(*cfg.options, ("truncate", k)))] = (cfg, k)
+
+    def fn(shown):
+        cfg, k = pairs[shown]
+        return truncate_check(module, cs, cfg, k, seed)
+
+    tol = _tol_text("float64")
+    return [_run_matrix(cs.name, "truncate", "numpy", list(pairs), fn, tol, prog, defaults)]
