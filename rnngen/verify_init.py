@@ -116,8 +116,22 @@ class _Verdict:
             }
 
 
-def check_weight(v: _Verdict, what: str, w: np.ndarray, full_shape, identifier, dtype) -> None:
-    """Statistics of one region ``w`` of a weight of shape ``full_shape``."""
+class _Suffixed:
+    """Appends where a weight was built (``at``) to every statistic's name."""
+
+    def __init__(self, v: _Verdict, at: str):
+        self.v, self.at = v, at
+
+    def add(self, what, *args):
+        self.v.add(what + self.at, *args)
+
+
+def check_weight(
+    v: _Verdict, what: str, w: np.ndarray, full_shape, identifier, dtype, at: str = ""
+) -> None:
+    """Statistics of one region ``w`` of a weight of shape ``full_shape`` (``at``: where it was
+    built, appended to each statistic's name)."""
+    v = _Suffixed(v, at)
     from keras.src.initializers.random_initializers import compute_fans
 
     init = _keras_init(identifier)
@@ -192,7 +206,8 @@ def _split(v: _Verdict, cs, options, D, U, weights: dict, dtype: str, backend: s
         region = w[idx]
         full = w.shape if idx == (Ellipsis,) else region.shape
         label = f"{wname}" if idx == (Ellipsis,) else f"{wname}{_index_text(idx)}"
-        check_weight(v, f"{backend} {label} [{D}x{U}]", region, full, identifier, dtype)
+        at = f" (input_dim={D}, units={U})"
+        check_weight(v, f"{backend} {label}", region, full, identifier, dtype, at)
 
 
 def _index_text(idx) -> str:
