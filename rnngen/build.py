@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import codegen, spec
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, stage
 
 
 def resolve_specs(names: tuple[str, ...]) -> list[Path]:
@@ -64,7 +64,8 @@ def build_files(paths: list[Path]) -> dict[str, str]:
     specs = []
     for path in paths:
         try:
-            specs.append((spec.parse(spec._read(path), _display(path)), _source(path)))
+            with stage("parsing", _display(path)):
+                specs.append((spec.parse(spec._read(path), _display(path)), _source(path)))
         except SpecError as err:
             problems += err.problems
     if problems:
@@ -79,4 +80,8 @@ def build_files(paths: list[Path]) -> dict[str, str]:
                 if s.name in dupes
             ]
         )
-    return codegen.render_all(specs)
+    files: dict[str, str] = {}
+    for parsed, source in specs:
+        with stage("generating code from", source):
+            files.update(codegen.render(parsed, source))
+    return files

@@ -1,7 +1,8 @@
 """Command line: ``rnngen build`` and ``rnngen verify``.
 
 User mistakes (bad specs, missing files) print one line per problem and exit 2,
-without a traceback; ``--debug`` shows it.
+without a traceback. A bug in rnngen itself prints one line naming the stage and the
+spec, asks for a report, and exits 3. ``--debug`` shows the traceback of either.
 """
 
 from __future__ import annotations
@@ -14,11 +15,42 @@ from pathlib import Path
 import click
 
 from . import __version__, codegen
+from .analyze.cli import analyze
 from .build import _display, _source, build_files, resolve_specs  # noqa: F401
-from .errors import SpecError
+from .errors import InternalError, SpecError
+
+#: Exit status of a bug in rnngen (2 is a mistake in the user's spec or arguments).
+EXIT_INTERNAL = 3
+REPORT = (
+    "This is a bug in rnngen, not in your spec: please report it with the spec attached "
+    "(rerun with --debug for the traceback)."
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns an unexpected exception in any command into one line and exit status 3."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            sub = ctx.invoked_subcommand or ""
+            doing = {"build": "building", "verify": "verifying", "analyze": "analyzing"}
+            internal = (
+                err
+                if isinstance(err, InternalError)
+                else InternalError(doing.get(sub, f"running rnngen {sub}".strip()), "", err)
+            )
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exception(err)
+            click.echo(str(internal), err=True)
+            click.echo(REPORT, err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnngen")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -115,6 +147,9 @@ def verify(ctx, specs, backend, quick, seed, json_path, full_jacobian) -> None:
         _fail(ctx, err)
         return
     ctx.exit(0 if ok else 1)
+
+
+main.add_command(analyze)
 
 
 def run() -> None:  # pragma: no cover - console entry

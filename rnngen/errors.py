@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -50,3 +51,27 @@ def suggest(word: str, choices: Iterable[str]) -> str:
 def one_of(choices: Iterable[str]) -> str:
     names = sorted(map(str, choices))
     return ", ".join(f"'{n}'" for n in names) if names else "(none)"
+
+
+class InternalError(Exception):
+    """A bug in rnngen (not in the spec), caught at a named stage of the pipeline.
+
+    ``str()`` is one line: ``internal error while <stage> <file>: <Type>: <message>``.
+    """
+
+    def __init__(self, stage: str, file: str, error: BaseException):
+        self.stage, self.file, self.error = stage, file, error
+        detail = _one_line(str(error)) or "(no message)"
+        where = f"{stage} {file}" if file else stage
+        super().__init__(f"internal error while {where}: {type(error).__name__}: {detail}")
+
+
+@contextmanager
+def stage(what: str, file: str = "") -> Iterator[None]:
+    """Re-raise anything but a spec error as an :class:`InternalError` naming the stage."""
+    try:
+        yield
+    except (SpecError, InternalError):
+        raise
+    except Exception as err:
+        raise InternalError(what, file, err) from err
