@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -333,14 +334,42 @@ ALWAYS_BIAS = ", when: use_bias}"
 assert ALWAYS_BIAS in SIMPLE
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(well_typed)
-def test_well_typed_equations_render(expr):
+def _render_well_typed(expr):
     """Mostly-valid equations: those that parse must also render without other errors.
 
     The bias is made unconditional here: see test_call_of_absent_weight_renders.
     """
     outcome(with_equation(expr).replace(ALWAYS_BIAS, "}"), render=True)
+
+
+#: Each example derives and renders a module (about half a second): a fixed-seed sample
+#: in the normal tier, so a failure reproduces on every machine ...
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(well_typed)
+def test_well_typed_equations_render(expr):
+    _render_well_typed(expr)
+
+
+#: ... and a large random run, by hand before resolving:
+#: ``python -m pytest -m stress tests/test_fuzz.py``
+@pytest.mark.stress
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(well_typed)
+def test_well_typed_equations_render_stress(expr):
+    _render_well_typed(expr)
+
+
+def test_power_of_a_call_left_of_a_product_renders():
+    """Issue 9 item 6: the LaTeX printer crashed on ``tanh(h_prev) ** 2 @ W``."""
+    files = outcome(
+        with_equation("tanh(x @ kernel + tanh(h_prev) ** 2 @ recurrent_kernel)"), render=True
+    )
+    assert files is not None
 
 
 def test_call_of_absent_weight_renders():
