@@ -576,6 +576,13 @@ class _Builder:
             )
         dropout = self.dropout(d.get("dropout") or {}, states)
         equations, sizes = self.equations(d["step"], options, weights, states, bool_names)
+        out_size = sizes.get(output)
+        if not self.problems and out_size is not None and out_size != symbol_size("units"):
+            self.err(
+                ("step", output),
+                f"the output '{output}' has size {out_size}, but a layer's output has size "
+                "units (as in Keras); make it a units-sized vector, or output a state",
+            )
         if not self.problems:
             for eq_name, why in _unread_equations(equations, states, output, weights, bool_names):
                 self.err(("step", eq_name), why)
