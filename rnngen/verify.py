@@ -1,6 +1,10 @@
 """``rnngen verify``: check generated recurrent layers against independent references.
 
-For every spec and backend four checks run, each reported as one row (configurations tried,
+What is verified is the code ``rnngen build`` writes for the spec now: every spec, shipped or
+not, is built into a temporary folder first (``generated/`` is never imported; when it differs
+from the fresh build the report says it is stale).
+
+For every spec and backend these checks run, each reported as one row (configurations tried,
 worst absolute error, worst relative error, tolerance, pass/fail):
 
 ``keras``
@@ -31,22 +35,36 @@ worst absolute error, worst relative error, tolerance, pass/fail):
     ``full_jacobian=True`` adds the whole Jacobian of the outputs
     and final states (one backward per output entry, two forwards per parameter entry) for a
     tiny layer.
+``truncate``
+    ``backward(truncate=k)`` of the NumPy layer against autodiff of the equation interpreter with
+    the gradient stopped at processed step ``T - k`` (:mod:`rnngen.verify_truncate`).
+``dropout``
+    The masks the layer draws itself (``training=True``, nothing injected), NumPy and both TF
+    implementations: replayed through the equation interpreter, keep fraction ``1 - rate``
+    within 5 binomial sigmas, kept entries exactly ``1 / (1 - rate)``, independent between
+    samples, calls and (exactly when ``recurrent_dropout > 0``, as Keras) gates, and none with
+    ``training=False`` (:mod:`rnngen.verify_dropout`).
+``init``
+    The weights the layer builds (NumPy and TF) against Keras's initializer definitions:
+    variance-scaling limits and moments from Keras's fans of the whole fused weight,
+    orthonormal rows or columns of orthogonal weights, exact constants
+    (:mod:`rnngen.verify_init`).
 ``hygiene``
     Each generated module imports in a fresh interpreter; the NumPy module must not pull in
-    ``tensorflow`` or ``rnngen``. These subprocesses run concurrently with the other checks
-    (``run_cli`` starts those of every shipped module up front).
+    ``tensorflow`` or ``rnngen`` (:mod:`rnngen.verify_hygiene`). These subprocesses run
+    concurrently with the other checks (``run_cli`` starts those of every module up front).
 
 The ``tf`` backend (``<name>_tf.py``, a Keras 3 layer) gets, for both ``implementation="loop"``
 and ``"fused"``, a ``keras/<impl>`` row (against the Keras reference, float32, when the spec has
 one) and an ``autodiff/<impl>`` row (against the same equation interpreter as the numpy
 ``autodiff`` check, in float64 when the layer runs with ``dtype="float64"``, else float32 with the
-float32 tolerances), over the same configuration matrix as the numpy backend, dropout included:
+float32 tolerances), over the same configuration matrix as the numpy backend, dropout included, plus
+``dropout/<impl>`` and ``init`` rows:
 the known masks are injected by patching ``get_dropout_mask`` / ``get_recurrent_dropout_mask`` on
 the layer's cell instance, exactly as for the Keras reference, and the call runs with
 ``training=True``. The float64 run uses an exact L1/L2 regularizer (``keras.regularizers.L1L2``
 rounds its coefficients to float32). The references run once per configuration and are shared
-by the backends. Specs outside spec/ are built into a temporary folder, so a new cell is verified
-on both backends.
+by the backends. A new cell is verified on both backends like a shipped one.
 
 Tolerance rule (``s = max(1, T / 20)`` grows with the sequence length T):
 
@@ -69,9 +87,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -112,6 +127,13 @@ from .verify_base import (  # noqa: F401 - the public names of rnngen.verify
     stale_generated,
 )
 from .verify_fd import fd_check, full_jacobian_check  # noqa: F401
+from .verify_hygiene import (  # noqa: F401
+    _reap,
+    finish_hygiene,
+    hygiene_check,
+    prestart_hygiene,
+    start_hygiene,
+)
 from .verify_refs import (  # noqa: F401
     EquationCell,
     _keras_class,
@@ -119,65 +141,6 @@ from .verify_refs import (  # noqa: F401
     run_equations,
     run_keras_layer,
 )
-
-# -- hygiene ------------------------------------------------------------------------------------
-
-_HYGIENE = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("m", sys.argv[1])
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-bad = sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "rnngen", "keras"))
-print("LOADED:" + ",".join(bad))
-"""
-
-
-def start_hygiene(path: Path) -> subprocess.Popen:
-    """Import ``path`` in a fresh interpreter (runs concurrently with the other checks)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", _HYGIENE, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tempfile.gettempdir(),
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-
-
-def finish_hygiene(proc: subprocess.Popen, forbid: bool) -> tuple[bool, str]:
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return False, "import timed out"
-    if proc.returncode != 0:
-        return False, "import failed: " + (stderr.strip().splitlines() or ["?"])[-1]
-    line = [ln for ln in stdout.splitlines() if ln.startswith("LOADED:")]
-    loaded = [m for m in line[-1][7:].split(",") if m] if line else []
-    if forbid and loaded:
-        tops = sorted({m.split(".")[0] for m in loaded})
-        return False, f"imports {', '.join(tops)}"
-    return True, ""
-
-
-def hygiene_check(path: Path, forbid: bool) -> tuple[bool, str]:
-    return finish_hygiene(start_hygiene(path), forbid)
-
-
-def prestart_hygiene(built: dict, backends=("numpy", "tf")) -> dict:
-    """Start the hygiene imports of every built module at once.
-
-    ``built``: ``{spec path: folder it was built into}``. Returns ``{resolved module path:
-    Popen}`` for :func:`verify_spec`'s ``hygiene_procs``.
-    """
-    out = {}
-    for folder in built.values():
-        for backend in backends:
-            for module in sorted(Path(folder).glob(f"*_{backend}.py")):
-                if backend in ("numpy", "tf"):
-                    out.setdefault(module.resolve(), start_hygiene(module))
-    return out
-
 
 # -- driver -------------------------------------------------------------------------------------
 
@@ -298,8 +261,8 @@ def verify_spec(
                     x
                     for x in (
                         results[0].remark,
-                        f"generated/ is stale ({', '.join(stale)} differ from what `rnngen "
-                        "build` writes now; run `rnngen build`): verified the fresh build",
+                        f"generated/ is stale ({', '.join(stale)}; run `rnngen build`): "
+                        "verified what `rnngen build` writes now",
                     )
                     if x
                 )
@@ -331,14 +294,6 @@ def _numpy_extra(cs, module, checks, quick, seed, prog, defaults) -> list[CheckR
     if "init" in checks:
         out += verify_init.numpy_rows(cs, module, quick, seed, prog, defaults)
     return out
-
-
-def _reap(procs: dict) -> None:
-    """Stop hygiene subprocesses that were started but never collected (an error elsewhere)."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 class _RefCache:

@@ -18,7 +18,8 @@ per rate, per gate and per call:
   binomial standard deviations of ``p`` (between rows: identical rows no more often than chance);
 * **per gate exactly when Keras does**: with ``recurrent_dropout > 0`` every gate gets its own
   mask (Keras's implementation 1); otherwise one mask is shared by every gate;
-* ``training=False`` applies none: the layer equals the interpreter without masks.
+* ``training=False`` applies none: the layer equals the interpreter without masks (once per
+  row, with its last configuration).
 """
 
 from __future__ import annotations
@@ -204,7 +205,9 @@ def _inference(cs, cfg, data, ours, dtype) -> Compared:
 # -- the NumPy layer ----------------------------------------------------------------------------
 
 
-def numpy_dropout_check(module, cs: CellSpec, cfg: Config, seed: int) -> Compared:
+def numpy_dropout_check(
+    module, cs: CellSpec, cfg: Config, seed: int, inference: bool = True
+) -> Compared:
     """Draw masks in the generated NumPy layer (float64) and check them; see the module doc."""
     counts = {r: c for r, (_, c) in module.DROPOUT.items()}
     tensors = {r: t for r, (t, _) in module.DROPOUT.items()}
@@ -237,8 +240,9 @@ def numpy_dropout_check(module, cs: CellSpec, cfg: Config, seed: int) -> Compare
     v = _Verdict()
     check_masks(v, [drawn, {r: second.get(r) for r in drawn}], cfg, counts, "float64", tensors)
     v.merge("replay with the drawn masks", _replay(cs, cfg, data, ours, first, "float64"))
-    off = run_numpy_layer(module, cs, cfg, dict(data, dmasks=None), "float64")
-    v.merge("training=False", _inference(cs, cfg, data, off, "float64"))
+    if inference:
+        off = run_numpy_layer(module, cs, cfg, dict(data, dmasks=None), "float64")
+        v.merge("training=False", _inference(cs, cfg, data, off, "float64"))
     return v.res
 
 
@@ -264,7 +268,14 @@ def _record_getters(layer, log: dict) -> None:
 
 
 def tf_layer_dropout_check(
-    cls, numpy_module, cs: CellSpec, cfg: Config, seed: int, impl: str, dtype: str
+    cls,
+    numpy_module,
+    cs: CellSpec,
+    cfg: Config,
+    seed: int,
+    impl: str,
+    dtype: str,
+    inference: bool = True,
 ) -> Compared:
     """Draw masks in the generated TF layer and check them; see the module doc."""
     tf = _tf()
@@ -312,8 +323,9 @@ def tf_layer_dropout_check(
     drawn = {r: m for r, m in first.items() if getattr(cfg, r, 0.0) > 0}
     check_masks(v, [drawn, {r: second.get(r) for r in drawn}], cfg, counts, dtype, tensors)
     v.merge("replay with the drawn masks", _replay(cs, cfg, data, ours, first, dtype))
-    off = run_keras_layer(cls, cs, cfg, dict(data, dmasks=None), extra, False, dtype)
-    v.merge("training=False", _inference(cs, cfg, data, off, dtype))
+    if inference:
+        off = run_keras_layer(cls, cs, cfg, dict(data, dmasks=None), extra, False, dtype)
+        v.merge("training=False", _inference(cs, cfg, data, off, dtype))
     return v.res
 
 
@@ -339,7 +351,8 @@ def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckR
         return [
             CheckResult(cs.name, "numpy", "dropout", "n/a", note="the spec declares no dropout")
         ]
-    fn = lambda cfg: numpy_dropout_check(module, cs, cfg, seed)  # noqa: E731
+    # training=False is checked once per row, with the last configuration (every rate on)
+    fn = lambda cfg: numpy_dropout_check(module, cs, cfg, seed, cfg == cfgs[-1])  # noqa: E731
     return [_run_matrix(cs.name, "dropout", "numpy", cfgs, fn, TOL_TEXT, prog, defaults)]
 
 
@@ -348,11 +361,13 @@ def tf_rows(cs: CellSpec, cls, numpy_module, quick, seed, prog, defaults, dtype)
         return [CheckResult(cs.name, "tf", "dropout", "n/a", note="the spec declares no dropout")]
     rows = []
     for impl in ("loop", "fused"):
-
-        def fn(cfg, impl=impl):
-            return tf_layer_dropout_check(cls, numpy_module, cs, cfg, seed, impl, dtype)
-
         cfgs = tf_configurations(cs, quick, impl)
+
+        def fn(cfg, impl=impl, last=cfgs[-1]):
+            return tf_layer_dropout_check(
+                cls, numpy_module, cs, cfg, seed, impl, dtype, inference=cfg == last
+            )
+
         rows.append(
             _run_matrix(cs.name, f"dropout/{impl}", "tf", cfgs, fn, TOL_TEXT, prog, defaults)
         )
