@@ -15,7 +15,8 @@ spec's initializer (class, scale, mode, distribution, gain, constant), Keras's
 * orthogonal (``gain g``): on the matrix ``rows = prod(shape[:-1])`` by ``cols = shape[-1]``,
   ``W W^T = g^2 I`` when ``rows < cols`` (orthonormal rows: a fused recurrent kernel
   ``[units, n units]``), else ``W^T W = g^2 I``; tolerance ``1e-5 g^2`` (float32);
-* random normal / uniform / truncated normal: the mean and second moment, ``SIGMAS`` errors.
+* random normal / uniform / truncated normal: the mean and the variance, ``SIGMAS`` standard
+  errors.
 
 Sizes: ``(input_dim, units)`` in ``SIZES``, so kernels are tall and wide and the gated cells'
 recurrent kernels wide.
@@ -196,6 +197,8 @@ def check_weight(
             if kind == "TruncatedNormal":
                 var *= 0.7737413  # variance of a standard normal truncated at +-2
         v.add(f"{what}: mean", float(np.mean(w)), mean, SIGMAS * np.sqrt(var / n_entries), "abs")
+        spread = float(np.mean((w - mean) ** 2))  # standard error below var sqrt(2 / N)
+        v.add(f"{what}: variance", spread, var, SIGMAS * var * np.sqrt(2 / n_entries), "rel")
         return
     # other initializers (e.g. a callable): no statistic is defined here
 
