@@ -66,6 +66,21 @@ class Block:
         """Rows of a matrix block: the size the left side of ``a @ block`` must have."""
         return None if self.vector else self.shape[0]
 
+    def index(self, units: int, input_dim: int) -> tuple:
+        """The NumPy/TF index of this block in its weight array, for concrete sizes.
+
+        ``weight[block.index(U, D)]`` is the block: ``(row, slice(start, stop))`` for a
+        stacked layout, ``(Ellipsis, slice(start, stop))`` for a part of the last axis,
+        ``(Ellipsis,)`` for a block that is the whole weight.
+        """
+        if self.full:
+            return (Ellipsis,)
+        sizes = {sp.Symbol("units", real=True): units, sp.Symbol("input_dim", real=True): input_dim}
+        cols = slice(
+            int(sp.sympify(self.start).subs(sizes)), int(sp.sympify(self.stop).subs(sizes))
+        )
+        return (self.row, cols) if self.row is not None else (Ellipsis, cols)
+
 
 @dataclass(frozen=True)
 class ResolvedWeight:

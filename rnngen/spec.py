@@ -123,21 +123,6 @@ class Layout:
     shape: tuple[sp.Expr, ...]
     blocks: tuple[tuple[str, ...], ...]
 
-    @property
-    def stacked(self) -> bool:
-        """True when axis 0 indexes rows of blocks (the GRU reset_after bias)."""
-        return len(self.blocks) > 1 or (len(self.shape) == 2 and self.block_rank == 1)
-
-    @property
-    def block_rank(self) -> int:
-        return len(self.shape) - (1 if len(self.blocks) > 1 else 0)
-
-    def block_shape(self) -> tuple[sp.Expr, ...]:
-        cols = self.shape[-1] / len(self.blocks[0])
-        if len(self.blocks) > 1:
-            return (cols,)
-        return (*self.shape[:-1], cols)
-
     def names(self) -> tuple[str, ...]:
         return tuple(n for row in self.blocks for n in row)
 

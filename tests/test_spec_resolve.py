@@ -198,6 +198,21 @@ def test_equations_in_force():
     assert "h_prev*r" not in lefts(dict(resolve(gru()).equations)["hh"])
 
 
+def test_block_index_selects_the_block_in_an_array():
+    U, D = 5, 4
+    r = resolve(gru())
+    bias = np.arange(2 * 3 * U).reshape(2, 3 * U)
+    np.testing.assert_array_equal(bias[r.block("recurrent_bias_r").index(U, D)], bias[1, U : 2 * U])
+    kernel = np.arange(D * 3 * U).reshape(D, 3 * U)
+    np.testing.assert_array_equal(kernel[r.block("kernel_h").index(U, D)], kernel[:, 2 * U :])
+    flat = resolve(gru(), {"reset_after": False})
+    np.testing.assert_array_equal(
+        np.arange(3 * U)[flat.block("input_bias_z").index(U, D)], np.arange(U)
+    )
+    simple = resolve(spec_mod.load(ROOT / "spec" / "simple_rnn.yaml"))
+    assert simple.block("kernel").index(U, D) == (Ellipsis,)
+
+
 def test_resolved_data_is_frozen():
     r = resolve(gru())
     with pytest.raises(dataclasses.FrozenInstanceError):
