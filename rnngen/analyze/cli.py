@@ -111,9 +111,14 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
         _fail(ctx, err)
         return
     header, rows = report.summary_table(results)
-    table = Table(title="rnngen analyze: gradient flow at init (factor per step back in time)")
+    table = Table(title="rnngen analyze (×/step: gradient norm factor per step back, at init)")
     for h in header:
-        table.add_column(h, justify="left" if h == "cell" else "right", no_wrap=True)
+        table.add_column(
+            h,
+            justify="left" if h == "cell" else "right",
+            no_wrap=True,
+            min_width=len(max(h.split("\n"), key=len)),
+        )
     for row in rows:
         table.add_row(*row)
     out = Console()

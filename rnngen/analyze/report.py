@@ -111,7 +111,7 @@ def _fmt(v, spec=".3f"):
 
 
 def _table(header, rows) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(f"<th>{html.escape(h).replace(chr(10), '<br>')}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
@@ -122,14 +122,14 @@ def summary_table(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = summary_rows(results)
     header = [
         "cell",
-        "factor/step ∂L/∂s_t",
-        "factor/step ∂h_T/∂s_t",
-        "spectral radius",
-        "k for <1% truncation error",
+        "×/step\n∂L/∂s_t",
+        "×/step\n∂h_T/∂s_t",
+        "spectral\nradius",
+        "k for\n<1% err",
     ]
     trained = any("longest_solved" in r for r in rows)
     if trained:
-        header.append(f"longest {results['settings']['train']} length solved")
+        header.append(f"{results['settings']['train']}:\nlongest T")
     out = []
     for r in rows:
         row = [
