@@ -11,8 +11,8 @@ Sizes are SymPy expressions in the symbols ``units`` and ``input_dim``. A weight
 shape is one or two of them (``[input_dim, 3 * units]``); a *stacked* layout has
 shape ``[rows, N * units]`` and one row of blocks per entry of axis 0.
 
-This module reads the spec's data classes but does not import :mod:`rnngen.spec`
-(which imports it), so there is no import cycle.
+This module reads the spec's data classes but does not import them at run time
+(:mod:`rnngen.spec_types` imports it), so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sympy as sp
 from .grammar import holds
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from .spec import CellSpec, Layout, Weight
+    from .spec_types import CellSpec, Layout, Weight
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,326 @@
+"""Equations of a spec: parsing, definition order, cycles and sizes, for every option combination.
+
+Sizes come from the layout in force (:func:`rnngen.resolve.resolve_weights`); an equation
+that fails is reported where it is, and equations that read it are not blamed for it.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+
+import sympy as sp
+
+from . import functions
+from .grammar import GrammarError, Vocabulary, WeightProduct, parse_equation
+from .resolve import layout_blocks, resolve_weights
+from .spec_decls import block_names, read_condition
+from .spec_names import RESERVED, Reporter, valid_identifier
+from .spec_types import Equation
+
+
+def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_names):
+    """Parse every equation; check sizes, definitions and order for every option combination."""
+    option_calls = {
+        o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"
+    }
+    calls = {n: functions.function(n, n) for n in functions.TABLE} | option_calls
+    weight_names = {n for w in weights for n in block_names(w)}
+    matrices, vectors = set(), {}
+    for w in weights:
+        for lay in w.layouts:
+            for b in layout_blocks(w.name, lay):
+                if b.vector:
+                    vectors[b.name] = b.size
+                else:
+                    matrices.add(b.name)
+    eq_names = list(raw)
+    for s in states:
+        if s not in raw:
+            rep.err(("step",), f"state '{s}' is never updated; add an equation 'step.{s}'")
+    sizes: dict[str, sp.Expr] = {"x": symbol_size("input_dim"), **vectors}
+    for s in states:
+        sizes[f"{s}_prev"] = symbol_size("units")
+    variables = frozenset(sizes) | frozenset(eq_names) - set(matrices)
+    if rep.problems:  # already failing: names reported as invalid are not reported again
+        variables |= frozenset(rep.rejected)
+    weights_ok = frozenset(matrices) | frozenset(vectors)
+    if rep.problems:
+        weights_ok |= frozenset(rep.rejected)
+    vocab = Vocabulary(variables, weights_ok, calls, functions.UNSUPPORTED)
+
+    parsed = []
+    for name, value in raw.items():
+        path = ("step", name)
+        if not valid_identifier(rep, name, path, "equation"):
+            continue
+        if name in RESERVED or name.endswith("_prev") or name.startswith("d_"):
+            rep.err(path, f"equation name '{name}' collides with a name the generated code uses")
+            continue
+        alts = [{"eq": value}] if isinstance(value, str) else value
+        alternatives, texts = [], []
+        for i, alt in enumerate(alts):
+            apath = path if isinstance(value, str) else (*path, i, "eq")
+            when = read_condition(
+                rep,
+                alt.get("when", True),
+                (*path, i, "when") if not isinstance(value, str) else path,
+                bool_names,
+            )
+            try:
+                rhs = parse_equation(alt["eq"], vocab)
+            except GrammarError as e:
+                rep.err(apath, e.message, offset=e.offset)
+                continue
+            alternatives.append((when, rhs))
+            texts.append(alt["eq"])
+        parsed.append(Equation(name, tuple(alternatives), tuple(texts)))
+    if rep.problems:
+        return tuple(parsed), sizes
+
+    # check every option combination: definitions, order, cycles and sizes
+    combos = [
+        dict(zip(bool_names, vals, strict=True))
+        for vals in product([True, False], repeat=len(bool_names))
+    ] or [{}]
+    reported: set = set()
+    for combo in combos:
+        resolved, absent = resolve_weights(weights, combo)
+        blocks = {b.name: b for w in resolved for b in w.blocks}
+        known = dict(sizes)
+        # equations already reported for this combination: a later equation reading one
+        # is not blamed for it (its size is unknown, not cyclic)
+        failed: set[str] = set()
+        reads = {
+            eq.name: {str(v) for v in rhs.free_symbols} & set(eq_names)
+            for eq in parsed
+            if (rhs := eq.rhs(combo)) is not None
+        }
+        for eq in parsed:
+            rhs = eq.rhs(combo)
+            if rhs is None:
+                failed.add(eq.name)
+                key = (eq.name, "none")
+                if key not in reported:
+                    reported.add(key)
+                    rep.err(
+                        ("step", eq.name),
+                        f"no alternative applies when {_describe(combo)}; add one without 'when'",
+                    )
+                continue
+            if check_order(rep, eq, rhs, known, failed, reads, eq_names, states, reported):
+                failed.add(eq.name)
+                continue
+            size = expr_size(
+                rep, rhs, known, blocks, vectors, ("step", eq.name), reported, _describe(combo)
+            )
+            if size is not None:
+                known[eq.name] = size
+            else:
+                failed.add(eq.name)
+            for call in _constant_calls(rhs, weight_names & absent):
+                key = (eq.name, "constant call", call)
+                if key not in reported:
+                    reported.add(key)
+                    rep.err(
+                        ("step", eq.name),
+                        f"'{call}' is a constant when {_describe(combo)}; "
+                        "write its value, or apply the function to a tensor",
+                    )
+            if _vanishes(rhs, weight_names & absent):
+                key = (eq.name, "constant")
+                if key not in reported:
+                    reported.add(key)
+                    rep.err(
+                        ("step", eq.name),
+                        f"'{eq.name}' is a constant when {_describe(combo)} (the "
+                        "absent weights remove every term); it must depend on x, "
+                        "a state or a present weight",
+                    )
+        for s in states:
+            if s in known and known[s] != symbol_size("units"):
+                key = (s, "size")
+                if key not in reported:
+                    reported.add(key)
+                    rep.err(
+                        ("step", s),
+                        f"state '{s}' has size {known[s]}, but states have size units",
+                    )
+        sizes.update({k: v for k, v in known.items() if k not in sizes})
+    return tuple(parsed), sizes
+
+
+def check_order(rep: Reporter, eq, rhs, known, failed, reads, eq_names, states, reported) -> bool:
+    """True when ``rhs`` reads an equation not yet computed.
+
+    Reading a later equation, or one that reads this one (a cycle), is reported here;
+    reading an earlier equation that failed for its own reason is not: that problem
+    was reported where it is.
+    """
+    for sym in sorted(rhs.free_symbols, key=str):
+        n = str(sym)
+        if n not in eq_names or n in known:
+            continue
+        if n in failed and n != eq.name and not _reaches(reads, n, eq.name):
+            return True
+        key = (eq.name, n, "order")
+        if key not in reported:
+            reported.add(key)
+            later = eq_names.index(n) > eq_names.index(eq.name)
+            why = "is defined later; equations run in order" if later else "is part of a cycle"
+            if n == eq.name:
+                why = (
+                    f"refers to itself; use '{n}_prev' for the previous value"
+                    if n in states
+                    else "refers to itself"
+                )
+            rep.err(("step", eq.name), f"'{n}' {why}")
+        return True
+    return False
+
+
+def expr_size(rep: Reporter, expr, known, blocks, vectors, path, reported, when="always"):
+    """Size of an elementwise expression (None after reporting a problem).
+
+    ``blocks``: the present blocks under the layouts in force (:mod:`rnngen.resolve`);
+    ``vectors``: the size of every vector block in any layout (absent ones read as zero).
+    """
+
+    def size(e):
+        if e.is_Number:
+            return None  # broadcasts
+        if isinstance(e, sp.Symbol):
+            n = str(e)
+            block = blocks.get(n)
+            if block is not None and not block.vector:
+                raise _SizeError(
+                    f"'{n}' is a 2-D weight (shape {_dims(block.shape)}) when {when}: "
+                    "it may only appear right of '@'"
+                )
+            if block is not None:
+                return block.size
+            return known.get(n, vectors.get(n))
+        if isinstance(e, WeightProduct):
+            a, w = e.args
+            block = blocks.get(str(w))
+            if block is None:  # absent: the product is zero
+                size(a)
+                return None
+            if block.vector:
+                raise _SizeError(
+                    f"'{_src(a)} @ {w}': {w} is a vector; the right side "
+                    "of '@' must be a matrix weight"
+                )
+            sa = size(a)
+            if sa is not None and sa != block.rows:
+                raise _SizeError(
+                    f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {block.rows} rows"
+                )
+            return block.size
+        sizes_ = [s for s in (size(a) for a in e.args) if s is not None]
+        if len(set(sizes_)) > 1:
+            raise _SizeError(
+                "elementwise operation on sizes "
+                f"{', '.join(map(str, dict.fromkeys(sizes_)))} in '{_src(e)}'"
+            )
+        return sizes_[0] if sizes_ else None
+
+    try:
+        return size(expr)
+    except _SizeError as e:
+        key = (path, str(e))
+        if key not in reported:
+            reported.add(key)
+            rep.err(path, str(e))
+        return None
+
+
+def unread_equations(equations, states, output, weights, bool_names) -> list[tuple[str, str]]:
+    """(equation, problem) for each equation nothing reads under any option combination.
+
+    An equation is read when it is a state or the output, or a read equation uses it (with the
+    absent weights' terms removed). One dead under only some combinations is fine: the
+    derivation leaves it out of those variants.
+    """
+
+    names = [eq.name for eq in equations]
+    live: set[str] = set()
+    readers: dict[str, set[str]] = {n: set() for n in names}
+    for vals in product([True, False], repeat=len(bool_names)):
+        combo = dict(zip(sorted(bool_names), vals, strict=True))
+        _, absent = resolve_weights(weights, combo)
+        needed = set(states) | {output}
+        for eq in reversed(equations):
+            rhs = eq.rhs(combo)
+            if rhs is None:
+                continue
+            used = {str(v) for v in _reduce(rhs, set(absent)).free_symbols} & set(names)
+            for n in used:
+                readers[n].add(eq.name)
+            if eq.name in needed:
+                live.add(eq.name)
+                needed |= used
+    out = []
+    for n in names:
+        if n in live:
+            continue
+        if readers[n]:
+            users = ", ".join(f"'{r}'" for r in sorted(readers[n]))
+            why = f"it is only used by {users}, which nothing reads"
+        else:
+            why = "it is not a state or the output and no later equation uses it"
+        out.append((n, f"nothing reads '{n}': {why}; remove it or use it"))
+    return out
+
+
+def _reaches(reads: dict[str, set[str]], start: str, goal: str) -> bool:
+    """True when equation ``start`` reads ``goal``, directly or through other equations."""
+    seen, todo = set(), [start]
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(reads.get(n, ()))
+    return False
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+class _SizeError(Exception):
+    pass
+
+
+def _src(e) -> str:
+    return str(e).replace("WeightProduct(", "matmul(")
+
+
+def _reduce(rhs: sp.Expr, absent: set[str]) -> sp.Expr:
+    """``rhs`` with the absent weights (and their products) set to zero."""
+    zero = {sp.Symbol(n, real=True): 0 for n in absent}
+    reduced = rhs.replace(
+        lambda e: isinstance(e, WeightProduct) and str(e.args[1]) in absent, lambda e: sp.S.Zero
+    )
+    return reduced.subs(zero)
+
+
+def _vanishes(rhs: sp.Expr, absent: set[str]) -> bool:
+    """True when ``rhs`` has no free symbols once the absent weights are zero."""
+    return not _reduce(rhs, absent).free_symbols
+
+
+def _constant_calls(rhs: sp.Expr, absent: set[str]) -> list[str]:
+    """Function calls whose argument is a constant once the absent weights are zero."""
+    return sorted(
+        str(c) for c in _reduce(rhs, absent).atoms(functions._Call) if not c.args[0].free_symbols
+    )
+
+
+def _describe(combo: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in combo.items()) or "always"
+
+
+def symbol_size(name: str) -> sp.Expr:
+    return sp.Symbol(name, real=True)
