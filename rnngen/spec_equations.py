@@ -19,13 +19,36 @@ from .spec_types import Equation
 
 
 def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_names):
-    """Parse every equation; check sizes, definitions and order for every option combination."""
-    option_calls = {
-        o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"
-    }
-    calls = {n: functions.function(n, n) for n in functions.TABLE} | option_calls
-    weight_names = {n for w in weights for n in block_names(w)}
-    matrices, vectors = set(), {}
+    """Parse every equation; check sizes, definitions and order for every option combination.
+
+    Returns (equations, sizes): the parsed :class:`Equation` s in order, and the size of every
+    vector name (``x``, ``<state>_prev``, vector blocks, equations) in units/input_dim.
+    """
+    matrices, vectors = _block_kinds(weights)
+    for s in states:
+        if s not in raw:
+            rep.err(("step",), f"state '{s}' is never updated; add an equation 'step.{s}'")
+    sizes: dict[str, sp.Expr] = {"x": symbol_size("input_dim"), **vectors}
+    sizes.update({f"{s}_prev": symbol_size("units") for s in states})
+    vocab = _vocabulary(rep, options, matrices, vectors, frozenset(sizes) | frozenset(raw))
+    parsed = tuple(parse_step(rep, raw, vocab, bool_names))
+    if rep.problems:
+        return parsed, sizes
+    combos = [
+        dict(zip(bool_names, vals, strict=True))
+        for vals in product([True, False], repeat=len(bool_names))
+    ] or [{}]
+    reported: set = set()
+    for combo in combos:
+        known = check_combination(rep, parsed, combo, weights, sizes, vectors, states, reported)
+        sizes.update({k: v for k, v in known.items() if k not in sizes})
+    return parsed, sizes
+
+
+def _block_kinds(weights) -> tuple[set[str], dict[str, sp.Expr]]:
+    """(matrix block names, vector block name -> size), over every layout of every weight."""
+    matrices: set[str] = set()
+    vectors: dict[str, sp.Expr] = {}
     for w in weights:
         for lay in w.layouts:
             for b in layout_blocks(w.name, lay):
@@ -33,21 +56,25 @@ def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_nam
                     vectors[b.name] = b.size
                 else:
                     matrices.add(b.name)
-    eq_names = list(raw)
-    for s in states:
-        if s not in raw:
-            rep.err(("step",), f"state '{s}' is never updated; add an equation 'step.{s}'")
-    sizes: dict[str, sp.Expr] = {"x": symbol_size("input_dim"), **vectors}
-    for s in states:
-        sizes[f"{s}_prev"] = symbol_size("units")
-    variables = frozenset(sizes) | frozenset(eq_names) - set(matrices)
+    return matrices, vectors
+
+
+def _vocabulary(rep: Reporter, options, matrices, vectors, names) -> Vocabulary:
+    """What names mean in equations: vectors (``names`` less matrices), weights, functions."""
+    option_calls = {
+        o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"
+    }
+    calls = {n: functions.function(n, n) for n in functions.TABLE} | option_calls
+    variables = frozenset(names) - frozenset(matrices) | frozenset(vectors)
+    weights_ok = frozenset(matrices) | frozenset(vectors)
     if rep.problems:  # already failing: names reported as invalid are not reported again
         variables |= frozenset(rep.rejected)
-    weights_ok = frozenset(matrices) | frozenset(vectors)
-    if rep.problems:
         weights_ok |= frozenset(rep.rejected)
-    vocab = Vocabulary(variables, weights_ok, calls, functions.UNSUPPORTED)
+    return Vocabulary(variables, weights_ok, calls, functions.UNSUPPORTED)
 
+
+def parse_step(rep: Reporter, raw: dict, vocab: Vocabulary, bool_names) -> list[Equation]:
+    """Each ``step`` entry as an :class:`Equation`: its alternatives, parsed, with conditions."""
     parsed = []
     for name, value in raw.items():
         path = ("step", name)
@@ -56,97 +83,89 @@ def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_nam
         if name in RESERVED or name.endswith("_prev") or name.startswith("d_"):
             rep.err(path, f"equation name '{name}' collides with a name the generated code uses")
             continue
-        alts = [{"eq": value}] if isinstance(value, str) else value
+        single = isinstance(value, str)
         alternatives, texts = [], []
-        for i, alt in enumerate(alts):
-            apath = path if isinstance(value, str) else (*path, i, "eq")
-            when = read_condition(
-                rep,
-                alt.get("when", True),
-                (*path, i, "when") if not isinstance(value, str) else path,
-                bool_names,
-            )
+        for i, alt in enumerate([{"eq": value}] if single else value):
+            when_path = path if single else (*path, i, "when")
+            when = read_condition(rep, alt.get("when", True), when_path, bool_names)
             try:
                 rhs = parse_equation(alt["eq"], vocab)
             except GrammarError as e:
-                rep.err(apath, e.message, offset=e.offset)
+                rep.err(path if single else (*path, i, "eq"), e.message, offset=e.offset)
                 continue
             alternatives.append((when, rhs))
             texts.append(alt["eq"])
         parsed.append(Equation(name, tuple(alternatives), tuple(texts)))
-    if rep.problems:
-        return tuple(parsed), sizes
+    return parsed
 
-    # check every option combination: definitions, order, cycles and sizes
-    combos = [
-        dict(zip(bool_names, vals, strict=True))
-        for vals in product([True, False], repeat=len(bool_names))
-    ] or [{}]
-    reported: set = set()
-    for combo in combos:
-        resolved, absent = resolve_weights(weights, combo)
-        blocks = {b.name: b for w in resolved for b in w.blocks}
-        known = dict(sizes)
-        # equations already reported for this combination: a later equation reading one
-        # is not blamed for it (its size is unknown, not cyclic)
-        failed: set[str] = set()
-        reads = {
-            eq.name: {str(v) for v in rhs.free_symbols} & set(eq_names)
-            for eq in parsed
-            if (rhs := eq.rhs(combo)) is not None
-        }
-        for eq in parsed:
-            rhs = eq.rhs(combo)
-            if rhs is None:
-                failed.add(eq.name)
-                key = (eq.name, "none")
-                if key not in reported:
-                    reported.add(key)
-                    rep.err(
-                        ("step", eq.name),
-                        f"no alternative applies when {_describe(combo)}; add one without 'when'",
-                    )
-                continue
-            if check_order(rep, eq, rhs, known, failed, reads, eq_names, states, reported):
-                failed.add(eq.name)
-                continue
-            size = expr_size(
-                rep, rhs, known, blocks, vectors, ("step", eq.name), reported, _describe(combo)
+
+def check_combination(rep: Reporter, parsed, combo, weights, sizes, vectors, states, reported):
+    """Check the equations under one combination of options; returns every size it knows.
+
+    Definitions, order and cycles, sizes under the layouts in force, constants left by absent
+    weights, and state sizes. A problem already reported under another combination (a key in
+    ``reported``) is not reported again. An equation that fails is reported where it is;
+    equations that read it are not blamed for it (its size is unknown, not cyclic).
+    """
+    resolved, absent = resolve_weights(weights, combo)
+    blocks = {b.name: b for w in resolved for b in w.blocks}
+    absent_blocks = {n for w in weights for n in block_names(w)} & absent
+    eq_names = [eq.name for eq in parsed]
+    when = _describe(combo)
+
+    def once(key, path, message):
+        if key not in reported:
+            reported.add(key)
+            rep.err(path, message)
+
+    known = dict(sizes)
+    failed: set[str] = set()
+    reads = {
+        eq.name: {str(v) for v in rhs.free_symbols} & set(eq_names)
+        for eq in parsed
+        if (rhs := eq.rhs(combo)) is not None
+    }
+    for eq in parsed:
+        path = ("step", eq.name)
+        rhs = eq.rhs(combo)
+        if rhs is None:
+            failed.add(eq.name)
+            once(
+                (eq.name, "none"),
+                path,
+                f"no alternative applies when {when}; add one without 'when'",
             )
-            if size is not None:
-                known[eq.name] = size
-            else:
-                failed.add(eq.name)
-            for call in _constant_calls(rhs, weight_names & absent):
-                key = (eq.name, "constant call", call)
-                if key not in reported:
-                    reported.add(key)
-                    rep.err(
-                        ("step", eq.name),
-                        f"'{call}' is a constant when {_describe(combo)}; "
-                        "write its value, or apply the function to a tensor",
-                    )
-            if _vanishes(rhs, weight_names & absent):
-                key = (eq.name, "constant")
-                if key not in reported:
-                    reported.add(key)
-                    rep.err(
-                        ("step", eq.name),
-                        f"'{eq.name}' is a constant when {_describe(combo)} (the "
-                        "absent weights remove every term); it must depend on x, "
-                        "a state or a present weight",
-                    )
-        for s in states:
-            if s in known and known[s] != symbol_size("units"):
-                key = (s, "size")
-                if key not in reported:
-                    reported.add(key)
-                    rep.err(
-                        ("step", s),
-                        f"state '{s}' has size {known[s]}, but states have size units",
-                    )
-        sizes.update({k: v for k, v in known.items() if k not in sizes})
-    return tuple(parsed), sizes
+            continue
+        if check_order(rep, eq, rhs, known, failed, reads, eq_names, states, reported):
+            failed.add(eq.name)
+            continue
+        size = expr_size(rep, rhs, known, blocks, vectors, path, reported, when)
+        if size is None:
+            failed.add(eq.name)
+        else:
+            known[eq.name] = size
+        for call in _constant_calls(rhs, absent_blocks):
+            once(
+                (eq.name, "constant call", call),
+                path,
+                f"'{call}' is a constant when {when}; "
+                "write its value, or apply the function to a tensor",
+            )
+        if _vanishes(rhs, absent_blocks):
+            once(
+                (eq.name, "constant"),
+                path,
+                f"'{eq.name}' is a constant when {when} (the absent weights remove every "
+                "term); it must depend on x, a state or a present weight",
+            )
+    for s in states:
+        if s in known and known[s] != symbol_size("units"):
+            once(
+                (s, "size"),
+                ("step", s),
+                f"state '{s}' has size {known[s]}, but states have size units",
+            )
+    return known
 
 
 def check_order(rep: Reporter, eq, rhs, known, failed, reads, eq_names, states, reported) -> bool:
