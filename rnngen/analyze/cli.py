@@ -111,7 +111,10 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
         _fail(ctx, err)
         return
     header, rows = report.summary_table(results)
-    table = Table(title="rnngen analyze (×/step: gradient norm factor per step back, at init)")
+    table = Table(
+        title="rnngen analyze",
+        caption="×/step: factor of the gradient norm per step back in time, at init",
+    )
     for h in header:
         table.add_column(
             h,

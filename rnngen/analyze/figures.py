@@ -38,29 +38,56 @@ def _band(ax, y, low, high, color, label):
     ax.fill_between(d, _finite(low), _finite(high), color=color, alpha=0.18, lw=0)
 
 
+def _runs(results: dict, name: str) -> dict:
+    """A cell's training runs keyed by int length (JSON round trips make the keys strings)."""
+    return {int(T): r for T, r in results["cells"][name].get("training", {}).items()}
+
+
 def overview(results: dict) -> bytes:
-    """One panel: ‖∂h_T/∂h_t‖ at init for every cell's default configuration (README)."""
+    """‖∂h_T/∂h_t‖ at init for every cell's default configuration and, after training, the
+    accuracy against the length (the README figure)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    trained = [n for n in results["order"] if _runs(results, n)]
+    fig, axes = plt.subplots(
+        1, 2 if trained else 1, figsize=(11 if trained else 6, 3.6), squeeze=False
+    )
+    ax = axes[0][0]
     for i, name in enumerate(results["order"]):
         flow = results["cells"][name]["flow"].get(DEFAULT.label)
         if not flow:
             continue
         j = flow["jacobian"]
-        _band(
-            ax,
-            j["median"],
-            j["low"],
-            j["high"],
-            COLORS[i % len(COLORS)],
-            f"{name}: ×{j['rate']:.3f} per step",
-        )
+        color = COLORS[i % len(COLORS)]
+        _band(ax, j["median"], j["low"], j["high"], color, f"{name}: ×{j['rate']:.3f} per step")
     ax.set_yscale("log")
     ax.set_xlabel("steps back in time (T − t)")
     ax.set_ylabel("‖∂h_T/∂s_t‖_F / √U")
-    ax.set_title("Gradient flow at initialisation (median, min-max over seeds)")
+    ax.set_title("Gradient flow at initialisation")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+    if trained:
+        ax = axes[0][1]
+        task = results["settings"]["train"]
+        for i, name in enumerate(results["order"]):
+            runs = _runs(results, name)
+            if not runs:
+                continue
+            lengths = sorted(runs)
+            ax.plot(
+                lengths,
+                [runs[T]["accuracy"] for T in lengths],
+                "o-",
+                color=COLORS[i % len(COLORS)],
+                label=name,
+            )
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"After training on the {task} task")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -113,6 +140,8 @@ def spectra(results: dict) -> bytes:
         ax.plot(np.cos(t), np.sin(t), color="grey", lw=0.8)
         for i, (gate, s) in enumerate(c["eigenvalues"].items()):
             eig = np.asarray(s["eigenvalues"])
+            if eig.ndim == 2:  # from results.json: [re, im] pairs
+                eig = eig[:, 0] + 1j * eig[:, 1]
             ax.scatter(
                 eig.real,
                 eig.imag,
@@ -193,7 +222,7 @@ def truncation(results: dict) -> bytes:
 def training(results: dict) -> bytes:
     """Test loss against step for each length, and accuracy against length."""
     plt = _plt()
-    names = [n for n in results["order"] if "training" in results["cells"][n]]
+    names = [n for n in results["order"] if _runs(results, n)]
     lengths = results["settings"]["lengths"]
     fig, axes = plt.subplots(
         1, len(lengths) + 1, figsize=(3.6 * (len(lengths) + 1), 3.6), squeeze=False
@@ -201,7 +230,7 @@ def training(results: dict) -> bytes:
     axes = axes[0]
     for i, name in enumerate(names):
         color = COLORS[i % len(COLORS)]
-        runs = results["cells"][name]["training"]
+        runs = _runs(results, name)
         for j, T in enumerate(lengths):
             r = runs[T]
             steps = [e["step"] for e in r["evals"]]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gradients, spectra, training
+from .blas import single_threaded
 from .cells import DEFAULT, VARIANTS, Cell, Variant, load_cells
 from .tasks import LENGTHS
 
@@ -57,6 +58,7 @@ def analyze(paths: list[Path], settings: Settings, *, tick=None) -> dict:
     started = time.perf_counter()
     results: dict = {"settings": _settings_dict(s), "cells": {}}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(single_threaded())
         cells = load_cells(paths, stack)
         results["order"] = [c.name for c in cells]
         for cell in cells:

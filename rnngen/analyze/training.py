@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blas import single_threaded
 from .cells import DEFAULT, Cell, Variant
 from .optim import SGD, Adam, clip
 from .tasks import Task
@@ -72,7 +73,13 @@ class Model:
         return loss, grads
 
 
-def train(
+def train(*args, **kwargs) -> dict:
+    """:func:`train_run` with BLAS limited to one thread (see :mod:`.blas`)."""
+    with single_threaded():
+        return train_run(*args, **kwargs)
+
+
+def train_run(
     cell: Cell,
     task: Task,
     *,
