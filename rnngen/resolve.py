@@ -107,13 +107,19 @@ class Resolved:
     present, in the spec's order. ``absent``: every weight and block name the spec
     declares (in any layout) that is not present under these options; it reads as zero.
     ``equations``: each step equation's right side in force (None when no alternative
-    applies).
+    applies). ``sizes``: the size of every vector name (``x``, ``<state>_prev``, vector
+    blocks, equations) under these options; an equation's size may depend on them.
     """
 
     options: tuple[tuple[str, bool], ...]
     weights: tuple[ResolvedWeight, ...]
     absent: frozenset[str]
     equations: tuple[tuple[str, sp.Expr | None], ...] = ()
+    sizes: tuple[tuple[str, sp.Expr], ...] = ()
+
+    def size(self, name: str) -> sp.Expr | None:
+        """The size of vector ``name`` under these options (None if it has none)."""
+        return dict(self.sizes).get(name)
 
     @property
     def blocks(self) -> tuple[Block, ...]:
@@ -213,7 +219,9 @@ def resolve(spec: CellSpec, options: Mapping[str, object] | None = None) -> Reso
     values = {o.name: bool(options.get(o.name, o.default)) for o in spec.bool_options}
     weights, absent = resolve_weights(spec.weights, values)
     equations = tuple((eq.name, eq.rhs(values)) for eq in spec.equations)
-    return Resolved(tuple(values.items()), weights, absent, equations)
+    in_force = dict(spec.combination_sizes).get(tuple(sorted(values.items())))
+    sizes = in_force if in_force is not None else spec.sizes
+    return Resolved(tuple(values.items()), weights, absent, equations, tuple(sizes))
 
 
 def layout_conditions(weight: Weight) -> tuple[tuple[sp.Basic, Layout], ...]:

@@ -119,9 +119,11 @@ def build_spec(rep: Reporter) -> CellSpec | None:
     if output not in d["step"]:
         rep.err(("output",), f"output '{output}' is not an equation; valid: {one_of(d['step'])}")
     dropout = read_dropout(rep, d.get("dropout") or {}, states)
-    equations, sizes = check_equations(rep, d["step"], options, weights, states, bool_names)
-    out_size = sizes.get(output)
-    if not rep.problems and out_size is not None and out_size != symbol_size("units"):
+    equations, sizes, by_combination = check_equations(
+        rep, d["step"], options, weights, states, bool_names
+    )
+    out_sizes = {known[output] for known in by_combination.values() if output in known}
+    for out_size in sorted(out_sizes - {symbol_size("units")}, key=str)[:1]:
         rep.err(
             ("step", output),
             f"the output '{output}' has size {out_size}, but a layer's output has size "
@@ -146,6 +148,9 @@ def build_spec(rep: Reporter) -> CellSpec | None:
         equations=equations,
         source=rep.file,
         sizes=tuple(sorted(sizes.items())),
+        combination_sizes=tuple(
+            (combo, tuple(sorted(known.items()))) for combo, known in by_combination.items()
+        ),
     )
 
 

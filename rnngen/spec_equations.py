@@ -21,8 +21,10 @@ from .spec_types import Equation
 def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_names):
     """Parse every equation; check sizes, definitions and order for every option combination.
 
-    Returns (equations, sizes): the parsed :class:`Equation` s in order, and the size of every
-    vector name (``x``, ``<state>_prev``, vector blocks, equations) in units/input_dim.
+    Returns (equations, sizes, by_combination): the parsed :class:`Equation` s in order, the
+    size of every vector name (``x``, ``<state>_prev``, vector blocks, equations) in
+    units/input_dim (the first combination that defines it), and for each combination of
+    boolean options (sorted ``(name, value)`` pairs) the sizes in force under it.
     """
     matrices, vectors = _block_kinds(weights)
     for s in states:
@@ -33,16 +35,19 @@ def check_equations(rep: Reporter, raw: dict, options, weights, states, bool_nam
     vocab = _vocabulary(rep, options, matrices, vectors, frozenset(sizes) | frozenset(raw))
     parsed = tuple(parse_step(rep, raw, vocab, bool_names))
     if rep.problems:
-        return parsed, sizes
+        return parsed, sizes, {}
     combos = [
         dict(zip(bool_names, vals, strict=True))
         for vals in product([True, False], repeat=len(bool_names))
     ] or [{}]
     reported: set = set()
+    by_combination = {}
     for combo in combos:
         known = check_combination(rep, parsed, combo, weights, sizes, vectors, states, reported)
+        by_combination[tuple(sorted(combo.items()))] = known
+    for known in by_combination.values():
         sizes.update({k: v for k, v in known.items() if k not in sizes})
-    return parsed, sizes
+    return parsed, sizes, by_combination
 
 
 def _block_kinds(weights) -> tuple[set[str], dict[str, sp.Expr]]:

@@ -78,7 +78,10 @@ class CellSpec:
     full_dropout: str
     equations: tuple[Equation, ...]
     source: str
-    sizes: tuple[tuple[str, sp.Expr], ...]  # every vector name -> its size
+    sizes: tuple[tuple[str, sp.Expr], ...]  # every vector name -> its size (first combination)
+    #: per combination of boolean options (sorted (name, value) pairs): every vector's size in
+    #: force under it; read through :func:`rnngen.resolve.resolve`
+    combination_sizes: tuple = ()
 
     def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)

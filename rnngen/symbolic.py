@@ -215,7 +215,9 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     backward, state_grads, x_grad, reductions = _reverse(
         spec, forward, node_values, groups, blocks, vector_blocks
     )
-    stored = _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks)
+    stored = _stored_values(
+        spec, forward, backward, state_grads, groups, resolved, masks, blocks, res.sizes
+    )
 
     hoisted_grads = tuple(
         (g, str(var), sp.diff(g.operand_expr, var))
@@ -452,7 +454,9 @@ def _forward_program(resolved, groups, comments=None):
     return forward, operand_nodes
 
 
-def _stored_values(spec, forward, backward, state_grads, groups, resolved, masks, blocks):
+def _stored_values(
+    spec, forward, backward, state_grads, groups, resolved, masks, blocks, in_force=()
+):
     """The per-step forward values the backward reads that are not otherwise at hand."""
     available = _prev_names(spec) | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
     available |= set(blocks)
@@ -466,7 +470,7 @@ def _stored_values(spec, forward, backward, state_grads, groups, resolved, masks
     needed = {str(s) for e in exprs for s in e.free_symbols}
     # an in-loop operand that is not a state is needed for its weight gradient after the loop
     needed |= {g.operand for g in groups if not g.hoisted and g.operand not in available}
-    sizes = dict(spec.sizes)
+    sizes = {**dict(spec.sizes), **dict(in_force)}  # the sizes under this variant's options
     for g in groups:
         sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
         for p, b in g.products:

@@ -307,6 +307,45 @@ def test_stored_operand_is_sized_by_the_layout_in_force():
             assert any(o in stored for o in operands)
 
 
+#: an intermediate whose size depends on an option: input_dim when from_input, else units
+SIZE_OPTION = """\
+name: size_opt
+class_name: SizeOpt
+doc: An intermediate whose size depends on an option, stored per step.
+options:
+  from_input: true
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  back: {shape: [units, input_dim], initializer: glorot_uniform}
+  v: {shape: [input_dim], initializer: ones}
+  mix:
+    initializer: glorot_uniform
+    layouts:
+      - when: from_input
+        shape: [input_dim, units]
+      - shape: [units, units]
+states: [h]
+step:
+  e:
+    - when: from_input
+      eq: tanh(x * v) * sigmoid(h_prev @ back)
+    - eq: tanh(h_prev)
+  h: tanh(x @ kernel + e @ mix)
+"""
+
+
+def test_sizes_are_resolved_per_combination_of_options():
+    from rnngen import symbolic
+
+    cs = spec_mod.parse(SIZE_OPTION, "t.yaml")
+    assert resolve(cs, {"from_input": True}).size("e") == input_dim
+    assert resolve(cs, {"from_input": False}).size("e") == units
+    for v in symbolic.derive(cs).variants:
+        stored = dict(v.stored)
+        expected = input_dim if dict(v.options)["from_input"] else units
+        assert stored.get("e", expected) == expected, (v.describe(), stored)
+
+
 # -- item 5: the refused equation is blamed where it is ---------------------------------------
 
 
