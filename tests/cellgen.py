@@ -794,7 +794,7 @@ def check_cell(
         return _done(out, t0)
     with tempfile.TemporaryDirectory(prefix="rnngen-cell-", dir=workdir) as tmp:
         tmp = Path(tmp)
-        path = tmp / "cell.yaml"
+        path = tmp / f"{cs.name}.yaml"
         path.write_text(cell.yaml, encoding="utf-8")
         try:
             api["build_into"](path, tmp / "out")
@@ -804,7 +804,7 @@ def check_cell(
             fail("crash", "build", _short(err))
             return _done(out, t0)
         mods = {}
-        for backend, file in (("numpy", "cell_numpy.py"), ("tf", "cell_tf.py")):
+        for backend, file in (("numpy", f"{cs.name}_numpy.py"), ("tf", f"{cs.name}_tf.py")):
             try:
                 mods[backend] = api["import_path"](tmp / "out" / file)
             except Exception as err:  # noqa: BLE001
@@ -817,8 +817,20 @@ def check_cell(
             full.update(opts)
             for o in cs.activation_options:  # a random allowed activation per combination
                 full[o.name] = crng.choice(o.values)
-            cfg = api["Config"](tuple(full.items()), B=B, T=T, D=D, U=U, initial_state=True)
+            # Keras's layer semantics around the cell, drawn too: masked steps, reversed time
+            mask, backwards = crng.random() < 0.25, crng.random() < 0.25
+            cfg = api["Config"](
+                tuple(full.items()),
+                B=B,
+                T=T,
+                D=D,
+                U=U,
+                initial_state=True,
+                mask=mask,
+                go_backwards=backwards,
+            )
             label = " ".join(f"{k}={v}" for k, v in full.items())
+            label += " mask" * mask + " go_backwards" * backwards
             out.combos += 1
             _check_config(api, cs, mods, cfg, seed, label, out, fail, backends)
     return _done(out, t0)
