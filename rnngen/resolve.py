@@ -11,6 +11,15 @@ Sizes are SymPy expressions in the symbols ``units`` and ``input_dim``. A weight
 shape is one or two of them (``[input_dim, 3 * units]``); a *stacked* layout has
 shape ``[rows, N * units]`` and one row of blocks per entry of axis 0.
 
+Usage (the verifier's interpreter, a test, a backend)::
+
+    r = resolve(spec, {"reset_after": False})     # missing boolean options take defaults
+    for w in r.weights:                            # present weights, spec order
+        for b in w.blocks:                         # b.row, b.start, b.stop, b.shape, b.gate
+            value = arrays[w.name][b.index(units, input_dim)]
+    r.absent                                       # names that read as zero
+    r.size("hh"), dict(r.equations)["hh"]          # sizes and right sides in force
+
 This module reads the spec's data classes but does not import them at run time
 (:mod:`rnngen.spec_types` imports it), so there is no import cycle.
 """
@@ -24,6 +33,18 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from .grammar import holds
+
+__all__ = [
+    "Block",
+    "Resolved",
+    "ResolvedWeight",
+    "layout_blocks",
+    "layout_conditions",
+    "layout_in_force",
+    "placements",
+    "resolve",
+    "resolve_weights",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from .spec_types import CellSpec, Layout, Weight
