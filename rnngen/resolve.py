@@ -5,7 +5,9 @@ when its ``when`` holds, and its storage is the first of its ``layouts`` whose `
 holds. Every later stage asks the same questions for one combination of options: is
 this block present, is it a vector, which rows and columns of which weight hold it,
 what gate is it, what size does a product with it have. :func:`resolve` answers them
-all, once, as plain frozen data; nothing else in rnngen works them out again.
+all, once, as plain frozen data. The parser's size checks (:mod:`rnngen.spec_equations`),
+the derivation (:mod:`rnngen.symbolic`), codegen and the templates (initializer overrides,
+``input_dim`` sources) read it; the verifier's interpreter still places blocks itself.
 
 Sizes are SymPy expressions in the symbols ``units`` and ``input_dim``. A weight's
 shape is one or two of them (``[input_dim, 3 * units]``); a *stacked* layout has
