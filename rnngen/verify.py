@@ -503,7 +503,10 @@ def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick=Fals
             r = _run_matrix(
                 cs.name, f"keras/{impl}", "tf", cfgs, fn, _tol_text("float32"), prog, defaults
             )
-            r.remark = "tf backend: dropout masks injected via cell.get_(recurrent_)dropout_mask"
+            r.remark = (
+                "keras/* and autodiff/* inject dropout masks via "
+                "cell.get_(recurrent_)dropout_mask; dropout/* check the masks the layer draws"
+            )
             out.append(r)
     if "autodiff" in checks:
         dtype = _tf_layer_dtype(cls, 2)
