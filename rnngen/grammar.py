@@ -110,7 +110,8 @@ _FORBIDDEN = {
     ast.Starred: "starred expressions are not allowed",
     ast.IfExp: "conditional expressions are not allowed",
     ast.Compare: "comparisons are not allowed",
-    ast.BoolOp: "'and'/'or' are not allowed in equations",
+    ast.BoolOp: "'and'/'or' are not allowed in equations (boolean logic belongs in 'when:' "
+    "conditions)",
     ast.NamedExpr: "assignment expressions are not allowed",
     ast.JoinedStr: "strings are not allowed",
     ast.List: "lists are not allowed",
@@ -188,6 +189,11 @@ class _Equation:
             return -self.visit(node.operand)
         if isinstance(node.op, ast.UAdd):
             return self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            raise GrammarError(
+                node.col_offset,
+                "'not' is not allowed in equations (boolean logic belongs in 'when:' conditions)",
+            )
         raise GrammarError(node.col_offset, f"operator '{type(node.op).__name__}' is not allowed")
 
     def visit_BinOp(self, node: ast.BinOp) -> sp.Expr:
