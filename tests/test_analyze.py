@@ -373,7 +373,7 @@ def test_user_spec_and_bad_spec(tmp_path):
         main,
         ["analyze", str(spec), "--units", "3", "--steps", "6", "--seeds", "1", "--out", str(out)],
     )
-    assert ok.exit_code == 0, ok.output
+    assert ok.exit_code == 0, (ok.output, repr(ok.exception), ok.stderr_bytes)
     assert (out / "report.html").is_file()
     bad = Path(__file__).parent / "bad_specs" / "01_yaml_syntax.yaml"
     analyzed = runner.invoke(main, ["analyze", str(bad), "--out", str(tmp_path / "x")])

@@ -7,6 +7,7 @@ import io
 import numpy as np
 
 from .cells import DEFAULT
+from .tasks import Task
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
@@ -66,27 +67,8 @@ def overview(results: dict) -> bytes:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     if trained:
-        ax = axes[0][1]
-        task = results["settings"]["train"]
-        for i, name in enumerate(results["order"]):
-            runs = _runs(results, name)
-            if not runs:
-                continue
-            lengths = sorted(runs)
-            ax.plot(
-                lengths,
-                [runs[T]["accuracy"] for T in lengths],
-                "o-",
-                color=COLORS[i % len(COLORS)],
-                label=name,
-            )
-        ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("sequence length T")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"After training on the {task} task")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        _score_panel(axes[0][1], results, trained)
+        axes[0][1].set_title(f"After training on the {results['settings']['train']} task")
     fig.tight_layout()
     return _png(fig)
 
@@ -219,8 +201,33 @@ def truncation(results: dict) -> bytes:
     return _png(fig)
 
 
+def _score_panel(ax, results: dict, names) -> None:
+    """The task's score (see :meth:`.tasks.Task.score`) against the length, per cell."""
+    task = results["settings"]["train"]
+    lengths = sorted(_runs(results, names[0]))
+    for i, name in enumerate(results["order"]):
+        if name not in names:
+            continue
+        runs = _runs(results, name)
+        scores = [Task(task, T).score(runs[T]["test_loss"], runs[T]["accuracy"]) for T in lengths]
+        ax.plot(
+            lengths, np.clip(_nan(scores), -0.1, 1), "o-", color=COLORS[i % len(COLORS)], label=name
+        )
+    ax.axhline(Task(task, 1).solved_score, color="grey", lw=0.8, ls=":", label="solved")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.12, 1.02)
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel(Task(task, 1).score_label)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def _nan(values):
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
 def training(results: dict) -> bytes:
-    """Test loss against step for each length, and accuracy against length."""
+    """Test loss against step for each length, and the score against the length."""
     plt = _plt()
     names = [n for n in results["order"] if _runs(results, n)]
     lengths = results["settings"]["lengths"]
@@ -241,9 +248,6 @@ def training(results: dict) -> bytes:
                 label=name + (" (solved)" if r["solved"] else ""),
             )
             axes[j].axhline(r["baseline"], color="grey", lw=0.8, ls=":")
-        axes[-1].plot(
-            lengths, [runs[T]["accuracy"] for T in lengths], "o-", color=color, label=name
-        )
     task = results["settings"]["train"]
     for j, T in enumerate(lengths):
         axes[j].set_title(f"{task}, T = {T}")
@@ -252,13 +256,8 @@ def training(results: dict) -> bytes:
         axes[j].set_ylabel("test loss")
         axes[j].grid(alpha=0.3, which="both")
         axes[j].legend(fontsize=7)
-    axes[-1].set_xscale("log")
-    axes[-1].set_xlabel("sequence length T")
-    axes[-1].set_ylabel("test accuracy")
-    axes[-1].set_title("Accuracy at the end of training")
-    axes[-1].set_ylim(-0.02, 1.02)
-    axes[-1].grid(alpha=0.3)
-    axes[-1].legend(fontsize=7)
+    _score_panel(axes[-1], results, names)
+    axes[-1].set_title("At the end of training")
     fig.tight_layout()
     return _png(fig)
 

@@ -19,8 +19,10 @@ from .tasks import SYMBOLS
 PARTS = {
     "overview.png": (
         "Overview",
-        "Root-mean-square singular value of the Jacobian product ∂h_T/∂s_t at initialisation, "
-        "for each cell's Keras default configuration.",
+        "Left: root-mean-square singular value of the Jacobian product ∂h_T/∂s_t at "
+        "initialisation, for each cell's Keras default configuration. Right (with --train): "
+        "the task's score at the end of training against the length (values below −0.1, "
+        "worse than predicting the mean, are drawn at −0.1).",
     ),
     "gradient_flow.png": (
         "1. Gradient flow at initialisation",
@@ -52,9 +54,11 @@ PARTS = {
     "training.png": (
         "3. Memory over training",
         "Adam (lr 0.01, global-norm clipping at 1) on fresh batches, test loss on a fixed test "
-        "batch; the dotted line is the best input-blind loss. Adding problem: solved when the "
-        "test MSE is below 0.01, accuracy is the fraction of sums within 0.04. Copy task "
-        f"({SYMBOLS} symbols): solved at 95 % recall accuracy. Training stops once solved.",
+        "batch every 100 steps; the dotted line is the best input-blind loss. Training stops "
+        "once solved. Adding problem: solved when the test MSE is below 0.01; the right panel "
+        "shows 1 − MSE / (1/6), the fraction of the target's variance explained (below −0.1 "
+        "drawn at −0.1); accuracy in the table is the fraction of sums within 0.04. Copy task "
+        f"({SYMBOLS} symbols): the right panel is the recall accuracy, solved at 95 %.",
     ),
 }
 ORDER = (
@@ -219,13 +223,15 @@ def _details(results: dict, name: str) -> str:
                         T,
                         _fmt(r["test_loss"], ".4f"),
                         _fmt(r["accuracy"]),
+                        _fmt(r.get("score")),
                         "yes" if r["solved"] else "no",
                         _fmt(r["solved_at"]),
                         len(r["train_loss"]),
                     ]
                 )
         return _table(
-            ["cell", "T", "test loss", "accuracy", "solved", "at step", "steps run"], rows
+            ["cell", "T", "test loss", "accuracy", "score", "solved", "at step", "steps run"],
+            rows,
         )
     return ""
 

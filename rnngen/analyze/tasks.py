@@ -63,6 +63,20 @@ class Task:
         recall = pred[:, -SYMBOLS:]
         return float(np.mean(np.argmax(recall, -1) == y))
 
+    def score(self, loss: float, accuracy: float) -> float:
+        """What the report plots against the length: for the adding problem the fraction of
+        the target's variance explained, ``1 − MSE / (1/6)`` (0: nothing learned beyond the
+        mean; solved above ``SOLVED_SCORE``), for the copy task the recall accuracy."""
+        return 1 - loss / self.baseline if self.name == "adding" else accuracy
+
+    @property
+    def score_label(self) -> str:
+        return "1 − MSE / MSE(mean)" if self.name == "adding" else "recall accuracy"
+
+    @property
+    def solved_score(self) -> float:
+        return 1 - 0.01 / self.baseline if self.name == "adding" else 0.95
+
     def solved(self, loss: float, accuracy: float) -> bool:
         return loss < 0.01 if self.name == "adding" else accuracy >= 0.95
 

@@ -132,6 +132,7 @@ def train_run(
         "evals": evals,
         "test_loss": last["loss"],
         "accuracy": last["accuracy"],
+        "score": task.score(last["loss"], last["accuracy"]),
         "solved": solved_at is not None,
         "solved_at": solved_at,
         "baseline": task.baseline,
