@@ -118,7 +118,8 @@ def run_keras_layer(
             [tf.reduce_sum(tf.constant(p, tfd) * r) for p, r in zip(data["proj"], ret, strict=True)]
         )
     targets = [xs[-1]] + (h0 or []) + weights
-    grads = tape.gradient(loss, targets)
+    # a tensor the loss does not read (an initial state no equation uses) has a zero gradient
+    grads = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     for i, r in enumerate(ret):
         out[f"returned[{i}]"] = r.numpy()
     out["sum(losses)"] = np.asarray(float(total.numpy()))
@@ -126,7 +127,7 @@ def run_keras_layer(
     names += [f"d {n}" for n in data["weights"]]
     gd = {}
     for n, g in zip(names, grads, strict=True):
-        gd[n] = np.zeros(1) if g is None else np.asarray(tf.convert_to_tensor(g).numpy())
+        gd[n] = np.asarray(tf.convert_to_tensor(g).numpy())
     return {"values": out, "grads": gd}
 
 
@@ -147,6 +148,8 @@ _TF_FUNCS = {
     "exp": lambda tf, u: tf.exp(u),
     "abs": lambda tf, u: tf.abs(u),
     "silu": lambda tf, u: tf.nn.silu(u),
+    # by definition: tf.nn.gelu(approximate=False) is off by ~5e-9 in float64
+    "gelu": lambda tf, u: 0.5 * u * (1 + tf.math.erf(u * 0.7071067811865476)),
 }
 
 
@@ -198,8 +201,9 @@ class EquationCell:
         for s, v in zip(self.cs.states, prev, strict=True):
             env[f"{s}_prev"] = v
         self._w, self._masks = weights, masks
+        batch = _tf().shape(x)[:1]
         for name, rhs in self.eqs:
-            env[name] = self.ev(rhs, env, None)
+            env[name] = _batched(self.ev(rhs, env, None), batch)
         return env[self.cs.output], [env[s] for s in self.cs.states]
 
     def ev(self, e, env, gate):
@@ -225,7 +229,10 @@ class EquationCell:
             if w.name in self.absent:
                 return 0.0
             wname, idx, g = self.blocks[w.name]
-            return tf.matmul(self.ev(a, env, g), self._w[wname][idx])
+            left = self.ev(a, env, g)
+            if len(left.shape) == 1:  # a left side made of weights only: the same every row
+                left = left[None, :]
+            return tf.matmul(left, self._w[wname][idx])
         if isinstance(e, sp.Add):
             out = 0.0
             for a in e.args:
@@ -246,6 +253,16 @@ class EquationCell:
                 name = type(e).entry.name
             return _tf_function(name)(self.ev(e.args[0], env, gate))
         raise TypeError(f"cannot interpret {type(e).__name__}: {e}")
+
+
+def _batched(value, batch):
+    """An equation's value as ``[B, n]``: one made of weights only (``[n]``, or ``[1, n]``
+    from a product) is the same for every sample."""
+    tf = _tf()
+    if isinstance(value, float) or len(value.shape) == 2 and value.shape[0] != 1:
+        return value
+    value = tf.reshape(value, [1, -1]) if len(value.shape) == 1 else value
+    return tf.broadcast_to(value, tf.concat([batch, tf.shape(value)[1:]], 0))
 
 
 def run_equations(
@@ -332,15 +349,11 @@ def run_equations(
             ]
         )
     targets = [xs[-1]] + (h0 or []) + list(wvars.values())
-    unconnected = tf.UnconnectedGradients.ZERO if truncate else tf.UnconnectedGradients.NONE
-    grads = tape.gradient(loss, targets, unconnected_gradients=unconnected)
+    grads = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     for i, r in enumerate(ret):
         out[f"returned[{i}]"] = r.numpy()
     out["sum(losses)"] = np.asarray(float(total.numpy()))
     names = ["d inputs"] + [f"d initial {s}" for s in (cs.states if h0 else [])]
     names += [f"d {n}" for n in wvars]
-    gd = {
-        n: (np.zeros(1) if g is None else tf.convert_to_tensor(g).numpy())
-        for n, g in zip(names, grads, strict=True)
-    }
+    gd = {n: tf.convert_to_tensor(g).numpy() for n, g in zip(names, grads, strict=True)}
     return {"values": out, "grads": gd}
