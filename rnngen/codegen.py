@@ -94,6 +94,17 @@ def tfpy(expr) -> str:
     return TensorflowCode().doprint(sp.sympify(expr))
 
 
+def pyfactor(expr) -> str:
+    """NumPy source for the right operand of ``*``: parenthesized when it is a sum."""
+    expr = sp.sympify(expr)
+    return f"({py(expr)})" if isinstance(expr, sp.Add) else py(expr)
+
+
+def tfpyfactor(expr) -> str:
+    expr = sp.sympify(expr)
+    return f"({tfpy(expr)})" if isinstance(expr, sp.Add) else tfpy(expr)
+
+
 def tex(expr, names: dict | None = None) -> str:
     """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1}).
 
@@ -116,24 +127,27 @@ def latex_name(name: str) -> str:
             return rf"\delta {latex_name(operand)}^{{({_tex_ident(weight)})}}"
         return r"\delta " + latex_name(rest)
     if name.endswith("_prev"):
-        return f"{_tex_ident(name[:-5])}_{{t-1}}"
+        ident = _tex_ident(name[:-5])
+        return f"{{{ident}}}_{{t-1}}" if "_{" in ident else f"{ident}_{{t-1}}"
     return _tex_ident(name)
 
 
 def _tex_ident(name: str) -> str:
-    """One-letter names in italics; a one-letter suffix (a gate) as a subscript."""
+    """One-letter names in italics; a one-letter suffix (a gate) as a subscript (one level:
+    ``tanh_b_e`` is ``\\mathrm{tanh\\_b}_{e}``, never a double subscript)."""
     if len(name) == 1:
         return name
     base, _, last = name.rpartition("_")
     if base and len(last) == 1:
-        return rf"{_tex_ident(base)}_{{{last}}}"
+        head = base if len(base) == 1 else rf"\mathrm{{{base}}}".replace("_", r"\_")
+        return rf"{head}_{{{last}}}"
     return rf"\mathrm{{{name}}}".replace("_", r"\_")
 
 
 def tex_products(v: symbolic.Variant) -> dict[str, str]:
     """LaTeX for a variant's product symbols and operands: the product itself, ``h_{t-1} U_z``."""
     out: dict[str, str] = {}
-    for g in v.groups:
+    for g in v.groups + v.static_groups:
         operand = tex(g.operand_expr)
         if not isinstance(g.operand_expr, sp.Symbol):
             operand = rf"\left({operand}\right)"
@@ -159,7 +173,15 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(py=py, tfpy=tfpy, tex=tex, latex_name=latex_name, pyrepr=repr)
+    env.filters.update(
+        py=py,
+        tfpy=tfpy,
+        pyfactor=pyfactor,
+        tfpyfactor=tfpyfactor,
+        tex=tex,
+        latex_name=latex_name,
+        pyrepr=repr,
+    )
     env.globals.update(tex_products=tex_products, tex=tex)
     env.globals.update(
         isinstance=isinstance,
@@ -168,6 +190,9 @@ def environment() -> jinja2.Environment:
         StoreAdjoint=symbolic.StoreAdjoint,
         OperandVJP=symbolic.OperandVJP,
         Accumulate=symbolic.Accumulate,
+        AccumulateStatic=symbolic.AccumulateStatic,
+        StaticVJP=symbolic.StaticVJP,
+        StaticGrad=symbolic.StaticGrad,
         TABLE=functions.TABLE,
         enumerate=enumerate,
         zip=zip,
@@ -237,21 +262,57 @@ def _names_in(exprs) -> set[str]:
 
 
 def _forward_exprs(v: symbolic.Variant) -> list:
-    exprs = [s.expr for s in v.forward if isinstance(s, symbolic.Assign)]
-    return exprs + [g.operand_expr for g in v.groups]
+    exprs = [s.expr for s in v.forward + v.prelude if isinstance(s, symbolic.Assign)]
+    return exprs + [g.operand_expr for g in v.groups + v.static_groups]
 
 
 def _backward_exprs(v: symbolic.Variant) -> list:
     exprs = []
-    for s in v.backward:
-        if isinstance(s, symbolic.Assign | symbolic.Accumulate):
+    for s in v.backward + v.static_backward:
+        if isinstance(s, symbolic.Assign | symbolic.Accumulate | symbolic.AccumulateStatic):
             exprs.append(s.expr)
+        elif isinstance(s, symbolic.StaticGrad):
+            exprs.append(s.expr)
+        elif isinstance(s, symbolic.StaticVJP):
+            exprs.append(symbolic.symbol(s.group.operand))
         elif isinstance(s, symbolic.StoreAdjoint):
             exprs.extend(s.values)
     exprs += [e for _, e in v.state_grads]
     if v.x_grad is not None:
         exprs.append(v.x_grad)
     return exprs
+
+
+def static_reads(v: symbolic.Variant) -> list[str]:
+    """Prelude values (the same at every step) that a backward function reads."""
+    names = _names_in(_backward_exprs(v))
+    return [n for n in v.static_values if n in names]
+
+
+def needs_input_dim(v: symbolic.Variant) -> bool:
+    """Whether a NumPy function of the variant allocates a buffer of ``input_dim`` columns."""
+    sizes = [size for _, size in v.stored] + [w for _, w in adjoint_buffers(v)]
+    sizes += [s.size for s in v.backward if isinstance(s, symbolic.AccumulateStatic)]
+    sizes += [
+        s.block.stop - s.block.start for s in v.backward if isinstance(s, symbolic.Accumulate)
+    ]
+    return any("input_dim" in {str(x) for x in sp.sympify(e).free_symbols} for e in sizes)
+
+
+def reads_x_t(v: symbolic.Variant, backward: bool = False) -> bool:
+    """Whether the forward (or backward) loop reads this step's input ``x_t``."""
+    exprs = (
+        _backward_exprs(v)
+        if backward
+        else [s.expr for s in v.forward if isinstance(s, symbolic.Assign)]
+    )
+    return "x_t" in _names_in(exprs)
+
+
+def accumulators(v: symbolic.Variant) -> list:
+    """Per-step sums kept across the backward loop, in order: vector weights, then values
+    that do not change over time."""
+    return [s for s in v.backward if isinstance(s, symbolic.Accumulate | symbolic.AccumulateStatic)]
 
 
 def hoisted_terms(v: symbolic.Variant) -> list[dict]:
@@ -284,6 +345,7 @@ def backward_weights(v: symbolic.Variant) -> list[str]:
     """Weights a backward function reads: product weights and parents of used vectors."""
     vectors = used_vectors(v, backward=True)
     names = {g.weight for g in v.groups} | {b.weight for b in v.blocks if b.name in vectors}
+    names |= {s.group.weight for s in v.static_backward if isinstance(s, symbolic.StaticVJP)}
     return [w for w, _ in v.weights if w in names]
 
 
@@ -327,6 +389,8 @@ def backward_reads(spec: CellSpec, v: symbolic.Variant) -> list[str]:
     for name, _ in v.stored:
         if name in names:
             lines.append(f"{name} = {name}_seq[t]")
+    if "x_t" in names:
+        lines.append("x_t = x[t]")
     return lines
 
 
@@ -451,6 +515,10 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
         condition=condition,
         transposed=transposed,
         hoisted_terms=hoisted_terms,
+        static_reads=static_reads,
+        accumulators=accumulators,
+        reads_x_t=reads_x_t,
+        needs_input_dim=needs_input_dim,
         first_operand=lambda v, g: next(h for h in v.hoisted if h.operand == g.operand) is g,
         mentions=mentions,
         folded_bias=folded_bias,

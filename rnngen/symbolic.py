@@ -32,6 +32,8 @@ from .resolve import Block, resolve
 from .spec import CellSpec, Layout
 
 UNITS = symbol("units")
+#: longest generated name stem, so every generated line fits in 100 characters
+NAME_LIMIT = 32
 
 
 # -- the program -----------------------------------------------------------------------------
@@ -56,6 +58,8 @@ class Group:
     hoisted: bool
     folded: tuple[tuple[str, tuple[Block, ...]], ...] = ()
     adjoint: str = ""  # name of the buffer holding d_<group> for every step
+    # the operand does not change over time (weights only): computed once, before the loop
+    static: bool = False
 
     @property
     def width(self) -> sp.Expr:
@@ -103,6 +107,34 @@ class Accumulate:
 
 
 @dataclass(frozen=True)
+class AccumulateStatic:
+    """Backward: ``d_<name> += expr.sum(axis=0)`` for a value that does not change over time."""
+
+    name: str
+    size: sp.Expr
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class StaticVJP:
+    """After the loop, a product ``a @ block`` of a static left side ``a`` (1-D):
+    ``d_<weight>[:, block] += outer(a, d_<product>)`` and ``target = block @ d_<product>``."""
+
+    product: str
+    block: Block
+    group: Group
+    target: str
+
+
+@dataclass(frozen=True)
+class StaticGrad:
+    """After the loop: ``d_<block> += expr`` (a 1-D gradient of a vector weight)."""
+
+    block: Block
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
 class Reduce:
     """After the loop: ``d_<block> += d_<group>[..., product cols].sum over steps and batch``."""
 
@@ -132,6 +164,15 @@ class Variant:
     reductions: tuple[Reduce, ...]
     groups: tuple[Group, ...]  # every group, hoisted first
     masks: tuple[tuple[str, int, str], ...]  # (mask symbol, gate index, tensor)
+    # values that do not change over time (functions of weights only): computed once before
+    # the loop (``prelude``); their adjoints are summed in the loop, then ``static_backward``
+    prelude: tuple = ()  # Assign | Product
+    static_groups: tuple = ()
+    static_backward: tuple = ()  # Assign | StaticVJP | StaticGrad
+    static_values: tuple[str, ...] = ()
+    # states (or the output) computed from weights alone: broadcast to the batch where a
+    # backend does not broadcast by itself
+    broadcast: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -202,22 +243,31 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     equations, intermediates = _unnest_products(_read_equations(spec, equations), taken)
     dropout_tensors = set(dict(spec.dropout)) if with_dropout else set()
 
-    groups, product_symbol, masks = _group_products(
-        spec, options, equations, blocks, dropout_tensors, taken
-    )
     vector_blocks = set(res.vectors)
+    static_eqs = _static_equations(spec, equations, vector_blocks)
+    groups, product_symbol, masks = _group_products(
+        spec, options, equations, blocks, dropout_tensors, taken, vector_blocks | static_eqs
+    )
     resolved, groups = _fold_and_name(
         equations, groups, product_symbol, blocks, vector_blocks, taken
     )
     comments = dict.fromkeys(intermediates, "left side of a nested product")
     forward, operand_nodes = _forward_program(resolved, groups, comments)
     node_values = dict(resolved) | operand_nodes
-    backward, state_grads, x_grad, reductions = _reverse(
-        spec, forward, node_values, groups, blocks, vector_blocks
+    static = _static_values(spec, resolved, groups, vector_blocks)
+    prelude = [st for st in forward if _is_static(st, static)]
+    forward = [st for st in forward if not _is_static(st, static)]
+    sizes = _value_sizes(spec, groups, resolved, blocks, res.sizes)
+    backward, state_grads, x_grad, reductions, static_backward = _reverse(
+        spec, forward, node_values, groups, blocks, vector_blocks, prelude, sizes
     )
     stored = _stored_values(
-        spec, forward, backward, state_grads, groups, resolved, masks, blocks, res.sizes
+        spec, forward, backward, state_grads, groups, masks, blocks, sizes, static
     )
+    # inside the loop ``x`` is this step's input: the templates bind ``x_t = x[t]``
+    forward, backward = _step_input(forward), _step_input(backward)
+    state_grads = [(st, _at_step(e)) for st, e in state_grads]
+    x_grad = None if x_grad is None else _at_step(x_grad)
 
     hoisted_grads = tuple(
         (g, str(var), sp.diff(g.operand_expr, var))
@@ -240,9 +290,88 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         x_grad=x_grad,
         hoisted_grads=hoisted_grads,
         reductions=tuple(reductions),
-        groups=tuple(sorted(groups, key=lambda g: not g.hoisted)),
+        groups=tuple(sorted((g for g in groups if not g.static), key=lambda g: not g.hoisted)),
         masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
+        prelude=tuple(prelude),
+        static_groups=tuple(g for g in groups if g.static),
+        static_backward=tuple(static_backward),
+        static_values=tuple(n for n in _forward_order(prelude) if n in static),
+        broadcast=tuple(
+            name
+            for name, rhs in resolved
+            if name in (*spec.states, spec.output) and _static_expr(rhs, vector_blocks | static)
+        ),
     )
+
+
+X_T = {symbol("x"): symbol("x_t")}
+
+
+def _at_step(expr: sp.Expr) -> sp.Expr:
+    return sp.sympify(expr).xreplace(X_T)
+
+
+def _step_input(statements: list) -> list:
+    """In-loop statements with ``x`` read as ``x_t`` (this step's rows of the input)."""
+    out = []
+    for st in statements:
+        if isinstance(st, Assign | Accumulate | AccumulateStatic):
+            st = type(st)(**{**st.__dict__, "expr": _at_step(st.expr)})
+        elif isinstance(st, StoreAdjoint):
+            st = StoreAdjoint(st.group, tuple(_at_step(e) for e in st.values))
+        out.append(st)
+    return out
+
+
+def _static_expr(expr: sp.Expr, allowed: set[str]) -> bool:
+    """True when ``expr`` reads only ``allowed`` names (the right side of '@' is a weight)."""
+    if isinstance(expr, WeightProduct):
+        return _static_expr(expr.args[0], allowed)
+    if isinstance(expr, sp.Symbol):
+        return str(expr) in allowed
+    return all(_static_expr(a, allowed) for a in expr.args)
+
+
+def _static_equations(spec: CellSpec, equations: list, vector_blocks: set[str]) -> set[str]:
+    """Equations of weights alone (``e: sigmoid(v)``): the same at every step and for every
+    example. States and the output always have a batch axis, so they are never static."""
+    static: set[str] = set()
+    for name, rhs in equations:
+        if name not in spec.states and name != spec.output:
+            if _static_expr(rhs, vector_blocks | static):
+                static.add(name)
+    return static
+
+
+def _static_values(spec: CellSpec, resolved, groups, vector_blocks: set[str]) -> set[str]:
+    """Names of every value the prelude computes: static equations and named calls, the
+    left sides of static products and the products themselves."""
+    static = {p for g in groups if g.static for p, _ in g.products}
+    static |= {g.operand for g in groups if g.static and str(g.operand) not in vector_blocks}
+    for name, rhs in resolved:
+        if name not in spec.states and name != spec.output:
+            if _static_expr(rhs, vector_blocks | static):
+                static.add(name)
+    return static
+
+
+def _is_static(stmt, static: set[str]) -> bool:
+    if isinstance(stmt, Product):
+        return stmt.group.static
+    return stmt.target in static
+
+
+def _value_sizes(spec: CellSpec, groups, resolved, blocks, in_force=()) -> dict:
+    """The size of every named vector of one step (``in_force``: the sizes under its options)."""
+    sizes = {**dict(spec.sizes), **dict(in_force)}
+    for g in groups:
+        sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
+        for p, b in g.products:
+            sizes[p] = b.stop - b.start
+    for name, rhs in resolved:
+        if name not in sizes:  # named nested calls: same size as their argument
+            sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
+    return sizes
 
 
 def _read_equations(spec: CellSpec, equations: list) -> list:
@@ -283,7 +412,7 @@ def _unnest_products(equations: list, taken: set) -> tuple[list, list[str]]:
     return out, [str(n) for n in names.values()]
 
 
-def _math_name(expr: sp.Expr, limit: int = 40) -> str:
+def _math_name(expr: sp.Expr, limit: int = NAME_LIMIT) -> str:
     """A readable identifier for an expression: ``tanh(h_prev @ W1)`` -> ``tanh_h_prev_W1``."""
 
     def name(e) -> str:
@@ -304,7 +433,7 @@ def _prev_names(spec: CellSpec) -> set[str]:
     return {f"{s}_prev" for s in spec.states}
 
 
-def _group_products(spec, options, equations, blocks, dropout_tensors, taken):
+def _group_products(spec, options, equations, blocks, dropout_tensors, taken, constant=()):
     """Weight products -> groups: same operand, consecutive blocks of one weight, one GEMM.
 
     With dropout, each tensor in ``dropout_tensors`` is multiplied by its gate's mask where it
@@ -346,7 +475,8 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken):
                 str(operand) if is_symbol else _fresh(_operand_name(operand), taken)
             )
         oname = operand_names[operand]
-        hoisted = not ({str(s) for s in operand.free_symbols} & loop_vars)
+        static = _static_expr(operand, set(constant))
+        hoisted = not static and not ({str(s) for s in operand.free_symbols} & loop_vars)
         for run in runs:
             first, last = run[0][1], run[-1][1]
             full = first.start == 0 and (
@@ -375,6 +505,7 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken):
                     full,
                     tuple(prods),
                     hoisted,
+                    static=static,
                 )
             )
     return groups, product_symbol, masks
@@ -417,7 +548,7 @@ def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, tak
         rhs = fold(rhs.xreplace(product_symbol))
         while calls := _nested_calls(rhs):  # innermost first, so outer calls see the names
             call = min(calls, key=lambda c: (sp.count_ops(c), sp.default_sort_key(c)))
-            node = _fresh(f"{type(call).__name__}_{_operand_name(call.args[0])}", taken)
+            node = _fresh(_short(f"{type(call).__name__}_{_operand_name(call.args[0])}"), taken)
             resolved.append((node, call))
             rhs = rhs.xreplace({call: symbol(node)})
         resolved.append((name, rhs))
@@ -454,30 +585,22 @@ def _forward_program(resolved, groups, comments=None):
     return forward, operand_nodes
 
 
-def _stored_values(
-    spec, forward, backward, state_grads, groups, resolved, masks, blocks, in_force=()
-):
+def _stored_values(spec, forward, backward, state_grads, groups, masks, blocks, sizes, static):
     """The per-step forward values the backward reads that are not otherwise at hand."""
     available = _prev_names(spec) | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
-    available |= set(blocks)
+    available |= set(blocks) | static
     exprs: list[sp.Expr] = []
     for stmt in backward:
-        if isinstance(stmt, Assign | Accumulate):
+        if isinstance(stmt, Assign | Accumulate | AccumulateStatic):
             exprs.append(stmt.expr)
         elif isinstance(stmt, StoreAdjoint):
             exprs.extend(stmt.values)
     exprs += [e for _, e in state_grads]
     needed = {str(s) for e in exprs for s in e.free_symbols}
     # an in-loop operand that is not a state is needed for its weight gradient after the loop
-    needed |= {g.operand for g in groups if not g.hoisted and g.operand not in available}
-    sizes = {**dict(spec.sizes), **dict(in_force)}  # the sizes under this variant's options
-    for g in groups:
-        sizes.setdefault(g.operand, _operand_size(spec, g, blocks))
-        for p, b in g.products:
-            sizes[p] = b.stop - b.start
-    for name, rhs in resolved:
-        if name not in sizes:  # named nested calls: same size as their argument
-            sizes[name] = next(sizes[str(a)] for a in rhs.free_symbols if str(a) in sizes)
+    needed |= {
+        g.operand for g in groups if not (g.hoisted or g.static) and g.operand not in available
+    }
     hoisted_products = [p for g in groups if g.hoisted for p, _ in g.products]
     return tuple(
         (n, sizes[n])
@@ -486,8 +609,13 @@ def _stored_values(
     )
 
 
-def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
-    """Reverse-mode differentiation of one step's forward program."""
+def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=(), sizes=None):
+    """Reverse-mode differentiation of one step's forward program.
+
+    Values of the ``prelude`` (the same at every step) collect their adjoints summed over the
+    batch in the loop (:class:`AccumulateStatic`); one reverse pass over the prelude after the
+    loop then carries them to the weights (``static_backward``).
+    """
     adj: dict[str, list[sp.Expr]] = defaultdict(list)
     states = set(spec.states)
     for s in spec.states:
@@ -502,30 +630,33 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
     group_values: dict[str, tuple] = {}
     vjp_names: set[str] = set()
 
+    def reverse_assign(stmt: Assign, out: list) -> None:
+        terms = adj.pop(stmt.target, [])
+        if not terms:
+            return
+        d_y = symbol(f"d_{stmt.target}")
+        total = sp.Add(*terms)
+        if isinstance(total, sp.Symbol):
+            d_y = total
+        elif total != d_y:
+            out.append(Assign(f"d_{stmt.target}", total))
+        seed, arg, pre = d_y, stmt.expr, None
+        if isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
+            # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
+            pre = symbol(f"d_{stmt.target}_pre")
+            grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)
+            out.append(Assign(str(pre), d_y * grad, f"through {type(arg).__name__}"))
+            seed, arg = pre, arg.args[0]
+        for v in sorted(arg.free_symbols, key=str):
+            if str(v) not in diff_vars:
+                continue
+            partial = _simplify(sp.diff(arg, v), reverse_subs)
+            if partial != 0:
+                adj[str(v)].append(seed * partial)
+
     for stmt in reversed(forward):
         if isinstance(stmt, Assign):
-            terms = adj.pop(stmt.target, [])
-            if not terms:
-                continue
-            d_y = symbol(f"d_{stmt.target}")
-            total = sp.Add(*terms)
-            if isinstance(total, sp.Symbol):
-                d_y = total
-            else:
-                backward.append(Assign(f"d_{stmt.target}", total))
-            seed, arg, pre = d_y, stmt.expr, None
-            if isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
-                # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
-                pre = symbol(f"d_{stmt.target}_pre")
-                grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)
-                backward.append(Assign(str(pre), d_y * grad, f"through {type(arg).__name__}"))
-                seed, arg = pre, arg.args[0]
-            for v in sorted(arg.free_symbols, key=str):
-                if str(v) not in diff_vars:
-                    continue
-                partial = _simplify(sp.diff(arg, v), reverse_subs)
-                if partial != 0:
-                    adj[str(v)].append(seed * partial)
+            reverse_assign(stmt, backward)
         else:  # Product
             g = stmt.group
             values = tuple(sp.Add(*adj.pop(p, [])) for p, _ in g.products)
@@ -552,7 +683,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
         owner = first_with.setdefault(key, g.name)
         renamed[g.name] = f"d_{owner}"
     backward = [_with_adjoint(s, renamed) for s in backward]
-    groups[:] = [_regroup(g, renamed) for g in groups]
+    groups[:] = [g if g.static else _regroup(g, renamed) for g in groups]
 
     # vector weights: reduce from a stored adjoint buffer when equal, else accumulate per step
     reductions = []
@@ -561,7 +692,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
         if not terms:
             continue
         total = sp.Add(*terms)
-        for g in groups:
+        for g in (g for g in groups if not g.static):
             hit = next(
                 (
                     p
@@ -580,9 +711,49 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks):
             for b in folded:
                 reductions.append(Reduce(b, g, p))
 
+    # values that do not change over time: sum their per-step adjoints over the batch in the
+    # loop, then reverse the prelude once after it (products: an outer product for the weight,
+    # the transpose rule for the left side), down to the vector weights
+    static_backward: list = []
+    for name in _forward_order(prelude):
+        terms = adj.pop(name, [])
+        if terms:
+            backward.append(AccumulateStatic(name, sizes[name], sp.Add(*terms)))
+            adj[name] = [symbol(f"d_{name}")]
+    for stmt in reversed(prelude):
+        if isinstance(stmt, Assign):
+            reverse_assign(stmt, static_backward)
+            continue
+        g = stmt.group
+        for p, b in g.products:
+            terms = adj.pop(p, [])
+            if not terms:
+                continue
+            total = sp.Add(*terms)
+            if total != symbol(f"d_{p}"):
+                static_backward.append(Assign(f"d_{p}", total))
+            target = _fresh(f"d_{g.operand}_via_{b.name}", vjp_names)
+            static_backward.append(StaticVJP(p, b, g, target))
+            adj[g.operand].append(symbol(target))
+    for name in sorted(vector_blocks):
+        terms = adj.pop(name, [])
+        if terms:
+            static_backward.append(StaticGrad(blocks[name], sp.Add(*terms)))
+
     state_grads = [(s, sp.Add(*adj.pop(f"{s}_prev", []))) for s in spec.states]
+    # the templates assign d_<state> = <its d_<state>_prev expression> state by state: one that
+    # reads the d_<state> of a state assigned before it (``c: m_prev`` passes d_c straight on)
+    # is computed into a temporary first
+    for i, (_, e) in enumerate(state_grads):
+        earlier = {f"d_{o}" for o, _ in state_grads[:i]}
+        if earlier & {str(v) for v in e.free_symbols}:
+            for j, (o, eo) in enumerate(state_grads[i:], start=i):
+                backward.append(Assign(f"d_{o}_prev", eo))
+                state_grads[j] = (o, symbol(f"d_{o}_prev"))
+            break
     x_terms = adj.pop("x", [])
-    return backward, state_grads, (sp.Add(*x_terms) if x_terms else None), reductions
+    x_grad = sp.Add(*x_terms) if x_terms else None
+    return backward, state_grads, x_grad, reductions, static_backward
 
 
 def _nested_calls(expr: sp.Expr) -> set:
@@ -631,8 +802,12 @@ def _fresh(name: str, taken: set) -> str:
 def _operand_name(expr: sp.Expr) -> str:
     names = sorted(str(s) for s in expr.free_symbols if "_mask_" not in str(s))
     gates = sorted(str(s).rsplit("_", 1)[1] for s in expr.free_symbols if "_mask_" in str(s))
-    base = "_".join(names) or "operand"
+    base = _short("_".join(names) or "operand", NAME_LIMIT - 12)
     return f"{base}_dropped{''.join(gates)}" if gates else base
+
+
+def _short(name: str, limit: int = NAME_LIMIT) -> str:
+    return name if len(name) <= limit else name[:limit].rstrip("_")
 
 
 def _block_suffix(block: str, weight: str) -> str:

@@ -339,3 +339,221 @@ def test_deep_transition_spec_verifies_on_both_backends():
     assert rows[("numpy", "autodiff")] == "pass" and rows[("numpy", "finite_diff")] == "pass"
     assert rows[("tf", "autodiff/loop")] == "pass" and rows[("tf", "autodiff/fused")] == "pass"
     assert not [r for r in results if r.status in ("fail", "error")]
+
+
+# -- item 2: products whose left side does not change over time ---------------------------------
+
+
+def _against_reference(tmp_path, text, reference, B=3, T=5, D=4, U=6, seed=0):
+    """NumPy (float64) and TF loop and fused (float64) against ``reference``, a cell written by
+    hand in TensorFlow and differentiated by ``tf.GradientTape``.
+
+    ``reference(x, states, weights)`` takes x (B, T, D), the initial states and a dict of
+    weights, and returns (the output sequence (B, T, U), the final states).
+    """
+    tf = pytest.importorskip("tensorflow")
+    cs, _, np_mod, tf_mod = _build(tmp_path, text)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, D))
+    h0 = [0.5 * rng.standard_normal((B, U)) for _ in cs.states]
+    dy = rng.standard_normal((B, T, U))
+    ds = [rng.standard_normal((B, U)) for _ in cs.states]
+
+    layer = getattr(np_mod, cs.class_name)(
+        U, return_sequences=True, return_state=True, dtype="float64"
+    )
+    layer(x)
+    weights = {n: rng.uniform(-0.6, 0.6, w.shape) for n, w in layer.weights.items()}
+    layer.set_weights(list(weights.values()))
+
+    wv = {n: tf.Variable(w) for n, w in weights.items()}
+    xv, hv = tf.constant(x), [tf.constant(h) for h in h0]
+    with tf.GradientTape() as tape:
+        tape.watch([xv, *hv])
+        seq, final = reference(xv, hv, wv)
+        loss = tf.reduce_sum(seq * dy) + sum(
+            tf.reduce_sum(f * d) for f, d in zip(final, ds, strict=True)
+        )
+    ref_grads = tape.gradient(loss, [xv, *hv, *wv.values()])
+    ref_grads = [
+        np.zeros(v.shape) if g is None else g.numpy()
+        for g, v in zip(ref_grads, [xv, *hv, *wv.values()], strict=True)
+    ]
+
+    out = layer(x, initial_state=h0)
+    g = layer.backward(dy, ds)
+    ours = [g.inputs, *g.initial_state, *(g.weights[n] for n in weights)]
+    results = {"numpy": (out[0], out[1:], ours)}
+
+    for impl in ("loop", "fused"):
+        tl = getattr(tf_mod, cs.class_name)(
+            U, return_sequences=True, return_state=True, implementation=impl, dtype="float64"
+        )
+        tl(x)
+        tl.set_weights(list(weights.values()))
+        xt, ht = tf.constant(x), [tf.constant(h) for h in h0]
+        with tf.GradientTape() as tape:
+            tape.watch([xt, *ht])
+            res = tl(xt, initial_state=ht)
+            loss = tf.reduce_sum(res[0] * dy) + sum(
+                tf.reduce_sum(f * d) for f, d in zip(res[1:], ds, strict=True)
+            )
+        grads = tape.gradient(loss, [xt, *ht, *tl.trainable_weights])
+        results[impl] = (res[0], res[1:], [gg.numpy() for gg in grads])
+
+    names = ["d inputs", *(f"d initial {s}" for s in cs.states), *(f"d {n}" for n in weights)]
+    for backend, (seq_o, final_o, grads_o) in results.items():
+        _close_forward(seq_o, seq.numpy(), f"{backend} output")
+        for s, a, b in zip(cs.states, final_o, final, strict=True):
+            _close_forward(a, b.numpy(), f"{backend} final {s}")
+        for name, a, b in zip(names, grads_o, ref_grads, strict=True):
+            _close_grad(a, b, f"{backend} {name}")
+
+
+WEIGHT_ONLY_LEFT = """\
+name: weight_only_left
+class_name: WeightOnlyLeft
+weights:
+  k: {shape: [input_dim, units], initializer: glorot_uniform}
+  v: {shape: [units], initializer: ones}
+  w: {shape: [units], initializer: ones}
+  r: {shape: [units, 2 * units], blocks: [r_a, r_b], initializer: orthogonal}
+  rr: {shape: [units, units], initializer: orthogonal}
+states: [h]
+step:
+  e: sigmoid(v) * w
+  h: tanh(x @ k + e @ r_a + (sigmoid(w)) @ r_b + h_prev @ rr) * sigmoid(v + w) + (e * h_prev) @ rr
+"""
+
+
+def weight_only_left_tf(x, states, w):
+    import tensorflow as tf
+
+    U = w["rr"].shape[0]
+    r_a, r_b = w["r"][:, :U], w["r"][:, U:]
+    e = tf.sigmoid(w["v"]) * w["w"]
+    # the left sides have no batch axis: one row, broadcast over the batch
+    pa, pb = e[None] @ r_a, tf.sigmoid(w["w"])[None] @ r_b
+    (h,), outs = states, []
+    for t in range(x.shape[1]):
+        h = (
+            tf.tanh(x[:, t] @ w["k"] + pa + pb + h @ w["rr"]) * tf.sigmoid(w["v"] + w["w"])
+            + (e * h) @ w["rr"]
+        )
+        outs.append(h)
+    return tf.stack(outs, 1), [h]
+
+
+def test_left_side_of_weights_alone_is_broadcast(tmp_path):
+    """``e @ r`` and ``(sigmoid(w)) @ r`` with weight-only left sides: the product is one row,
+    the weight gradient an outer product, the operand gradient summed over batch and time."""
+    _against_reference(tmp_path, WEIGHT_ONLY_LEFT, weight_only_left_tf)
+    cs = spec.parse(WEIGHT_ONLY_LEFT, "<test>")
+    from rnngen import symbolic
+
+    (v,) = symbolic.derive(cs).variants
+    lefts = sorted(str(g.operand_expr) for g in v.static_groups)
+    assert lefts == ["e", "sigmoid(w)"], lefts
+    assert not any(g.hoisted for g in v.static_groups)
+
+
+STATE_OF_WEIGHTS_ALONE = """\
+name: state_of_weights
+class_name: StateOfWeights
+weights:
+  k: {shape: [input_dim, units], initializer: glorot_uniform}
+  v: {shape: [units], initializer: ones}
+  r: {shape: [units, units], initializer: orthogonal}
+states: [h, c]
+step:
+  h: tanh(x @ k + (c_prev * h_prev) @ r)
+  c: sigmoid(v)
+"""
+
+
+def state_of_weights_tf(x, states, w):
+    import tensorflow as tf
+
+    h, c = states
+    outs = []
+    for t in range(x.shape[1]):
+        h = tf.tanh(x[:, t] @ w["k"] + (c * h) @ w["r"])
+        c = tf.broadcast_to(tf.sigmoid(w["v"]), tf.shape(h))
+        outs.append(h)
+    return tf.stack(outs, 1), [h, c]
+
+
+def test_state_of_weights_alone_has_a_batch_axis(tmp_path):
+    _against_reference(tmp_path, STATE_OF_WEIGHTS_ALONE, state_of_weights_tf)
+
+
+# -- siblings found while fixing the items above ------------------------------------------------
+
+INPUT_IN_THE_LOOP = """\
+name: input_in_loop
+class_name: InputInLoop
+weights:
+  k: {shape: [input_dim, units], initializer: glorot_uniform}
+  wd: {shape: [units, input_dim], initializer: glorot_uniform}
+  v: {shape: [input_dim], initializer: ones}
+  r: {shape: [units, units], initializer: orthogonal}
+states: [h]
+dropout: {x: dropout, h_prev: recurrent_dropout}
+step:
+  g: sigmoid(h_prev @ wd)
+  xi: x * v
+  h: tanh((g * xi) @ k + h_prev @ r)
+"""
+
+
+def test_input_read_inside_the_loop_is_this_steps_input(tmp_path):
+    """``xi: x * v`` read by an in-loop product: ``x`` is this step's rows, and the buffers of
+    ``input_dim`` columns it needs are sized."""
+    _autodiff_passes(tmp_path, INPUT_IN_THE_LOOP)
+
+
+STATE_PASSED_ON = """\
+name: state_passed_on
+class_name: StatePassedOn
+weights:
+  k: {shape: [input_dim, 2 * units], blocks: [k_h, k_m], initializer: glorot_uniform}
+  r: {shape: [units, units], initializer: orthogonal}
+states: [h, c, m]
+step:
+  h: tanh(x @ k_h + h_prev @ r) * m_prev
+  c: m_prev
+  m: tanh(x @ k_m + c_prev @ r) + 0.5 * h_prev
+"""
+
+
+def test_state_passed_on_unchanged_keeps_its_gradient(tmp_path):
+    """``c: m_prev``: d m_prev reads d c, which the update of d c_prev must not overwrite first."""
+    _autodiff_passes(tmp_path, STATE_PASSED_ON)
+
+
+SUM_LEFT_OF_HOISTED = """\
+name: sum_left
+class_name: SumLeft
+weights:
+  k: {shape: [input_dim, units], initializer: glorot_uniform}
+  v: {shape: [input_dim], initializer: ones}
+  r: {shape: [units, units], initializer: orthogonal}
+states: [h]
+step:
+  h: tanh((x - x * v) @ k + h_prev @ r)
+"""
+
+
+def test_hoisted_left_side_that_is_a_sum(tmp_path):
+    """``(x - x * v) @ k`` before the loop: d_x is d_operand * (1 - v), not d_operand * 1 - v."""
+    _autodiff_passes(tmp_path, SUM_LEFT_OF_HOISTED)
+
+
+def test_derivation_latex_has_no_double_subscripts(tmp_path):
+    import re
+
+    for text in (WEIGHT_ONLY_LEFT, STATE_PASSED_ON, INPUT_IN_THE_LOOP, DEEP_INLINE):
+        cs = spec.parse(text, "<test>")
+        md = codegen.render(cs, "x.yaml")[f"{cs.name}.md"]
+        # a subscript group followed directly by another subscript is not LaTeX
+        assert not re.search(r"_\{[^{}]*\}_\{", md), cs.name
