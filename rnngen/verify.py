@@ -91,8 +91,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import spec as spec_mod
 from . import verify_dropout, verify_init, verify_truncate
 from .spec import CellSpec
@@ -141,6 +139,7 @@ from .verify_refs import (  # noqa: F401
     run_equations,
     run_keras_layer,
 )
+from .verify_report import _fmt, render  # noqa: F401
 
 # -- driver -------------------------------------------------------------------------------------
 
@@ -532,75 +531,6 @@ def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick=Fals
     if "init" in checks:
         out += verify_init.tf_rows(cs, cls, module, quick, seed, prog, defaults)
     return out
-
-
-# -- reporting ----------------------------------------------------------------------------------
-
-
-def _fmt(v: float) -> str:
-    if v is None:
-        return "-"
-    if v == 0:
-        return "0"
-    if not np.isfinite(v):
-        return "inf"
-    return f"{v:.2e}"
-
-
-def render(results: list[CheckResult], console) -> None:
-    from rich.table import Table
-
-    by_spec: dict[str, list[CheckResult]] = {}
-    for r in results:
-        by_spec.setdefault(r.spec, []).append(r)
-    for name, rows in by_spec.items():
-        table = Table(title=f"rnngen verify: {name}", title_justify="left")
-        for col in (
-            "backend",
-            "check",
-            "configs",
-            "max abs err",
-            "max rel err",
-            "tolerance",
-            "time",
-            "result",
-        ):
-            table.add_column(col, justify="right" if col in ("configs", "time") else "left")
-        for r in rows:
-            style = {"pass": "green", "fail": "bold red", "n/a": "yellow", "error": "bold red"}[
-                r.status
-            ]
-            table.add_row(
-                r.backend,
-                r.check,
-                str(r.configs),
-                _fmt(r.max_abs),
-                _fmt(r.max_rel),
-                r.tol,
-                f"{r.seconds:.1f}s",
-                f"[{style}]{r.status.upper() if r.status != 'n/a' else 'n/a'}[/]"
-                + (f" {r.note}" if r.note else ""),
-            )
-        console.print(table)
-        for remark in dict.fromkeys(r.remark for r in rows if r.remark):
-            console.print(f"  note: {remark}")
-        for r in rows:
-            if r.failure:
-                f = r.failure
-                console.print(
-                    f"[bold red]{name} / {r.backend} / {r.check}[/] smallest failing "
-                    f"configuration: {f.get('config')}"
-                )
-                if "analytic" in f:
-                    idx = f.get("index")
-                    where = f"{f.get('tensor')}" + (f"[{', '.join(map(str, idx))}]" if idx else "")
-                    console.print(
-                        f"    worst entry {where}: analytic/generated = "
-                        f"{f.get('analytic')!r}   reference = {f.get('reference')!r}"
-                        f"   (rel err {_fmt(f.get('rel'))}, tol {f.get('tol')})"
-                    )
-                else:
-                    console.print(f"    {f.get('tensor')}")
 
 
 def run_cli(
