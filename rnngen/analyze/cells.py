@@ -91,9 +91,9 @@ class Cell:
         input_dim: int,
         **kwargs,
     ):
-        """A built layer in ``variant``: recurrent weights drawn by ``variant.init`` (matrices
-        only; vector recurrent weights keep the spec's initializer) and multiplied by
-        ``variant.gain``."""
+        """A built layer in ``variant``: the weights of the ``recurrent_initializer`` argument
+        drawn by ``variant.init`` (offered only for cells with a recurrent matrix, see
+        :meth:`applicable`) and multiplied by ``variant.gain``."""
         params = inspect.signature(self.cls).parameters
         args = dict(kwargs)
         if "activation" in params and self.has_option("activation"):
