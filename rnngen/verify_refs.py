@@ -118,16 +118,17 @@ def run_keras_layer(
             [tf.reduce_sum(tf.constant(p, tfd) * r) for p, r in zip(data["proj"], ret, strict=True)]
         )
     targets = [xs[-1]] + (h0 or []) + weights
-    # a tensor the loss does not read (an initial state no equation uses) has a zero gradient
-    grads = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = tape.gradient(loss, targets)
     for i, r in enumerate(ret):
         out[f"returned[{i}]"] = r.numpy()
     out["sum(losses)"] = np.asarray(float(total.numpy()))
     names = ["d inputs"] + [f"d initial {s}" for s in (cs.states if h0 else [])]
     names += [f"d {n}" for n in data["weights"]]
     gd = {}
-    for n, g in zip(names, grads, strict=True):
-        gd[n] = np.asarray(tf.convert_to_tensor(g).numpy())
+    for n, g, t in zip(names, grads, targets, strict=True):
+        # a tensor the loss does not read (a weight only another variant uses) has a zero
+        # gradient of its own shape (Keras variables' string dtypes rule out UnconnectedGradients)
+        gd[n] = np.zeros(tuple(t.shape)) if g is None else tf.convert_to_tensor(g).numpy()
     return {"values": out, "grads": gd}
 
 
