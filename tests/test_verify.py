@@ -425,3 +425,18 @@ def test_verify_builds_what_rnngen_build_writes(tmp_path, monkeypatch):
     )
     assert [(r.check, r.status) for r in results] == [("autodiff", "pass")]
     assert "generated/ is stale" in results[0].remark and "simple_rnn_numpy.py" in results[0].remark
+
+
+def test_shared_hygiene_interpreter_reports_each_module(tmp_path):
+    """The TF modules share one fresh interpreter; a module that fails to import is named on
+    its own, and the others still pass."""
+    from rnngen import verify_hygiene
+
+    good, bad = tmp_path / "good_tf.py", tmp_path / "bad_tf.py"
+    good.write_text("X = 1\n", encoding="utf-8")
+    bad.write_text("import no_such_module_anywhere\n", encoding="utf-8")
+    procs = verify_hygiene.prestart_hygiene({"spec": tmp_path}, backends=("tf",))
+    assert set(procs) == {good.resolve(), bad.resolve()}
+    assert verify_hygiene.finish_hygiene(procs[good.resolve()], forbid=False) == (True, "")
+    ok, why = verify_hygiene.finish_hygiene(procs[bad.resolve()], forbid=False)
+    assert not ok and "no_such_module_anywhere" in why, why
