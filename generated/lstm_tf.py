@@ -39,13 +39,22 @@ __all__ = ["LSTM", "LSTMCell"]
 # -- elementwise functions and their derivatives ------------------------------------------------
 
 
+def celu(u):
+    return tf.maximum(u, 0.0) + tf.math.expm1(tf.minimum(u, 0.0))
+
+
+def celu_grad(y):
+    """d celu(u) / du, written in terms of y = celu(u)."""
+    return tf.where((y > 0), tf.zeros_like(y) + 1, 1 + y)
+
+
 def elu(u):
     return tf.nn.elu(u)
 
 
 def elu_grad(y):
     """d elu(u) / du, written in terms of y = elu(u)."""
-    return tf.where(y > 0, tf.ones_like(y), y + 1)
+    return tf.where((y > 0), tf.zeros_like(y) + 1, 1 + y)
 
 
 def exponential(u):
@@ -57,13 +66,64 @@ def exponential_grad(y):
     return y
 
 
+def gelu(u):
+    return tf.nn.gelu(u, approximate=False)
+
+
+def gelu_grad(u):
+    """d gelu(u) / du, written in terms of u."""
+    return (
+        0.5
+        + tf.math.erf(0.7071067811865476 * u) / 2
+        + 0.3989422804014327 * (u * tf.exp(-(u**2) / 2))
+    )
+
+
+def hard_shrink(u):
+    return tf.where(tf.abs(u) > 0.5, u, tf.zeros_like(u))
+
+
+def hard_shrink_grad(y):
+    """d hard_shrink(u) / du, written in terms of y = hard_shrink(u)."""
+    return tf.cast((y != 0), y.dtype)
+
+
 def hard_sigmoid(u):
-    return tf.clip_by_value(u / 6 + 0.5, 0, 1)
+    return tf.nn.relu6(u + 3) / 6
 
 
 def hard_sigmoid_grad(y):
     """d hard_sigmoid(u) / du, written in terms of y = hard_sigmoid(u)."""
-    return tf.cast((y > 0) & (y < 1), y.dtype) / 6
+    return 0.16666666666666666 * tf.cast((y > 0) & (y < 1), y.dtype)
+
+
+def hard_silu(u):
+    return u * (tf.nn.relu6(u + 3) / 6)
+
+
+def hard_silu_grad(u):
+    """d hard_silu(u) / du, written in terms of u."""
+    return tf.where(
+        (u <= -3), tf.zeros_like(u) + 0, tf.where((u >= 3), tf.zeros_like(u) + 1, 0.5 + u / 3)
+    )
+
+
+def hard_tanh(u):
+    return tf.clip_by_value(u, -1.0, 1.0)
+
+
+def hard_tanh_grad(y):
+    """d hard_tanh(u) / du, written in terms of y = hard_tanh(u)."""
+    return tf.cast((y > -1) & (y < 1), y.dtype)
+
+
+def leaky_relu(u):
+    return tf.nn.leaky_relu(u, alpha=0.2)
+
+
+def leaky_relu_grad(y):
+    """d leaky_relu(u) / du, written in terms of y = leaky_relu(u)."""
+    return tf.where((y > 0), tf.zeros_like(y) + 1, tf.zeros_like(y) + 0.2)
 
 
 def linear(u):
@@ -72,7 +132,25 @@ def linear(u):
 
 def linear_grad(y):
     """d linear(u) / du, written in terms of y = linear(u)."""
-    return tf.ones_like(y)
+    return 1
+
+
+def log_sigmoid(u):
+    return tf.math.log_sigmoid(u)
+
+
+def log_sigmoid_grad(y):
+    """d log_sigmoid(u) / du, written in terms of y = log_sigmoid(u)."""
+    return -tf.math.expm1(y)
+
+
+def mish(u):
+    return u * tf.tanh(tf.nn.softplus(u))
+
+
+def mish_grad(u):
+    """d mish(u) / du, written in terms of u."""
+    return u * (1 - tf.tanh(tf.nn.softplus(u)) ** 2) * tf.sigmoid(u) + tf.tanh(tf.nn.softplus(u))
 
 
 def relu(u):
@@ -81,7 +159,7 @@ def relu(u):
 
 def relu_grad(y):
     """d relu(u) / du, written in terms of y = relu(u)."""
-    return tf.cast(y > 0, y.dtype)
+    return tf.cast((y > 0), y.dtype)
 
 
 def relu6(u):
@@ -99,7 +177,7 @@ def selu(u):
 
 def selu_grad(y):
     """d selu(u) / du, written in terms of y = selu(u)."""
-    return tf.where(y > 0, 1.0507009873554805 * tf.ones_like(y), y + 1.7580993408473766)
+    return tf.where((y > 0), tf.zeros_like(y) + 1.0507009873554805, 1.7580993408473768 + y)
 
 
 def sigmoid(u):
@@ -109,6 +187,24 @@ def sigmoid(u):
 def sigmoid_grad(y):
     """d sigmoid(u) / du, written in terms of y = sigmoid(u)."""
     return y * (1 - y)
+
+
+def silu(u):
+    return tf.nn.silu(u)
+
+
+def silu_grad(u):
+    """d silu(u) / du, written in terms of u."""
+    return u * (1 - tf.sigmoid(u)) * tf.sigmoid(u) + tf.sigmoid(u)
+
+
+def soft_shrink(u):
+    return tf.where(u > 0.5, u - 0.5, tf.where(u < -0.5, u + 0.5, tf.zeros_like(u)))
+
+
+def soft_shrink_grad(y):
+    """d soft_shrink(u) / du, written in terms of y = soft_shrink(u)."""
+    return tf.cast((y != 0), y.dtype)
 
 
 def softplus(u):
@@ -126,7 +222,38 @@ def softsign(u):
 
 def softsign_grad(y):
     """d softsign(u) / du, written in terms of y = softsign(u)."""
-    return tf.square(1 - tf.abs(y))
+    return (1 - tf.abs(y)) ** 2
+
+
+def sparse_plus(u):
+    return tf.where(u <= -1, tf.zeros_like(u), tf.where(u < 1, 0.25 * tf.pow(u + 1, 2), u))
+
+
+def sparse_plus_grad(y):
+    """d sparse_plus(u) / du, written in terms of y = sparse_plus(u)."""
+    return tf.where(
+        (y <= 0),
+        tf.zeros_like(y) + 0,
+        tf.where((y >= 1), tf.zeros_like(y) + 1, tf.sqrt(tf.maximum(0, y))),
+    )
+
+
+def sparse_sigmoid(u):
+    return tf.where(u <= -1, tf.zeros_like(u), tf.where(u >= 1, tf.ones_like(u), 0.5 * (u + 1)))
+
+
+def sparse_sigmoid_grad(y):
+    """d sparse_sigmoid(u) / du, written in terms of y = sparse_sigmoid(u)."""
+    return 0.5 * tf.cast((y > 0) & (y < 1), y.dtype)
+
+
+def squareplus(u):
+    return (u + tf.sqrt(tf.square(u) + 4)) / 2
+
+
+def squareplus_grad(y):
+    """d squareplus(u) / du, written in terms of y = squareplus(u)."""
+    return y**2 / (1 + y**2)
 
 
 def tanh(u):
@@ -135,24 +262,55 @@ def tanh(u):
 
 def tanh_grad(y):
     """d tanh(u) / du, written in terms of y = tanh(u)."""
-    return 1 - y * y
+    return 1 - y**2
 
 
-#: activation name -> (function, derivative from the output)
+def tanh_shrink(u):
+    return u - tf.tanh(u)
+
+
+def tanh_shrink_grad(u):
+    """d tanh_shrink(u) / du, written in terms of u."""
+    return tf.tanh(u) ** 2
+
+
+#: activation name -> (function, derivative, whether the derivative reads the output)
 ACTIVATIONS = {
-    "elu": (elu, elu_grad),
-    "exponential": (exponential, exponential_grad),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad),
-    "linear": (linear, linear_grad),
-    "relu": (relu, relu_grad),
-    "relu6": (relu6, relu6_grad),
-    "selu": (selu, selu_grad),
-    "sigmoid": (sigmoid, sigmoid_grad),
-    "softplus": (softplus, softplus_grad),
-    "softsign": (softsign, softsign_grad),
-    "tanh": (tanh, tanh_grad),
+    "celu": (celu, celu_grad, True),
+    "elu": (elu, elu_grad, True),
+    "exponential": (exponential, exponential_grad, True),
+    "gelu": (gelu, gelu_grad, False),
+    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
+    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
+    "hard_silu": (hard_silu, hard_silu_grad, False),
+    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
+    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
+    "linear": (linear, linear_grad, True),
+    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
+    "mish": (mish, mish_grad, False),
+    "relu": (relu, relu_grad, True),
+    "relu6": (relu6, relu6_grad, True),
+    "selu": (selu, selu_grad, True),
+    "sigmoid": (sigmoid, sigmoid_grad, True),
+    "silu": (silu, silu_grad, False),
+    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
+    "softplus": (softplus, softplus_grad, True),
+    "softsign": (softsign, softsign_grad, True),
+    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
+    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
+    "squareplus": (squareplus, squareplus_grad, True),
+    "tanh": (tanh, tanh_grad, True),
+    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
 }
-ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu"}
+ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
+#: Keras activations rnngen refuses, with why
+REFUSED_ACTIVATIONS = {
+    "softmax": "row-wise (it works across the units axis); not supported yet",
+    "log_softmax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "glu": "row-wise (it works across the units axis); not supported yet",
+    "threshold": "it needs threshold= and default_value=; pass a callable",
+}
 #: dropout rate argument -> (tensor it multiplies, number of per-gate masks)
 DROPOUT = {
     "dropout": ("x", 4),
@@ -166,16 +324,77 @@ STATES = (
 )
 
 
-def _activation_name(value, argument):
-    if callable(value):
-        value = getattr(value, "__name__", value)
-    name = ACTIVATION_ALIASES.get(value, value)
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"Unknown activation for `{argument}`: {value!r}. "
-            f"Valid: {', '.join(sorted(ACTIVATIONS))}"
-        )
-    return name
+def _keras_name(value):
+    """The table name of a Keras activation function object (``keras.activations.gelu``)."""
+    module = getattr(value, "__module__", None) or ""
+    name = getattr(value, "__name__", None)
+    if module.split(".")[0] == "keras" and isinstance(name, str):
+        name = ACTIVATION_ALIASES.get(name, name)
+        if name in ACTIVATIONS or name in REFUSED_ACTIVATIONS:
+            return name
+    return None
+
+
+def _activation_value(value, argument):
+    """What the cell keeps for an activation argument: a table name, or the callable.
+
+    Accepts a name or alias (or None), a Keras activation function, a callable, or the
+    config dict of a registered one (as ``keras.activations.serialize`` writes it).
+    """
+    if isinstance(value, dict):
+        value = keras.activations.get(value)
+    if callable(value) and not isinstance(value, str | type):
+        return _keras_name(value) or value
+    name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
+    if isinstance(name, str) and name in ACTIVATIONS:
+        return name
+    why = (
+        f" ({REFUSED_ACTIVATIONS[name]})"
+        if isinstance(name, str) and name in REFUSED_ACTIVATIONS
+        else ""
+    )
+    raise ValueError(
+        f"Unknown activation for `{argument}`: {value!r}{why}. Valid: "
+        f"{', '.join(sorted(ACTIVATIONS))} (or an alias: "
+        f"{', '.join(repr(a) for a in ACTIVATION_ALIASES)}), a Keras activation function, "
+        "or a callable."
+    )
+
+
+def _autodiff_grad(f):
+    """The derivative of an elementwise callable with respect to its input, by TF autodiff."""
+
+    def grad(u):
+        with tf.GradientTape() as tape:
+            tape.watch(u)
+            y = f(u)
+        return tape.gradient(y, u)
+
+    return grad
+
+
+def _through_output(f, grad):
+    """A derivative written in the output, as a function of the input."""
+    return lambda u: grad(f(u))
+
+
+def _resolve_functions(values):
+    """``([f, df, ...], general)`` for activation values kept by ``_activation_value``;
+    ``general``: some derivative reads its input, so every derivative does."""
+    resolved = [
+        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_grad(v), False) for v in values
+    ]
+    general = not all(from_output for _, _, from_output in resolved)
+    out = []
+    for f, grad, from_output in resolved:
+        if general and from_output:
+            grad = _through_output(f, grad)
+        out += [f, grad]
+    return out, general
+
+
+def _serialize_activation(value):
+    return value if isinstance(value, str) else keras.activations.serialize(value)
 
 
 def _check_rate(name, rate, declared):
@@ -541,6 +760,293 @@ def _step_v1(
 ):
     """One step. Returns (output, new states).
 
+    Variant: use_bias=True, no dropout, input-form.
+    """
+    h_prev, c_prev = states
+    units = h_prev.shape[-1]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    bias = weights["bias"]
+    bias_i = bias[0:units]
+    bias_f = bias[units : 2 * units]
+    bias_c = bias[2 * units : 3 * units]
+    bias_o = bias[3 * units : 4 * units]
+    x_kernel = x @ kernel
+    x_kernel = x_kernel + tf.concat(
+        [
+            bias_i,
+            bias_f,
+            bias_c,
+            bias_o,
+        ],
+        0,
+    )
+
+    x_kernel_i = x_kernel[:, 0:units]
+    x_kernel_f = x_kernel[:, units : 2 * units]
+    x_kernel_c = x_kernel[:, 2 * units : 3 * units]
+    x_kernel_o = x_kernel[:, 3 * units : 4 * units]
+    h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
+    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
+    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    i_in = h_prev_recurrent_kernel_i + x_kernel_i
+    i = recurrent_activation(i_in)
+    f_in = h_prev_recurrent_kernel_f + x_kernel_f
+    f = recurrent_activation(f_in)
+    g_in = h_prev_recurrent_kernel_c + x_kernel_c
+    g = activation(g_in)
+    o_in = h_prev_recurrent_kernel_o + x_kernel_o
+    o = recurrent_activation(o_in)
+    c = c_prev * f + g * i
+    activation_c = activation(c)
+    h = activation_c * o
+
+    return h, [h, c]
+
+
+def _fused_v1(
+    x,
+    mask,
+    initial_state,
+    weights,
+    masks,
+    zero_output_for_mask,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """The whole sequence as one op.
+
+    Variant: use_bias=True, no dropout, input-form.
+    The gradient is the derived BPTT.
+    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
+    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
+    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
+    Returns (outputs (T, B, units), [final states]).
+    """
+
+    @tf.custom_gradient
+    def op(x, *args):
+        h_0, c_0 = args[:2]
+        kernel, recurrent_kernel, bias = args[2:]
+        units = h_0.shape[-1]
+        T = tf.shape(x)[0]
+        dtype = x.dtype
+        bias_i = bias[0:units]
+        bias_f = bias[units : 2 * units]
+        bias_c = bias[2 * units : 3 * units]
+        bias_o = bias[3 * units : 4 * units]
+        x_kernel = _seq_matmul(x, kernel)
+        x_kernel = x_kernel + tf.concat(
+            [
+                bias_i,
+                bias_f,
+                bias_c,
+                bias_o,
+            ],
+            0,
+        )
+
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
+            x_kernel_i = x_kernel[t][:, 0:units]
+            x_kernel_f = x_kernel[t][:, units : 2 * units]
+            x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
+            x_kernel_o = x_kernel[t][:, 3 * units : 4 * units]
+            h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+            h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
+            h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
+            h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+            h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+            i_in = h_prev_recurrent_kernel_i + x_kernel_i
+            i = recurrent_activation(i_in)
+            f_in = h_prev_recurrent_kernel_f + x_kernel_f
+            f = recurrent_activation(f_in)
+            g_in = h_prev_recurrent_kernel_c + x_kernel_c
+            g = activation(g_in)
+            o_in = h_prev_recurrent_kernel_o + x_kernel_o
+            o = recurrent_activation(o_in)
+            c = c_prev * f + g * i
+            activation_c = activation(c)
+            h = activation_c * o
+            out = h
+            if mask is not None:
+                keep = mask[t]
+                h = tf.where(keep, h, h_prev)
+                c = tf.where(keep, c, c_prev)
+                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
+            tas = [
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i_in),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, f_in),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, g_in),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, o_in),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
+            ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
+            return t + 1, h, c, out, tas
+
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
+        loop = tf.while_loop(
+            lambda t, *_: t < T,
+            body,
+            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
+            maximum_iterations=T,
+        )
+        tas = loop[-1]
+        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
+        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
+        i_in_seq = tas[2].stack()
+        i_seq = tas[3].stack()
+        f_in_seq = tas[4].stack()
+        f_seq = tas[5].stack()
+        g_in_seq = tas[6].stack()
+        g_seq = tas[7].stack()
+        o_in_seq = tas[8].stack()
+        o_seq = tas[9].stack()
+        activation_c_seq = tas[10].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
+        final = [h_seq[-1], c_seq[-1]]
+
+        def grad(d_outputs, *d_final):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_final = [
+                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
+            ]
+
+            def back(t, d_h, d_c, d_carry, acc, tas):
+                c_prev = c_seq[t]
+                c = c_seq[t + 1]
+                i_in = i_in_seq[t]
+                i = i_seq[t]
+                f_in = f_in_seq[t]
+                f = f_seq[t]
+                g_in = g_in_seq[t]
+                g = g_seq[t]
+                o_in = o_in_seq[t]
+                o = o_seq[t]
+                activation_c = activation_c_seq[t]
+                if mask is None:
+                    d_h = d_h + d_outputs[t]
+                else:
+                    keep = mask[t]
+                    d_out = d_outputs[t] + d_carry
+                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
+                    d_h_skip = _drop(keep, d_h)
+                    d_h = _take(keep, d_h + d_out)
+                    d_c_skip = _drop(keep, d_c)
+                    d_c = _take(keep, d_c)
+                d_activation_c = d_h * o
+                d_c = d_activation_c * activation_grad(c) + d_c
+                d_o = activation_c * d_h
+                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_g = d_c * i
+                d_g_in = d_g * activation_grad(g_in)
+                d_f = c_prev * d_c
+                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_i = d_c * g
+                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_h_prev_recurrent_kernel = tf.concat(
+                    [
+                        d_i_in,
+                        d_f_in,
+                        d_g_in,
+                        d_o_in,
+                    ],
+                    -1,
+                )
+                d_h_prev_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
+                )
+                tas = [
+                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                ]
+                d_h = d_h_prev_via_recurrent_kernel
+                d_c = d_c * f
+                if mask is not None:
+                    d_h = d_h + d_h_skip
+                    d_c = d_c + d_c_skip
+                return t - 1, d_h, d_c, d_carry, acc, tas
+
+            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
+            acc = []
+            loop = tf.while_loop(
+                lambda t, *_: t >= 0,
+                back,
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                maximum_iterations=T,
+            )
+            d_h, d_c, _, acc, tas = loop[1:]
+            d_h_prev_recurrent_kernel = tas[0].stack()
+
+            # input and weight gradients: one matrix product each, over all steps
+            d_x = tf.zeros_like(x)
+            d_kernel = tf.zeros_like(kernel)
+            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_bias = tf.zeros_like(bias)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
+            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
+            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
+                h_seq[:-1], d_h_prev_recurrent_kernel
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 0:units], [0, 1]),
+                bias.shape,
+                None,
+                0,
+                units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_recurrent_kernel[..., units : 2 * units], [0, 1]),
+                bias.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
+                bias.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 3 * units : 4 * units], [0, 1]),
+                bias.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
+
+        return (outputs, *final), grad
+
+    result = op(x, *initial_state, *weights)
+    return result[0], list(result[1:])
+
+
+def _step_v2(
+    x,
+    states,
+    weights,
+    masks,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """One step. Returns (output, new states).
+
     Variant: use_bias=True, with dropout masks.
     """
     h_prev, c_prev = states
@@ -603,7 +1109,7 @@ def _step_v1(
     return h, [h, c]
 
 
-def _fused_v1(
+def _fused_v2(
     x,
     mask,
     initial_state,
@@ -934,7 +1440,433 @@ def _fused_v1(
     return result[0], list(result[1:])
 
 
-def _step_v2(
+def _step_v3(
+    x,
+    states,
+    weights,
+    masks,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """One step. Returns (output, new states).
+
+    Variant: use_bias=True, with dropout masks, input-form.
+    """
+    h_prev, c_prev = states
+    units = h_prev.shape[-1]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    bias = weights["bias"]
+    bias_i = bias[0:units]
+    bias_f = bias[units : 2 * units]
+    bias_c = bias[2 * units : 3 * units]
+    bias_o = bias[3 * units : 4 * units]
+    h_prev_mask_0 = masks["h_prev"][0]
+    h_prev_mask_1 = masks["h_prev"][1]
+    h_prev_mask_2 = masks["h_prev"][2]
+    h_prev_mask_3 = masks["h_prev"][3]
+    x_mask_0 = masks["x"][0]
+    x_mask_1 = masks["x"][1]
+    x_mask_2 = masks["x"][2]
+    x_mask_3 = masks["x"][3]
+    x_dropped0 = x * x_mask_0
+    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
+    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+
+    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped1 = x * x_mask_1
+    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
+    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+
+    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped2 = x * x_mask_2
+    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+
+    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped3 = x * x_mask_3
+    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
+    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+
+    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    h_prev_dropped0 = h_prev * h_prev_mask_0
+    h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
+    i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
+    i = recurrent_activation(i_in)
+    h_prev_dropped1 = h_prev * h_prev_mask_1
+    h_prev_dropped1_recurrent_kernel_f = h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
+    f_in = h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t
+    f = recurrent_activation(f_in)
+    h_prev_dropped2 = h_prev * h_prev_mask_2
+    h_prev_dropped2_recurrent_kernel_c = (
+        h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
+    )
+    g_in = h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t
+    g = activation(g_in)
+    h_prev_dropped3 = h_prev * h_prev_mask_3
+    h_prev_dropped3_recurrent_kernel_o = (
+        h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
+    )
+    o_in = h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t
+    o = recurrent_activation(o_in)
+    c = c_prev * f + g * i
+    activation_c = activation(c)
+    h = activation_c * o
+
+    return h, [h, c]
+
+
+def _fused_v3(
+    x,
+    mask,
+    initial_state,
+    weights,
+    masks,
+    zero_output_for_mask,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """The whole sequence as one op.
+
+    Variant: use_bias=True, with dropout masks, input-form.
+    The gradient is the derived BPTT.
+    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
+    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
+    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
+    Returns (outputs (T, B, units), [final states]).
+    """
+
+    @tf.custom_gradient
+    def op(x, *args):
+        h_0, c_0 = args[:2]
+        kernel, recurrent_kernel, bias = args[2:]
+        units = h_0.shape[-1]
+        T = tf.shape(x)[0]
+        dtype = x.dtype
+        bias_i = bias[0:units]
+        bias_f = bias[units : 2 * units]
+        bias_c = bias[2 * units : 3 * units]
+        bias_o = bias[3 * units : 4 * units]
+        h_prev_mask_0 = masks["h_prev"][0]
+        h_prev_mask_1 = masks["h_prev"][1]
+        h_prev_mask_2 = masks["h_prev"][2]
+        h_prev_mask_3 = masks["h_prev"][3]
+        x_mask_0 = masks["x"][0]
+        x_mask_1 = masks["x"][1]
+        x_mask_2 = masks["x"][2]
+        x_mask_3 = masks["x"][3]
+        x_dropped0 = x * x_mask_0
+        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
+        x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+
+        x_dropped1 = x * x_mask_1
+        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
+        x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+
+        x_dropped2 = x * x_mask_2
+        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
+        x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+
+        x_dropped3 = x * x_mask_3
+        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
+        x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
+            x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
+            x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
+            x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
+            x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+            h_prev_dropped0 = h_prev * h_prev_mask_0
+            h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
+            i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
+            i = recurrent_activation(i_in)
+            h_prev_dropped1 = h_prev * h_prev_mask_1
+            h_prev_dropped1_recurrent_kernel_f = (
+                h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
+            )
+            f_in = h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t
+            f = recurrent_activation(f_in)
+            h_prev_dropped2 = h_prev * h_prev_mask_2
+            h_prev_dropped2_recurrent_kernel_c = (
+                h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
+            )
+            g_in = h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t
+            g = activation(g_in)
+            h_prev_dropped3 = h_prev * h_prev_mask_3
+            h_prev_dropped3_recurrent_kernel_o = (
+                h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
+            )
+            o_in = h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t
+            o = recurrent_activation(o_in)
+            c = c_prev * f + g * i
+            activation_c = activation(c)
+            h = activation_c * o
+            out = h
+            if mask is not None:
+                keep = mask[t]
+                h = tf.where(keep, h, h_prev)
+                c = tf.where(keep, c, c_prev)
+                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
+            tas = [
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i_in),
+                loop_tas[4].write(t, i),
+                loop_tas[5].write(t, h_prev_dropped1),
+                loop_tas[6].write(t, f_in),
+                loop_tas[7].write(t, f),
+                loop_tas[8].write(t, h_prev_dropped2),
+                loop_tas[9].write(t, g_in),
+                loop_tas[10].write(t, g),
+                loop_tas[11].write(t, h_prev_dropped3),
+                loop_tas[12].write(t, o_in),
+                loop_tas[13].write(t, o),
+                loop_tas[14].write(t, activation_c),
+            ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[15].write(t, out))
+            return t + 1, h, c, out, tas
+
+        n_tas = 15 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
+        loop = tf.while_loop(
+            lambda t, *_: t < T,
+            body,
+            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
+            maximum_iterations=T,
+        )
+        tas = loop[-1]
+        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
+        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
+        h_prev_dropped0_seq = tas[2].stack()
+        i_in_seq = tas[3].stack()
+        i_seq = tas[4].stack()
+        h_prev_dropped1_seq = tas[5].stack()
+        f_in_seq = tas[6].stack()
+        f_seq = tas[7].stack()
+        h_prev_dropped2_seq = tas[8].stack()
+        g_in_seq = tas[9].stack()
+        g_seq = tas[10].stack()
+        h_prev_dropped3_seq = tas[11].stack()
+        o_in_seq = tas[12].stack()
+        o_seq = tas[13].stack()
+        activation_c_seq = tas[14].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
+        final = [h_seq[-1], c_seq[-1]]
+
+        def grad(d_outputs, *d_final):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_final = [
+                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
+            ]
+
+            def back(t, d_h, d_c, d_carry, acc, tas):
+                c_prev = c_seq[t]
+                c = c_seq[t + 1]
+                i_in = i_in_seq[t]
+                i = i_seq[t]
+                f_in = f_in_seq[t]
+                f = f_seq[t]
+                g_in = g_in_seq[t]
+                g = g_seq[t]
+                o_in = o_in_seq[t]
+                o = o_seq[t]
+                activation_c = activation_c_seq[t]
+                if mask is None:
+                    d_h = d_h + d_outputs[t]
+                else:
+                    keep = mask[t]
+                    d_out = d_outputs[t] + d_carry
+                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
+                    d_h_skip = _drop(keep, d_h)
+                    d_h = _take(keep, d_h + d_out)
+                    d_c_skip = _drop(keep, d_c)
+                    d_c = _take(keep, d_c)
+                d_activation_c = d_h * o
+                d_c = d_activation_c * activation_grad(c) + d_c
+                d_o = activation_c * d_h
+                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_h_prev_dropped3_recurrent_kernel_o = d_o_in
+                d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped3_recurrent_kernel_o,
+                    recurrent_kernel[:, 3 * units : 4 * units],
+                    transpose_b=True,
+                )
+                d_g = d_c * i
+                d_g_in = d_g * activation_grad(g_in)
+                d_h_prev_dropped2_recurrent_kernel_c = d_g_in
+                d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped2_recurrent_kernel_c,
+                    recurrent_kernel[:, 2 * units : 3 * units],
+                    transpose_b=True,
+                )
+                d_f = c_prev * d_c
+                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_h_prev_dropped1_recurrent_kernel_f = d_f_in
+                d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped1_recurrent_kernel_f,
+                    recurrent_kernel[:, units : 2 * units],
+                    transpose_b=True,
+                )
+                d_i = d_c * g
+                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_h_prev_dropped0_recurrent_kernel_i = d_i_in
+                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped0_recurrent_kernel_i,
+                    recurrent_kernel[:, 0:units],
+                    transpose_b=True,
+                )
+                tas = [
+                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
+                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
+                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
+                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                ]
+                d_h = (
+                    d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                    + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
+                    + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
+                    + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
+                )
+                d_c = d_c * f
+                if mask is not None:
+                    d_h = d_h + d_h_skip
+                    d_c = d_c + d_c_skip
+                return t - 1, d_h, d_c, d_carry, acc, tas
+
+            tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
+            acc = []
+            loop = tf.while_loop(
+                lambda t, *_: t >= 0,
+                back,
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                maximum_iterations=T,
+            )
+            d_h, d_c, _, acc, tas = loop[1:]
+            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
+            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
+            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
+            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+
+            # input and weight gradients: one matrix product each, over all steps
+            d_x = tf.zeros_like(x)
+            d_kernel = tf.zeros_like(kernel)
+            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_bias = tf.zeros_like(bias)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
+                kernel.shape,
+                None,
+                0,
+                units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
+                kernel.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
+                kernel.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
+                kernel.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
+                recurrent_kernel.shape,
+                None,
+                0,
+                units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
+                recurrent_kernel.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
+                recurrent_kernel.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
+                recurrent_kernel.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_i, [0, 1]),
+                bias.shape,
+                None,
+                0,
+                units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_f, [0, 1]),
+                bias.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_c, [0, 1]),
+                bias.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_bias = d_bias + _place(
+                tf.reduce_sum(d_h_prev_dropped3_recurrent_kernel_o, [0, 1]),
+                bias.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
+
+        return (outputs, *final), grad
+
+    result = op(x, *initial_state, *weights)
+    return result[0], list(result[1:])
+
+
+def _step_v4(
     x,
     states,
     weights,
@@ -974,7 +1906,7 @@ def _step_v2(
     return h, [h, c]
 
 
-def _fused_v2(
+def _fused_v4(
     x,
     mask,
     initial_state,
@@ -1144,7 +2076,238 @@ def _fused_v2(
     return result[0], list(result[1:])
 
 
-def _step_v3(
+def _step_v5(
+    x,
+    states,
+    weights,
+    masks,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """One step. Returns (output, new states).
+
+    Variant: use_bias=False, no dropout, input-form.
+    """
+    h_prev, c_prev = states
+    units = h_prev.shape[-1]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    x_kernel = x @ kernel
+
+    x_kernel_i = x_kernel[:, 0:units]
+    x_kernel_f = x_kernel[:, units : 2 * units]
+    x_kernel_c = x_kernel[:, 2 * units : 3 * units]
+    x_kernel_o = x_kernel[:, 3 * units : 4 * units]
+    h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
+    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
+    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    i_in = h_prev_recurrent_kernel_i + x_kernel_i
+    i = recurrent_activation(i_in)
+    f_in = h_prev_recurrent_kernel_f + x_kernel_f
+    f = recurrent_activation(f_in)
+    g_in = h_prev_recurrent_kernel_c + x_kernel_c
+    g = activation(g_in)
+    o_in = h_prev_recurrent_kernel_o + x_kernel_o
+    o = recurrent_activation(o_in)
+    c = c_prev * f + g * i
+    activation_c = activation(c)
+    h = activation_c * o
+
+    return h, [h, c]
+
+
+def _fused_v5(
+    x,
+    mask,
+    initial_state,
+    weights,
+    masks,
+    zero_output_for_mask,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """The whole sequence as one op.
+
+    Variant: use_bias=False, no dropout, input-form.
+    The gradient is the derived BPTT.
+    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
+    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
+    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
+    Returns (outputs (T, B, units), [final states]).
+    """
+
+    @tf.custom_gradient
+    def op(x, *args):
+        h_0, c_0 = args[:2]
+        kernel, recurrent_kernel = args[2:]
+        units = h_0.shape[-1]
+        T = tf.shape(x)[0]
+        dtype = x.dtype
+        x_kernel = _seq_matmul(x, kernel)
+
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
+            x_kernel_i = x_kernel[t][:, 0:units]
+            x_kernel_f = x_kernel[t][:, units : 2 * units]
+            x_kernel_c = x_kernel[t][:, 2 * units : 3 * units]
+            x_kernel_o = x_kernel[t][:, 3 * units : 4 * units]
+            h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+            h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
+            h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
+            h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+            h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+            i_in = h_prev_recurrent_kernel_i + x_kernel_i
+            i = recurrent_activation(i_in)
+            f_in = h_prev_recurrent_kernel_f + x_kernel_f
+            f = recurrent_activation(f_in)
+            g_in = h_prev_recurrent_kernel_c + x_kernel_c
+            g = activation(g_in)
+            o_in = h_prev_recurrent_kernel_o + x_kernel_o
+            o = recurrent_activation(o_in)
+            c = c_prev * f + g * i
+            activation_c = activation(c)
+            h = activation_c * o
+            out = h
+            if mask is not None:
+                keep = mask[t]
+                h = tf.where(keep, h, h_prev)
+                c = tf.where(keep, c, c_prev)
+                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
+            tas = [
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, i_in),
+                loop_tas[3].write(t, i),
+                loop_tas[4].write(t, f_in),
+                loop_tas[5].write(t, f),
+                loop_tas[6].write(t, g_in),
+                loop_tas[7].write(t, g),
+                loop_tas[8].write(t, o_in),
+                loop_tas[9].write(t, o),
+                loop_tas[10].write(t, activation_c),
+            ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[11].write(t, out))
+            return t + 1, h, c, out, tas
+
+        n_tas = 11 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
+        loop = tf.while_loop(
+            lambda t, *_: t < T,
+            body,
+            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
+            maximum_iterations=T,
+        )
+        tas = loop[-1]
+        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
+        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
+        i_in_seq = tas[2].stack()
+        i_seq = tas[3].stack()
+        f_in_seq = tas[4].stack()
+        f_seq = tas[5].stack()
+        g_in_seq = tas[6].stack()
+        g_seq = tas[7].stack()
+        o_in_seq = tas[8].stack()
+        o_seq = tas[9].stack()
+        activation_c_seq = tas[10].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
+        final = [h_seq[-1], c_seq[-1]]
+
+        def grad(d_outputs, *d_final):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_final = [
+                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
+            ]
+
+            def back(t, d_h, d_c, d_carry, acc, tas):
+                c_prev = c_seq[t]
+                c = c_seq[t + 1]
+                i_in = i_in_seq[t]
+                i = i_seq[t]
+                f_in = f_in_seq[t]
+                f = f_seq[t]
+                g_in = g_in_seq[t]
+                g = g_seq[t]
+                o_in = o_in_seq[t]
+                o = o_seq[t]
+                activation_c = activation_c_seq[t]
+                if mask is None:
+                    d_h = d_h + d_outputs[t]
+                else:
+                    keep = mask[t]
+                    d_out = d_outputs[t] + d_carry
+                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
+                    d_h_skip = _drop(keep, d_h)
+                    d_h = _take(keep, d_h + d_out)
+                    d_c_skip = _drop(keep, d_c)
+                    d_c = _take(keep, d_c)
+                d_activation_c = d_h * o
+                d_c = d_activation_c * activation_grad(c) + d_c
+                d_o = activation_c * d_h
+                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_g = d_c * i
+                d_g_in = d_g * activation_grad(g_in)
+                d_f = c_prev * d_c
+                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_i = d_c * g
+                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_h_prev_recurrent_kernel = tf.concat(
+                    [
+                        d_i_in,
+                        d_f_in,
+                        d_g_in,
+                        d_o_in,
+                    ],
+                    -1,
+                )
+                d_h_prev_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
+                )
+                tas = [
+                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                ]
+                d_h = d_h_prev_via_recurrent_kernel
+                d_c = d_c * f
+                if mask is not None:
+                    d_h = d_h + d_h_skip
+                    d_c = d_c + d_c_skip
+                return t - 1, d_h, d_c, d_carry, acc, tas
+
+            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
+            acc = []
+            loop = tf.while_loop(
+                lambda t, *_: t >= 0,
+                back,
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                maximum_iterations=T,
+            )
+            d_h, d_c, _, acc, tas = loop[1:]
+            d_h_prev_recurrent_kernel = tas[0].stack()
+
+            # input and weight gradients: one matrix product each, over all steps
+            d_x = tf.zeros_like(x)
+            d_kernel = tf.zeros_like(kernel)
+            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
+            d_x = d_x + d_x_from_x_kernel
+            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
+            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
+                h_seq[:-1], d_h_prev_recurrent_kernel
+            )
+            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
+
+        return (outputs, *final), grad
+
+    result = op(x, *initial_state, *weights)
+    return result[0], list(result[1:])
+
+
+def _step_v6(
     x,
     states,
     weights,
@@ -1209,7 +2372,7 @@ def _step_v3(
     return h, [h, c]
 
 
-def _fused_v3(
+def _fused_v6(
     x,
     mask,
     initial_state,
@@ -1503,11 +2666,395 @@ def _fused_v3(
     return result[0], list(result[1:])
 
 
+def _step_v7(
+    x,
+    states,
+    weights,
+    masks,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """One step. Returns (output, new states).
+
+    Variant: use_bias=False, with dropout masks, input-form.
+    """
+    h_prev, c_prev = states
+    units = h_prev.shape[-1]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_prev_mask_0 = masks["h_prev"][0]
+    h_prev_mask_1 = masks["h_prev"][1]
+    h_prev_mask_2 = masks["h_prev"][2]
+    h_prev_mask_3 = masks["h_prev"][3]
+    x_mask_0 = masks["x"][0]
+    x_mask_1 = masks["x"][1]
+    x_mask_2 = masks["x"][2]
+    x_mask_3 = masks["x"][3]
+    x_dropped0 = x * x_mask_0
+    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
+
+    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped1 = x * x_mask_1
+    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
+
+    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped2 = x * x_mask_2
+    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+
+    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped3 = x * x_mask_3
+    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
+
+    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    h_prev_dropped0 = h_prev * h_prev_mask_0
+    h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
+    i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
+    i = recurrent_activation(i_in)
+    h_prev_dropped1 = h_prev * h_prev_mask_1
+    h_prev_dropped1_recurrent_kernel_f = h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
+    f_in = h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t
+    f = recurrent_activation(f_in)
+    h_prev_dropped2 = h_prev * h_prev_mask_2
+    h_prev_dropped2_recurrent_kernel_c = (
+        h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
+    )
+    g_in = h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t
+    g = activation(g_in)
+    h_prev_dropped3 = h_prev * h_prev_mask_3
+    h_prev_dropped3_recurrent_kernel_o = (
+        h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
+    )
+    o_in = h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t
+    o = recurrent_activation(o_in)
+    c = c_prev * f + g * i
+    activation_c = activation(c)
+    h = activation_c * o
+
+    return h, [h, c]
+
+
+def _fused_v7(
+    x,
+    mask,
+    initial_state,
+    weights,
+    masks,
+    zero_output_for_mask,
+    activation,
+    activation_grad,
+    recurrent_activation,
+    recurrent_activation_grad,
+):
+    """The whole sequence as one op.
+
+    Variant: use_bias=False, with dropout masks, input-form.
+    The gradient is the derived BPTT.
+    x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
+    initial_state: 2 tensors (B, units). weights: tensors in Keras order.
+    masks: {"x": [...], "h_prev": [...]} dropout masks or None.
+    Returns (outputs (T, B, units), [final states]).
+    """
+
+    @tf.custom_gradient
+    def op(x, *args):
+        h_0, c_0 = args[:2]
+        kernel, recurrent_kernel = args[2:]
+        units = h_0.shape[-1]
+        T = tf.shape(x)[0]
+        dtype = x.dtype
+        h_prev_mask_0 = masks["h_prev"][0]
+        h_prev_mask_1 = masks["h_prev"][1]
+        h_prev_mask_2 = masks["h_prev"][2]
+        h_prev_mask_3 = masks["h_prev"][3]
+        x_mask_0 = masks["x"][0]
+        x_mask_1 = masks["x"][1]
+        x_mask_2 = masks["x"][2]
+        x_mask_3 = masks["x"][3]
+        x_dropped0 = x * x_mask_0
+        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
+
+        x_dropped1 = x * x_mask_1
+        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
+
+        x_dropped2 = x * x_mask_2
+        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
+
+        x_dropped3 = x * x_mask_3
+        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
+
+        def body(t, h_prev, c_prev, out_prev, loop_tas):
+            x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
+            x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
+            x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
+            x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+            h_prev_dropped0 = h_prev * h_prev_mask_0
+            h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
+            i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
+            i = recurrent_activation(i_in)
+            h_prev_dropped1 = h_prev * h_prev_mask_1
+            h_prev_dropped1_recurrent_kernel_f = (
+                h_prev_dropped1 @ recurrent_kernel[:, units : 2 * units]
+            )
+            f_in = h_prev_dropped1_recurrent_kernel_f + x_dropped1_kernel_f_t
+            f = recurrent_activation(f_in)
+            h_prev_dropped2 = h_prev * h_prev_mask_2
+            h_prev_dropped2_recurrent_kernel_c = (
+                h_prev_dropped2 @ recurrent_kernel[:, 2 * units : 3 * units]
+            )
+            g_in = h_prev_dropped2_recurrent_kernel_c + x_dropped2_kernel_c_t
+            g = activation(g_in)
+            h_prev_dropped3 = h_prev * h_prev_mask_3
+            h_prev_dropped3_recurrent_kernel_o = (
+                h_prev_dropped3 @ recurrent_kernel[:, 3 * units : 4 * units]
+            )
+            o_in = h_prev_dropped3_recurrent_kernel_o + x_dropped3_kernel_o_t
+            o = recurrent_activation(o_in)
+            c = c_prev * f + g * i
+            activation_c = activation(c)
+            h = activation_c * o
+            out = h
+            if mask is not None:
+                keep = mask[t]
+                h = tf.where(keep, h, h_prev)
+                c = tf.where(keep, c, c_prev)
+                out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
+            tas = [
+                loop_tas[0].write(t, h),
+                loop_tas[1].write(t, c),
+                loop_tas[2].write(t, h_prev_dropped0),
+                loop_tas[3].write(t, i_in),
+                loop_tas[4].write(t, i),
+                loop_tas[5].write(t, h_prev_dropped1),
+                loop_tas[6].write(t, f_in),
+                loop_tas[7].write(t, f),
+                loop_tas[8].write(t, h_prev_dropped2),
+                loop_tas[9].write(t, g_in),
+                loop_tas[10].write(t, g),
+                loop_tas[11].write(t, h_prev_dropped3),
+                loop_tas[12].write(t, o_in),
+                loop_tas[13].write(t, o),
+                loop_tas[14].write(t, activation_c),
+            ]
+            if mask is not None:  # without a mask the outputs are the h states
+                tas.append(loop_tas[15].write(t, out))
+            return t + 1, h, c, out, tas
+
+        n_tas = 15 + (mask is not None)
+        tas = [tf.TensorArray(dtype, size=T) for _ in range(n_tas)]
+        loop = tf.while_loop(
+            lambda t, *_: t < T,
+            body,
+            (tf.constant(0), h_0, c_0, tf.zeros_like(h_0), tas),
+            maximum_iterations=T,
+        )
+        tas = loop[-1]
+        h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
+        c_seq = tf.concat([c_0[None], tas[1].stack()], 0)
+        h_prev_dropped0_seq = tas[2].stack()
+        i_in_seq = tas[3].stack()
+        i_seq = tas[4].stack()
+        h_prev_dropped1_seq = tas[5].stack()
+        f_in_seq = tas[6].stack()
+        f_seq = tas[7].stack()
+        h_prev_dropped2_seq = tas[8].stack()
+        g_in_seq = tas[9].stack()
+        g_seq = tas[10].stack()
+        h_prev_dropped3_seq = tas[11].stack()
+        o_in_seq = tas[12].stack()
+        o_seq = tas[13].stack()
+        activation_c_seq = tas[14].stack()
+        outputs = h_seq[1:] if mask is None else tas[-1].stack()
+        final = [h_seq[-1], c_seq[-1]]
+
+        def grad(d_outputs, *d_final):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_final = [
+                tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
+            ]
+
+            def back(t, d_h, d_c, d_carry, acc, tas):
+                c_prev = c_seq[t]
+                c = c_seq[t + 1]
+                i_in = i_in_seq[t]
+                i = i_seq[t]
+                f_in = f_in_seq[t]
+                f = f_seq[t]
+                g_in = g_in_seq[t]
+                g = g_seq[t]
+                o_in = o_in_seq[t]
+                o = o_seq[t]
+                activation_c = activation_c_seq[t]
+                if mask is None:
+                    d_h = d_h + d_outputs[t]
+                else:
+                    keep = mask[t]
+                    d_out = d_outputs[t] + d_carry
+                    d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
+                    d_h_skip = _drop(keep, d_h)
+                    d_h = _take(keep, d_h + d_out)
+                    d_c_skip = _drop(keep, d_c)
+                    d_c = _take(keep, d_c)
+                d_activation_c = d_h * o
+                d_c = d_activation_c * activation_grad(c) + d_c
+                d_o = activation_c * d_h
+                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_h_prev_dropped3_recurrent_kernel_o = d_o_in
+                d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped3_recurrent_kernel_o,
+                    recurrent_kernel[:, 3 * units : 4 * units],
+                    transpose_b=True,
+                )
+                d_g = d_c * i
+                d_g_in = d_g * activation_grad(g_in)
+                d_h_prev_dropped2_recurrent_kernel_c = d_g_in
+                d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped2_recurrent_kernel_c,
+                    recurrent_kernel[:, 2 * units : 3 * units],
+                    transpose_b=True,
+                )
+                d_f = c_prev * d_c
+                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_h_prev_dropped1_recurrent_kernel_f = d_f_in
+                d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped1_recurrent_kernel_f,
+                    recurrent_kernel[:, units : 2 * units],
+                    transpose_b=True,
+                )
+                d_i = d_c * g
+                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_h_prev_dropped0_recurrent_kernel_i = d_i_in
+                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                    d_h_prev_dropped0_recurrent_kernel_i,
+                    recurrent_kernel[:, 0:units],
+                    transpose_b=True,
+                )
+                tas = [
+                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
+                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
+                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
+                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                ]
+                d_h = (
+                    d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                    + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
+                    + d_h_prev_dropped2_via_recurrent_kernel * h_prev_mask_2
+                    + d_h_prev_dropped3_via_recurrent_kernel * h_prev_mask_3
+                )
+                d_c = d_c * f
+                if mask is not None:
+                    d_h = d_h + d_h_skip
+                    d_c = d_c + d_c_skip
+                return t - 1, d_h, d_c, d_carry, acc, tas
+
+            tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
+            acc = []
+            loop = tf.while_loop(
+                lambda t, *_: t >= 0,
+                back,
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                maximum_iterations=T,
+            )
+            d_h, d_c, _, acc, tas = loop[1:]
+            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
+            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
+            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
+            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+
+            # input and weight gradients: one matrix product each, over all steps
+            d_x = tf.zeros_like(x)
+            d_kernel = tf.zeros_like(kernel)
+            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
+                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            )
+            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
+                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            )
+            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
+                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            )
+            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
+                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
+            )
+            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
+            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
+            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
+            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
+                kernel.shape,
+                None,
+                0,
+                units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
+                kernel.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
+                kernel.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_kernel = d_kernel + _place(
+                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
+                kernel.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
+                recurrent_kernel.shape,
+                None,
+                0,
+                units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
+                recurrent_kernel.shape,
+                None,
+                units,
+                2 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
+                recurrent_kernel.shape,
+                None,
+                2 * units,
+                3 * units,
+            )
+            d_recurrent_kernel = d_recurrent_kernel + _place(
+                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
+                recurrent_kernel.shape,
+                None,
+                3 * units,
+                4 * units,
+            )
+            return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
+
+        return (outputs, *final), grad
+
+    result = op(x, *initial_state, *weights)
+    return result[0], list(result[1:])
+
+
 _VARIANTS = {
-    (True, False): (_step_v0, _fused_v0),
-    (True, True): (_step_v1, _fused_v1),
-    (False, False): (_step_v2, _fused_v2),
-    (False, True): (_step_v3, _fused_v3),
+    (True, False, False): (_step_v0, _fused_v0),
+    (True, False, True): (_step_v1, _fused_v1),
+    (True, True, False): (_step_v2, _fused_v2),
+    (True, True, True): (_step_v3, _fused_v3),
+    (False, False, False): (_step_v4, _fused_v4),
+    (False, False, True): (_step_v5, _fused_v5),
+    (False, True, False): (_step_v6, _fused_v6),
+    (False, True, True): (_step_v7, _fused_v7),
 }
 
 
@@ -1551,8 +3098,8 @@ class LSTMCell(DropoutRNNCell, keras.layers.Layer):
             )
         super().__init__(**kwargs)
         self.units = units
-        self.activation = _activation_name(activation, "activation")
-        self.recurrent_activation = _activation_name(recurrent_activation, "recurrent_activation")
+        self.activation = _activation_value(activation, "activation")
+        self.recurrent_activation = _activation_value(recurrent_activation, "recurrent_activation")
         self.use_bias = bool(use_bias)
         self.unit_forget_bias = bool(unit_forget_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -1572,10 +3119,8 @@ class LSTMCell(DropoutRNNCell, keras.layers.Layer):
         self.output_size = units
 
     def functions(self):
-        out = []
-        out += ACTIVATIONS[self.activation]
-        out += ACTIVATIONS[self.recurrent_activation]
-        return out
+        """``([activation, its derivative, ...], general)``: see ``_resolve_functions``."""
+        return _resolve_functions([self.activation, self.recurrent_activation])
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -1695,8 +3240,9 @@ class LSTMCell(DropoutRNNCell, keras.layers.Layer):
             inputs = tf.cast(inputs, self.compute_dtype)
         states = list(states) if isinstance(states, list | tuple) else [states]
         masks = self.active_masks(inputs, states[0], training)
-        step, _ = _VARIANTS[(self.use_bias, masks is not None)]
-        output, new_states = step(inputs, states, self.weight_dict(), masks, *self.functions())
+        functions, general = self.functions()
+        step, _ = _VARIANTS[(self.use_bias, masks is not None, general)]
+        output, new_states = step(inputs, states, self.weight_dict(), masks, *functions)
         return output, new_states
 
     def get_initial_state(self, batch_size=None):
@@ -1705,8 +3251,8 @@ class LSTMCell(DropoutRNNCell, keras.layers.Layer):
     def get_config(self):
         config = {
             "units": self.units,
-            "activation": self.activation,
-            "recurrent_activation": self.recurrent_activation,
+            "activation": _serialize_activation(self.activation),
+            "recurrent_activation": _serialize_activation(self.recurrent_activation),
             "use_bias": self.use_bias,
             "unit_forget_bias": self.unit_forget_bias,
             "kernel_initializer": _serialize(self.kernel_initializer),
@@ -1839,6 +3385,42 @@ class LSTM(keras.layers.RNN):
         return self.cell.unit_forget_bias
 
     @property
+    def kernel_initializer(self):
+        return self.cell.kernel_initializer
+
+    @property
+    def kernel_regularizer(self):
+        return self.cell.kernel_regularizer
+
+    @property
+    def kernel_constraint(self):
+        return self.cell.kernel_constraint
+
+    @property
+    def recurrent_initializer(self):
+        return self.cell.recurrent_initializer
+
+    @property
+    def recurrent_regularizer(self):
+        return self.cell.recurrent_regularizer
+
+    @property
+    def recurrent_constraint(self):
+        return self.cell.recurrent_constraint
+
+    @property
+    def bias_initializer(self):
+        return self.cell.bias_initializer
+
+    @property
+    def bias_regularizer(self):
+        return self.cell.bias_regularizer
+
+    @property
+    def bias_constraint(self):
+        return self.cell.bias_constraint
+
+    @property
     def dropout(self):
         return self.cell.dropout
 
@@ -1936,10 +3518,11 @@ class LSTM(keras.layers.RNN):
             mask_tm = tf.transpose(tf.cast(mask, tf.bool), [1, 0])[..., None]
             if self.go_backwards:
                 mask_tm = tf.reverse(mask_tm, [0])
-        _, fused = _VARIANTS[(cell.use_bias, masks is not None)]
+        functions, general = cell.functions()
+        _, fused = _VARIANTS[(cell.use_bias, masks is not None, general)]
         weights = list(cell.weight_dict().values())
         outputs, final = fused(
-            x, mask_tm, initial_state, weights, masks, self.zero_output_for_mask, *cell.functions()
+            x, mask_tm, initial_state, weights, masks, self.zero_output_for_mask, *functions
         )
         return outputs[-1], tf.transpose(outputs, [1, 0, 2]), final
 

@@ -13,11 +13,27 @@ Step equations (x is the input, *_prev the states before the step):
 The backward pass was derived symbolically from these equations; see simple_rnn.md.
 """
 
+import math
+
 import numpy as np
 
 __all__ = ["SimpleRNN", "forward", "backward", "Gradients"]
 
 # -- elementwise functions and their derivatives ------------------------------------------------
+
+
+def _erf(u):
+    """The error function, elementwise (NumPy has none; math.erf is exact to double)."""
+    return np.vectorize(math.erf, otypes=[u.dtype])(u)
+
+
+def celu(u):
+    return np.maximum(u, 0) + np.expm1(np.minimum(u, 0))
+
+
+def celu_grad(y):
+    """d celu(u) / du, written in terms of y = celu(u)."""
+    return np.where((y > 0), np.zeros_like(y) + 1, 1 + y)
 
 
 def elu(u):
@@ -26,7 +42,7 @@ def elu(u):
 
 def elu_grad(y):
     """d elu(u) / du, written in terms of y = elu(u)."""
-    return np.where(y > 0, 1, y + 1)
+    return np.where((y > 0), np.zeros_like(y) + 1, 1 + y)
 
 
 def exponential(u):
@@ -38,13 +54,60 @@ def exponential_grad(y):
     return y
 
 
+def gelu(u):
+    return 0.5 * u * (1 + _erf(u * 0.7071067811865476))
+
+
+def gelu_grad(u):
+    """d gelu(u) / du, written in terms of u."""
+    return 0.5 + _erf(0.7071067811865476 * u) / 2 + 0.3989422804014327 * (u * np.exp(-(u**2) / 2))
+
+
+def hard_shrink(u):
+    return np.where(np.abs(u) > 0.5, u, 0 * u)
+
+
+def hard_shrink_grad(y):
+    """d hard_shrink(u) / du, written in terms of y = hard_shrink(u)."""
+    return (y != 0).astype(y.dtype)
+
+
 def hard_sigmoid(u):
-    return np.clip(u / 6 + 0.5, 0, 1)
+    return np.clip(u + 3, 0, 6) / 6
 
 
 def hard_sigmoid_grad(y):
     """d hard_sigmoid(u) / du, written in terms of y = hard_sigmoid(u)."""
-    return ((y > 0) & (y < 1)) / 6
+    return 0.16666666666666666 * ((y > 0) & (y < 1)).astype(y.dtype)
+
+
+def hard_silu(u):
+    return u * (np.clip(u + 3, 0, 6) / 6)
+
+
+def hard_silu_grad(u):
+    """d hard_silu(u) / du, written in terms of u."""
+    return np.where(
+        (u <= -3), np.zeros_like(u) + 0, np.where((u >= 3), np.zeros_like(u) + 1, 0.5 + u / 3)
+    )
+
+
+def hard_tanh(u):
+    return np.clip(u, -1, 1)
+
+
+def hard_tanh_grad(y):
+    """d hard_tanh(u) / du, written in terms of y = hard_tanh(u)."""
+    return ((y > -1) & (y < 1)).astype(y.dtype)
+
+
+def leaky_relu(u):
+    return np.where(u > 0, u, 0.2 * u)
+
+
+def leaky_relu_grad(y):
+    """d leaky_relu(u) / du, written in terms of y = leaky_relu(u)."""
+    return np.where((y > 0), np.zeros_like(y) + 1, np.zeros_like(y) + 0.2)
 
 
 def linear(u):
@@ -53,7 +116,27 @@ def linear(u):
 
 def linear_grad(y):
     """d linear(u) / du, written in terms of y = linear(u)."""
-    return np.ones_like(y)
+    return 1
+
+
+def log_sigmoid(u):
+    return -np.logaddexp(0, -u)
+
+
+def log_sigmoid_grad(y):
+    """d log_sigmoid(u) / du, written in terms of y = log_sigmoid(u)."""
+    return -np.expm1(y)
+
+
+def mish(u):
+    return u * np.tanh(np.logaddexp(0, u))
+
+
+def mish_grad(u):
+    """d mish(u) / du, written in terms of u."""
+    return u * (1 - np.tanh(np.logaddexp(0, u)) ** 2) * (0.5 + 0.5 * np.tanh(0.5 * u)) + np.tanh(
+        np.logaddexp(0, u)
+    )
 
 
 def relu(u):
@@ -80,7 +163,7 @@ def selu(u):
 
 def selu_grad(y):
     """d selu(u) / du, written in terms of y = selu(u)."""
-    return np.where(y > 0, 1.0507009873554805, y + 1.7580993408473766)
+    return np.where((y > 0), np.zeros_like(y) + 1.0507009873554805, 1.7580993408473768 + y)
 
 
 def sigmoid(u):
@@ -90,6 +173,26 @@ def sigmoid(u):
 def sigmoid_grad(y):
     """d sigmoid(u) / du, written in terms of y = sigmoid(u)."""
     return y * (1 - y)
+
+
+def silu(u):
+    return u * (0.5 + 0.5 * np.tanh(0.5 * u))
+
+
+def silu_grad(u):
+    """d silu(u) / du, written in terms of u."""
+    return u * (1 - (0.5 + 0.5 * np.tanh(0.5 * u))) * (0.5 + 0.5 * np.tanh(0.5 * u)) + (
+        0.5 + 0.5 * np.tanh(0.5 * u)
+    )
+
+
+def soft_shrink(u):
+    return np.where(u > 0.5, u - 0.5, np.where(u < -0.5, u + 0.5, 0 * u))
+
+
+def soft_shrink_grad(y):
+    """d soft_shrink(u) / du, written in terms of y = soft_shrink(u)."""
+    return (y != 0).astype(y.dtype)
 
 
 def softplus(u):
@@ -110,30 +213,92 @@ def softsign_grad(y):
     return (1 - np.abs(y)) ** 2
 
 
+def sparse_plus(u):
+    return np.where(u <= -1, 0 * u, np.where(u < 1, 0.25 * (u + 1) ** 2, u))
+
+
+def sparse_plus_grad(y):
+    """d sparse_plus(u) / du, written in terms of y = sparse_plus(u)."""
+    return np.where(
+        (y <= 0),
+        np.zeros_like(y) + 0,
+        np.where((y >= 1), np.zeros_like(y) + 1, np.sqrt(np.maximum(0, y))),
+    )
+
+
+def sparse_sigmoid(u):
+    return np.where(u <= -1, 0 * u, np.where(u >= 1, 0 * u + 1, 0.5 * (u + 1)))
+
+
+def sparse_sigmoid_grad(y):
+    """d sparse_sigmoid(u) / du, written in terms of y = sparse_sigmoid(u)."""
+    return 0.5 * ((y > 0) & (y < 1)).astype(y.dtype)
+
+
+def squareplus(u):
+    return (u + np.sqrt(u * u + 4)) / 2
+
+
+def squareplus_grad(y):
+    """d squareplus(u) / du, written in terms of y = squareplus(u)."""
+    return y**2 / (1 + y**2)
+
+
 def tanh(u):
     return np.tanh(u)
 
 
 def tanh_grad(y):
     """d tanh(u) / du, written in terms of y = tanh(u)."""
-    return 1 - y * y
+    return 1 - y**2
 
 
-#: activation name -> (function, derivative from the output)
+def tanh_shrink(u):
+    return u - np.tanh(u)
+
+
+def tanh_shrink_grad(u):
+    """d tanh_shrink(u) / du, written in terms of u."""
+    return np.tanh(u) ** 2
+
+
+#: activation name -> (function, derivative, whether the derivative reads the output)
 ACTIVATIONS = {
-    "elu": (elu, elu_grad),
-    "exponential": (exponential, exponential_grad),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad),
-    "linear": (linear, linear_grad),
-    "relu": (relu, relu_grad),
-    "relu6": (relu6, relu6_grad),
-    "selu": (selu, selu_grad),
-    "sigmoid": (sigmoid, sigmoid_grad),
-    "softplus": (softplus, softplus_grad),
-    "softsign": (softsign, softsign_grad),
-    "tanh": (tanh, tanh_grad),
+    "celu": (celu, celu_grad, True),
+    "elu": (elu, elu_grad, True),
+    "exponential": (exponential, exponential_grad, True),
+    "gelu": (gelu, gelu_grad, False),
+    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
+    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
+    "hard_silu": (hard_silu, hard_silu_grad, False),
+    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
+    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
+    "linear": (linear, linear_grad, True),
+    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
+    "mish": (mish, mish_grad, False),
+    "relu": (relu, relu_grad, True),
+    "relu6": (relu6, relu6_grad, True),
+    "selu": (selu, selu_grad, True),
+    "sigmoid": (sigmoid, sigmoid_grad, True),
+    "silu": (silu, silu_grad, False),
+    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
+    "softplus": (softplus, softplus_grad, True),
+    "softsign": (softsign, softsign_grad, True),
+    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
+    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
+    "squareplus": (squareplus, squareplus_grad, True),
+    "tanh": (tanh, tanh_grad, True),
+    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
 }
-ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu"}
+ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
+#: Keras activations rnngen refuses, with why
+REFUSED_ACTIVATIONS = {
+    "softmax": "row-wise (it works across the units axis); not supported yet",
+    "log_softmax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "glu": "row-wise (it works across the units axis); not supported yet",
+    "threshold": "it needs threshold= and default_value=; pass a callable",
+}
 
 
 def _all_steps(a):
@@ -144,6 +309,93 @@ def _all_steps(a):
 def _per_step(a, T, B):
     """(T * B, n) -> (T, B, n)."""
     return a.reshape(T, B, a.shape[-1])
+
+
+# -- activations: names, Keras functions, or callables with their derivative ------------------
+
+
+def _as_array_function(f):
+    """A user callable, returning arrays of its input's dtype."""
+    return lambda u: np.asarray(f(u), dtype=u.dtype)
+
+
+def _keras_name(value):
+    """The table name of a Keras activation function object (``keras.activations.gelu``)."""
+    module = getattr(value, "__module__", None) or ""
+    name = getattr(value, "__name__", None)
+    if module.split(".")[0] == "keras" and isinstance(name, str):
+        name = ACTIVATION_ALIASES.get(name, name)
+        if name in ACTIVATIONS or name in REFUSED_ACTIVATIONS:
+            return name
+    return None
+
+
+def _no_derivative(argument, value):
+    def grad(u):
+        raise ValueError(
+            f"`{argument}`={value!r} is a callable without a derivative, so backward() cannot "
+            "differentiate it. Pass a pair (f, df), where df(u) is the derivative of f with "
+            "respect to its input u, or an object with a `grad(u)` method (the same derivative)."
+        )
+
+    return grad
+
+
+def _activation(value, argument):
+    """``(function, derivative, the derivative reads the output)`` for an activation argument.
+
+    Accepts a name (or alias, or None), a Keras activation function, a pair ``(f, df)`` or a
+    callable; a callable's derivative (with respect to its input) is its ``grad`` method.
+    """
+    if isinstance(value, tuple) and len(value) == 2 and all(callable(v) for v in value):
+        return _as_array_function(value[0]), _as_array_function(value[1]), False
+    if callable(value) and not isinstance(value, str | type):
+        name = _keras_name(value)
+        if name is None:
+            grad = getattr(value, "grad", None)
+            grad = _as_array_function(grad) if callable(grad) else _no_derivative(argument, value)
+            return _as_array_function(value), grad, False
+        value = name
+    name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
+    if isinstance(name, str) and name in ACTIVATIONS:
+        return ACTIVATIONS[name]
+    why = (
+        f" ({REFUSED_ACTIVATIONS[name]})"
+        if isinstance(name, str) and name in REFUSED_ACTIVATIONS
+        else ""
+    )
+    raise ValueError(
+        f"Unknown activation for `{argument}`: {value!r}{why}. Valid: "
+        f"{', '.join(sorted(ACTIVATIONS))} (or an alias: "
+        f"{', '.join(repr(a) for a in ACTIVATION_ALIASES)}), a Keras activation function, "
+        "a pair (f, df), or a callable (with a `grad` method for backward())."
+    )
+
+
+def _activation_value(value, argument):
+    """What the layer keeps as its ``activation`` attribute: the name, or the callable."""
+    _activation(value, argument)  # validates
+    if isinstance(value, str | None):
+        return ACTIVATION_ALIASES.get(value, value)
+    return _keras_name(value) or value
+
+
+def _through_output(f, grad):
+    """A derivative written in the output, as a function of the input."""
+    return lambda u: grad(f(u))
+
+
+def _resolve_functions(arguments):
+    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
+    reads its input, so every derivative does (the variant derived from the inputs)."""
+    resolved = [_activation(value, argument) for value, argument in arguments]
+    general = not all(from_output for _, _, from_output in resolved)
+    out = []
+    for f, grad, from_output in resolved:
+        if general and from_output:
+            grad = _through_output(f, grad)
+        out += [f, grad]
+    return out, general
 
 
 # -- Keras-compatible initializers and regularizers -------------------------------------------
@@ -232,6 +484,14 @@ INITIALIZERS = {
     "truncated_normal": _truncated,
     "identity": _identity,
 }
+INITIALIZERS.update(
+    normal=_random_normal,
+    uniform=_random_uniform,
+    one=INITIALIZERS["ones"],
+    zero=INITIALIZERS["zeros"],
+    identity_initializer=_identity,
+    orthogonal_initializer=_orthogonal,
+)
 
 
 def _snake(name):
@@ -263,42 +523,138 @@ def get_initializer(identifier):
         raise ValueError(f"Invalid config for initializer {name!r}: {err}") from None
 
 
-_REGULARIZERS = {"l1": (0.01, 0.0), "l2": (0.0, 0.01), "l1l2": (0.0, 0.0)}
+class Regularizer:
+    """A weight penalty and its gradient, as the NumPy twin applies it.
+
+    ``penalty(w) -> float``, ``grad(w) -> array like w``; ``config`` is the Keras config
+    dict it was read from (None for a user callable).
+    """
+
+    def __init__(self, penalty, grad, config=None, name="regularizer"):
+        self.penalty, self.grad, self.config, self.name = penalty, grad, config, name
+
+    def __repr__(self):
+        return f"Regularizer({self.config or self.name!r})"
+
+
+def _l1l2(l1=0.0, l2=0.0):
+    l1, l2 = float(l1), float(l2)
+    return Regularizer(
+        lambda w: l1 * np.sum(np.abs(w)) + l2 * np.sum(w * w),
+        lambda w: l1 * np.sign(w) + 2 * l2 * w,
+        {"class_name": "L1L2", "config": {"l1": l1, "l2": l2}},
+    )
+
+
+def _orthogonal_regularizer(factor=0.01, mode="rows"):
+    """Keras's OrthogonalRegularizer: factor/2 * mean |<n_i, n_j>| over pairs i < j of the
+    L2-normalised rows (or columns) n_i; its gradient by the chain rule through the norm."""
+    factor = float(factor)
+    if mode not in ("rows", "columns"):
+        raise ValueError(f"OrthogonalRegularizer `mode` must be 'rows' or 'columns', got {mode!r}")
+
+    def parts(w):
+        if w.ndim != 2:
+            raise ValueError(
+                f"OrthogonalRegularizer needs a rank-2 weight, received shape {w.shape}"
+            )
+        x = w if mode == "rows" else w.T
+        inv = np.minimum(1 / np.sqrt(np.sum(x * x, axis=1, keepdims=True)), 1e7)
+        n = x * inv
+        off = 1 - np.eye(len(x), dtype=w.dtype)
+        product = (n @ n.T) * off
+        scale = factor * 0.5 / (len(x) * (len(x) - 1.0) / 2.0)
+        return x, inv, n, off, product, scale
+
+    def penalty(w):
+        _, _, _, _, product, scale = parts(w)
+        return scale * np.sum(np.abs(product))
+
+    def grad(w):
+        x, inv, n, off, product, scale = parts(w)
+        d_n = 2 * (scale * np.sign(product) * off) @ n
+        live = inv < 1e7  # where the norm's clip is not in force
+        d_x = inv * d_n - live * x * inv**3 * np.sum(d_n * x, axis=1, keepdims=True)
+        return (d_x if mode == "rows" else d_x.T).astype(w.dtype)
+
+    config = {"class_name": "OrthogonalRegularizer", "config": {"factor": factor, "mode": mode}}
+    return Regularizer(penalty, grad, config)
+
+
+REGULARIZERS = {
+    "l1": lambda l1=0.01: _l1l2(l1=l1),
+    "l2": lambda l2=0.01: _l1l2(l2=l2),
+    "l1l2": _l1l2,
+    "orthogonal_regularizer": _orthogonal_regularizer,
+}
+
+
+def _no_penalty_grad(value):
+    def grad(w):
+        raise ValueError(
+            f"regularizer {value!r} is a callable without a gradient, so backward() cannot "
+            "apply it. Pass a pair (penalty, grad), where grad(w) is the gradient of the "
+            "penalty with respect to the weight, or an object with a `grad(w)` method."
+        )
+
+    return grad
 
 
 def get_regularizer(identifier):
-    """None, a Keras name (l1, l2, l1l2) or a config dict -> ``(l1, l2)`` or None."""
-    if identifier is None:
-        return None
+    """None, a Keras name (l1, l2, l1l2, orthogonal_regularizer), a config dict, a Keras
+    regularizer object (read through its config), a pair ``(penalty, grad)``, a number pair
+    ``(l1, l2)``, or a callable ``penalty(w)`` (with a ``grad(w)`` method for backward())."""
+    if identifier is None or isinstance(identifier, Regularizer):
+        return identifier
     if isinstance(identifier, tuple) and len(identifier) == 2:
-        return tuple(map(float, identifier))
+        if all(callable(v) for v in identifier):
+            penalty, grad = identifier
+            return Regularizer(lambda w: float(np.asarray(penalty(w))), grad, None, repr(penalty))
+        if all(isinstance(v, int | float) for v in identifier):
+            return _l1l2(*identifier)
+    name, config = None, {}
     if isinstance(identifier, dict):
-        key, config = _snake(str(identifier.get("class_name"))), identifier.get("config") or {}
-        if key in _REGULARIZERS:
-            l1, l2 = _REGULARIZERS[key] if key != "l1l2" else (0.0, 0.0)
-            return (float(config.get("l1", l1)), float(config.get("l2", l2)))
-    elif isinstance(identifier, str) and identifier.lower() in _REGULARIZERS:
-        return _REGULARIZERS[identifier.lower()]
+        name, config = identifier.get("class_name"), dict(identifier.get("config") or {})
+    elif isinstance(identifier, str):
+        name = identifier
+    elif type(identifier).__module__.split(".")[0] == "keras" and hasattr(identifier, "get_config"):
+        name, config = type(identifier).__name__, dict(identifier.get_config())
+    elif callable(identifier):
+        grad = getattr(identifier, "grad", None)
+        return Regularizer(
+            lambda w: float(np.asarray(identifier(w))),
+            grad if callable(grad) else _no_penalty_grad(identifier),
+            None,
+            repr(identifier),
+        )
+    key = None
+    if isinstance(name, str):  # Keras's spellings: a class name or its snake_case name
+        key = _snake(name) if name[:1].isupper() else name
+    if key in REGULARIZERS:
+        try:
+            return REGULARIZERS[key](**config)
+        except TypeError as err:
+            raise ValueError(f"Invalid config for regularizer {name!r}: {err}") from None
     raise ValueError(
-        f"Unknown regularizer: {identifier!r}. Valid: None, 'l1', 'l2', 'l1l2', or a config dict "
-        "such as {'class_name': 'L1', 'config': {'l1': 0.1}}."
+        f"Unknown regularizer: {identifier!r}. Valid: None, 'l1', 'l2', 'l1l2', "
+        "'orthogonal_regularizer', a config dict such as {'class_name': 'L1', 'config': "
+        "{'l1': 0.1}}, a Keras regularizer object (L1, L2, L1L2, OrthogonalRegularizer), a "
+        "pair (penalty, grad), or a callable penalty(w) with a grad(w) method."
     )
 
 
 def _penalty(reg, w):
-    l1, l2 = reg
-    return l1 * np.sum(np.abs(w)) + l2 * np.sum(w * w)
+    return reg.penalty(w)
 
 
 def _penalty_grad(reg, w):
-    l1, l2 = reg
-    return l1 * np.sign(w) + 2 * l2 * w
+    return np.asarray(reg.grad(w), dtype=w.dtype)
 
 
 def _regularizer_config(reg):
     if reg is None:
         return None
-    return {"class_name": "L1L2", "config": {"l1": reg[0], "l2": reg[1]}}
+    return reg.config if reg.config is not None else reg
 
 
 def _check_rate(name, rate, declared):
@@ -430,6 +786,118 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
 def _forward_v1(
     x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
 ):
+    """Forward pass for use_bias=True, no dropout, input-form.
+
+    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
+    """
+    T, B, _ = x.shape
+    units = initial_state[0].shape[-1]
+    dtype = x.dtype
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    bias = weights["bias"]
+
+    # input projections for every step at once
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
+    x_kernel += bias
+
+    # state sequences: index t holds the state entering step t
+    h_seq = np.empty((T + 1, B, units), dtype)
+    h_seq[0] = initial_state[0]
+    h_in_seq = np.empty((T, B, units), dtype)
+    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
+    for t in range(T):
+        h_prev = h_seq[t]
+        x_kernel_t = x_kernel[t]
+        h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+        h_in = h_prev_recurrent_kernel + x_kernel_t
+        h = activation(h_in)
+        h_in_seq[t] = h_in
+        if mask is None:
+            h_seq[t + 1] = h
+        else:
+            keep = mask[t]
+            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
+            out_seq[t] = np.where(keep, h, previous)
+    outputs = h_seq[1:] if mask is None else out_seq
+    tape = {
+        "variant": "v1",
+        "x": x,
+        "mask": mask,
+        "masks": masks,
+        "zero_output_for_mask": zero_output_for_mask,
+        "weights": weights,
+        "h": h_seq,
+        "h_in": h_in_seq,
+    }
+    return outputs, [h_seq[T]], tape
+
+
+def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+    """BPTT for use_bias=True, no dropout, input-form.
+
+    d_outputs: (T, B, units) gradient of each step's output, in processing order.
+    d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
+    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
+    """
+    x, mask = tape["x"], tape["mask"]
+    T, B, _ = x.shape
+    dtype = x.dtype
+    units = tape["h"].shape[-1]
+    weights = tape["weights"]
+    zero_output_for_mask = tape["zero_output_for_mask"]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_seq = tape["h"]
+    h_in_seq = tape["h_in"]
+
+    # gradients of the weight products, kept for every step
+    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h = np.array(d_states[0], dtype=dtype)
+    d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
+    stop = 0 if truncate is None else max(T - truncate, 0)
+    for t in range(T - 1, stop - 1, -1):
+        h_in = h_in_seq[t]
+        if mask is None:
+            d_h = d_h + d_outputs[t]
+        else:
+            keep = mask[t]
+            d_out = d_outputs[t] + d_carry
+            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_h_skip = np.where(keep, 0.0, d_h)
+            d_h = np.where(keep, d_h + d_out, 0.0)
+        d_h_in = d_h * activation_grad(h_in)
+        d_h_prev_recurrent_kernel[t] = d_h_in
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
+        if mask is not None:
+            d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
+    if stop > 0:  # truncated: no gradient reaches the initial state
+        d_h = np.zeros_like(d_h)
+
+    # input gradients and weight gradients: one matrix product each, over all steps
+    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
+    d_weights["bias"] += d_h_prev_recurrent_kernel_sum
+    return d_x, [d_h], d_weights
+
+
+def _forward_v2(
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+):
     """Forward pass for use_bias=True, with dropout masks.
 
     x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
@@ -470,7 +938,7 @@ def _forward_v1(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v1",
+        "variant": "v2",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -483,7 +951,7 @@ def _forward_v1(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -552,7 +1020,136 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
     return d_x, [d_h], d_weights
 
 
-def _forward_v2(
+def _forward_v3(
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+):
+    """Forward pass for use_bias=True, with dropout masks, input-form.
+
+    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
+    """
+    T, B, _ = x.shape
+    units = initial_state[0].shape[-1]
+    dtype = x.dtype
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    bias = weights["bias"]
+    h_prev_mask_0 = masks["h_prev"][0]
+    x_mask_0 = masks["x"][0]
+
+    # input projections for every step at once
+    x_dropped0 = x * x_mask_0
+    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
+    x_dropped0_kernel += bias
+
+    # state sequences: index t holds the state entering step t
+    h_seq = np.empty((T + 1, B, units), dtype)
+    h_seq[0] = initial_state[0]
+    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_in_seq = np.empty((T, B, units), dtype)
+    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
+    for t in range(T):
+        h_prev = h_seq[t]
+        x_dropped0_kernel_t = x_dropped0_kernel[t]
+        h_prev_dropped0 = h_prev * h_prev_mask_0
+        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
+        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        h = activation(h_in)
+        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_in_seq[t] = h_in
+        if mask is None:
+            h_seq[t + 1] = h
+        else:
+            keep = mask[t]
+            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
+            out_seq[t] = np.where(keep, h, previous)
+    outputs = h_seq[1:] if mask is None else out_seq
+    tape = {
+        "variant": "v3",
+        "x": x,
+        "mask": mask,
+        "masks": masks,
+        "zero_output_for_mask": zero_output_for_mask,
+        "weights": weights,
+        "h": h_seq,
+        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_in": h_in_seq,
+        "x_dropped0": x_dropped0,
+    }
+    return outputs, [h_seq[T]], tape
+
+
+def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+    """BPTT for use_bias=True, with dropout masks, input-form.
+
+    d_outputs: (T, B, units) gradient of each step's output, in processing order.
+    d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
+    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
+    """
+    x, mask = tape["x"], tape["mask"]
+    T, B, _ = x.shape
+    dtype = x.dtype
+    units = tape["h"].shape[-1]
+    weights = tape["weights"]
+    zero_output_for_mask = tape["zero_output_for_mask"]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_prev_mask_0 = tape["masks"]["h_prev"][0]
+    x_mask_0 = tape["masks"]["x"][0]
+    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_in_seq = tape["h_in"]
+    x_dropped0 = tape["x_dropped0"]
+
+    # gradients of the weight products, kept for every step
+    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h = np.array(d_states[0], dtype=dtype)
+    d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
+    stop = 0 if truncate is None else max(T - truncate, 0)
+    for t in range(T - 1, stop - 1, -1):
+        h_in = h_in_seq[t]
+        if mask is None:
+            d_h = d_h + d_outputs[t]
+        else:
+            keep = mask[t]
+            d_out = d_outputs[t] + d_carry
+            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_h_skip = np.where(keep, 0.0, d_h)
+            d_h = np.where(keep, d_h + d_out, 0.0)
+        d_h_in = d_h * activation_grad(h_in)
+        d_h_prev_dropped0_recurrent_kernel[t] = d_h_in
+        d_h_prev_dropped0_via_recurrent_kernel = (
+            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
+        )
+        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        if mask is not None:
+            d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
+    if stop > 0:  # truncated: no gradient reaches the initial state
+        d_h = np.zeros_like(d_h)
+
+    # input gradients and weight gradients: one matrix product each, over all steps
+    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel
+    )
+    d_h_prev_dropped0_recurrent_kernel_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel).sum(
+        axis=0
+    )
+    d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel_sum
+    return d_x, [d_h], d_weights
+
+
+def _forward_v4(
     x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
 ):
     """Forward pass for use_bias=False, no dropout.
@@ -587,7 +1184,7 @@ def _forward_v2(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v2",
+        "variant": "v4",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -598,7 +1195,7 @@ def _forward_v2(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -655,7 +1252,115 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
     return d_x, [d_h], d_weights
 
 
-def _forward_v3(
+def _forward_v5(
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+):
+    """Forward pass for use_bias=False, no dropout, input-form.
+
+    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
+    """
+    T, B, _ = x.shape
+    units = initial_state[0].shape[-1]
+    dtype = x.dtype
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+
+    # input projections for every step at once
+    x_kernel = _per_step(_all_steps(x) @ kernel, T, B)
+
+    # state sequences: index t holds the state entering step t
+    h_seq = np.empty((T + 1, B, units), dtype)
+    h_seq[0] = initial_state[0]
+    h_in_seq = np.empty((T, B, units), dtype)
+    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
+    for t in range(T):
+        h_prev = h_seq[t]
+        x_kernel_t = x_kernel[t]
+        h_prev_recurrent_kernel = h_prev @ recurrent_kernel
+        h_in = h_prev_recurrent_kernel + x_kernel_t
+        h = activation(h_in)
+        h_in_seq[t] = h_in
+        if mask is None:
+            h_seq[t + 1] = h
+        else:
+            keep = mask[t]
+            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
+            out_seq[t] = np.where(keep, h, previous)
+    outputs = h_seq[1:] if mask is None else out_seq
+    tape = {
+        "variant": "v5",
+        "x": x,
+        "mask": mask,
+        "masks": masks,
+        "zero_output_for_mask": zero_output_for_mask,
+        "weights": weights,
+        "h": h_seq,
+        "h_in": h_in_seq,
+    }
+    return outputs, [h_seq[T]], tape
+
+
+def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+    """BPTT for use_bias=False, no dropout, input-form.
+
+    d_outputs: (T, B, units) gradient of each step's output, in processing order.
+    d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
+    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
+    """
+    x, mask = tape["x"], tape["mask"]
+    T, B, _ = x.shape
+    dtype = x.dtype
+    units = tape["h"].shape[-1]
+    weights = tape["weights"]
+    zero_output_for_mask = tape["zero_output_for_mask"]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_seq = tape["h"]
+    h_in_seq = tape["h_in"]
+
+    # gradients of the weight products, kept for every step
+    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h = np.array(d_states[0], dtype=dtype)
+    d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
+    stop = 0 if truncate is None else max(T - truncate, 0)
+    for t in range(T - 1, stop - 1, -1):
+        h_in = h_in_seq[t]
+        if mask is None:
+            d_h = d_h + d_outputs[t]
+        else:
+            keep = mask[t]
+            d_out = d_outputs[t] + d_carry
+            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_h_skip = np.where(keep, 0.0, d_h)
+            d_h = np.where(keep, d_h + d_out, 0.0)
+        d_h_in = d_h * activation_grad(h_in)
+        d_h_prev_recurrent_kernel[t] = d_h_in
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
+        if mask is not None:
+            d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
+    if stop > 0:  # truncated: no gradient reaches the initial state
+        d_h = np.zeros_like(d_h)
+
+    # input gradients and weight gradients: one matrix product each, over all steps
+    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
+    d_x = d_x_from_x_kernel
+    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel
+    )
+    return d_x, [d_h], d_weights
+
+
+def _forward_v6(
     x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
 ):
     """Forward pass for use_bias=False, with dropout masks.
@@ -696,7 +1401,7 @@ def _forward_v3(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v3",
+        "variant": "v6",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -709,7 +1414,7 @@ def _forward_v3(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
     """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -774,11 +1479,138 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
     return d_x, [d_h], d_weights
 
 
+def _forward_v7(
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+):
+    """Forward pass for use_bias=False, with dropout masks, input-form.
+
+    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
+    """
+    T, B, _ = x.shape
+    units = initial_state[0].shape[-1]
+    dtype = x.dtype
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_prev_mask_0 = masks["h_prev"][0]
+    x_mask_0 = masks["x"][0]
+
+    # input projections for every step at once
+    x_dropped0 = x * x_mask_0
+    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
+
+    # state sequences: index t holds the state entering step t
+    h_seq = np.empty((T + 1, B, units), dtype)
+    h_seq[0] = initial_state[0]
+    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_in_seq = np.empty((T, B, units), dtype)
+    out_seq = None if mask is None else np.zeros((T, B, units), dtype)
+    for t in range(T):
+        h_prev = h_seq[t]
+        x_dropped0_kernel_t = x_dropped0_kernel[t]
+        h_prev_dropped0 = h_prev * h_prev_mask_0
+        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
+        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        h = activation(h_in)
+        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_in_seq[t] = h_in
+        if mask is None:
+            h_seq[t + 1] = h
+        else:
+            keep = mask[t]
+            np.copyto(h_seq[t + 1], np.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
+            out_seq[t] = np.where(keep, h, previous)
+    outputs = h_seq[1:] if mask is None else out_seq
+    tape = {
+        "variant": "v7",
+        "x": x,
+        "mask": mask,
+        "masks": masks,
+        "zero_output_for_mask": zero_output_for_mask,
+        "weights": weights,
+        "h": h_seq,
+        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_in": h_in_seq,
+        "x_dropped0": x_dropped0,
+    }
+    return outputs, [h_seq[T]], tape
+
+
+def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+    """BPTT for use_bias=False, with dropout masks, input-form.
+
+    d_outputs: (T, B, units) gradient of each step's output, in processing order.
+    d_states: 1 arrays (B, units), gradients of the final states.
+    norms: None, or a (T,) array that receives the norm of the gradient of the states
+    entering each step.
+    Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
+    """
+    x, mask = tape["x"], tape["mask"]
+    T, B, _ = x.shape
+    dtype = x.dtype
+    units = tape["h"].shape[-1]
+    weights = tape["weights"]
+    zero_output_for_mask = tape["zero_output_for_mask"]
+    kernel = weights["kernel"]
+    recurrent_kernel = weights["recurrent_kernel"]
+    h_prev_mask_0 = tape["masks"]["h_prev"][0]
+    x_mask_0 = tape["masks"]["x"][0]
+    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_in_seq = tape["h_in"]
+    x_dropped0 = tape["x_dropped0"]
+
+    # gradients of the weight products, kept for every step
+    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h = np.array(d_states[0], dtype=dtype)
+    d_carry = np.zeros_like(d_h)
+    recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
+    stop = 0 if truncate is None else max(T - truncate, 0)
+    for t in range(T - 1, stop - 1, -1):
+        h_in = h_in_seq[t]
+        if mask is None:
+            d_h = d_h + d_outputs[t]
+        else:
+            keep = mask[t]
+            d_out = d_outputs[t] + d_carry
+            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_h_skip = np.where(keep, 0.0, d_h)
+            d_h = np.where(keep, d_h + d_out, 0.0)
+        d_h_in = d_h * activation_grad(h_in)
+        d_h_prev_dropped0_recurrent_kernel[t] = d_h_in
+        d_h_prev_dropped0_via_recurrent_kernel = (
+            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
+        )
+        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        if mask is not None:
+            d_h = d_h + d_h_skip
+        if norms is not None:
+            norms[t] = np.sqrt(np.vdot(d_h, d_h))
+    if stop > 0:  # truncated: no gradient reaches the initial state
+        d_h = np.zeros_like(d_h)
+
+    # input gradients and weight gradients: one matrix product each, over all steps
+    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
+    d_x_dropped0_from_x_dropped0_kernel = _per_step(
+        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
+    )
+    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
+        d_h_prev_dropped0_recurrent_kernel
+    )
+    return d_x, [d_h], d_weights
+
+
 _VARIANTS = {
-    (True, False): (_forward_v0, _backward_v0),
-    (True, True): (_forward_v1, _backward_v1),
-    (False, False): (_forward_v2, _backward_v2),
-    (False, True): (_forward_v3, _backward_v3),
+    (True, False, False): (_forward_v0, _backward_v0),
+    (True, False, True): (_forward_v1, _backward_v1),
+    (True, True, False): (_forward_v2, _backward_v2),
+    (True, True, True): (_forward_v3, _backward_v3),
+    (False, False, False): (_forward_v4, _backward_v4),
+    (False, False, True): (_forward_v5, _backward_v5),
+    (False, True, False): (_forward_v6, _backward_v6),
+    (False, True, True): (_forward_v7, _backward_v7),
 }
 #: rate argument -> (tensor it multiplies, number of per-gate masks)
 DROPOUT = {
@@ -866,33 +1698,24 @@ def forward(
             if value is None:
                 value = np.ones(shape, dtype)
             masks[tensor] = _as_mask_list(value, count, shape, dtype, rate)
-    step, _ = _VARIANTS[(bool(use_bias), masks is not None)]
-    functions = _functions(
+    functions, general = _functions(
         activation,
     )
+    key = (bool(use_bias), masks is not None, general)
+    step, _ = _VARIANTS[key]
     outputs, final_state, tape = step(
         x_tm, weights, initial_state, mask_tm, masks, zero_output_for_mask, *functions
     )
-    tape.update(
-        key=(bool(use_bias), masks is not None),
-        functions=functions,
-        go_backwards=go_backwards,
-    )
+    tape.update(key=key, functions=functions, go_backwards=go_backwards)
     return np.swapaxes(outputs, 0, 1), final_state, tape
 
 
 def _functions(
     activation,
 ):
-    out = []
-    name = ACTIVATION_ALIASES.get(activation, activation)
-    if name not in ACTIVATIONS:
-        raise ValueError(
-            f"Unknown activation for `activation`: {activation!r}. "
-            f"Valid: {', '.join(sorted(ACTIVATIONS))}"
-        )
-    out += ACTIVATIONS[name]
-    return out
+    """The activation functions and derivatives the step takes, and whether the variant
+    derived from the inputs is needed (see ``_activation`` for what each may be)."""
+    return _resolve_functions([(activation, "activation")])
 
 
 def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
@@ -960,7 +1783,10 @@ class SimpleRNN:
 
     Args:
         units: positive integer, size of the output and states.
-        activation: a key of ``ACTIVATIONS`` (default ``"tanh"``).
+        activation: a key of ``ACTIVATIONS`` or an alias (default ``"tanh"``),
+            a Keras activation function, or a callable ``f(u)``: give its derivative
+            (with respect to ``u``) as a pair ``(f, df)`` or a ``grad(u)`` method for
+            :meth:`backward`.
         use_bias: bool (default True).
         kernel_initializer, kernel_regularizer,
             kernel_constraint: as in Keras
@@ -1025,10 +1851,7 @@ class SimpleRNN:
                 f"got {units}."
             )
         self.units = int(units)
-        self.activation = ACTIVATION_ALIASES.get(activation, activation)
-        _functions(
-            self.activation,
-        )  # validates the names
+        self.activation = _activation_value(activation, "activation")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         get_initializer(kernel_initializer)

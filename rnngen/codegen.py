@@ -194,6 +194,8 @@ def environment() -> jinja2.Environment:
         StaticVJP=symbolic.StaticVJP,
         StaticGrad=symbolic.StaticGrad,
         TABLE=functions.TABLE,
+        ACTIVATION_ALIASES=functions.ALIASES,
+        REFUSED_ACTIVATIONS=functions.REFUSED,
         enumerate=enumerate,
         zip=zip,
         sorted=sorted,

@@ -164,6 +164,8 @@ class Variant:
     reductions: tuple[Reduce, ...]
     groups: tuple[Group, ...]  # every group, hoisted first
     masks: tuple[tuple[str, int, str], ...]  # (mask symbol, gate index, tensor)
+    # option activations differentiated from their inputs (values with no output form)
+    general: bool = False
     # values that do not change over time (functions of weights only): computed once before
     # the loop (``prelude``); their adjoints are summed in the loop, then ``static_backward``
     prelude: tuple = ()  # Assign | Product
@@ -181,6 +183,8 @@ class Variant:
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.options]
         parts.append("with dropout masks" if self.dropout else "no dropout")
+        if self.general:
+            parts.append("input-form")  # option activations differentiated from inputs
         return ", ".join(parts)
 
 
@@ -202,10 +206,16 @@ def derive(spec: CellSpec) -> Derivation:
     bools = _step_options(spec)
     dropouts = (False, True) if spec.dropout else (False,)
     variants = []
+    # a twin of every variant whose option activations read their inputs in the backward,
+    # for run-time values without an output-form derivative (gelu, callables)
+    forms = (False, True) if spec.activation_options else (False,)
     for values in cartesian((True, False), repeat=len(bools)):
         options = dict(zip(bools, values, strict=True))
         for with_dropout in dropouts:
-            variants.append(_derive_variant(spec, options, with_dropout, len(variants)))
+            for general in forms:
+                variants.append(
+                    _derive_variant(spec, options, with_dropout, len(variants), general)
+                )
     return Derivation(spec, tuple(variants), bools)
 
 
@@ -232,7 +242,9 @@ def _substitute_absent(expr: sp.Expr, absent: set[str]) -> sp.Expr:
     return expr.xreplace(reps) if reps else expr
 
 
-def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: int) -> Variant:
+def _derive_variant(
+    spec: CellSpec, options: dict, with_dropout: bool, index: int, general: bool = False
+) -> Variant:
     """Resolve, group, fold, order, differentiate: one variant, step by step."""
     res = resolve(spec, options)
     blocks = {b.name: b for b in res.blocks}
@@ -241,6 +253,9 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
     equations = [(name, _substitute_absent(rhs, absent)) for name, rhs in res.equations]
     taken = set(all_weight_names) | {n for n, _ in equations} | _prev_names(spec) | {"x"}
     equations, intermediates = _unnest_products(_read_equations(spec, equations), taken)
+    if general:  # option activations differentiated from their (named) inputs
+        option_names = {o.name for o in spec.activation_options}
+        equations = _name_option_inputs(equations, option_names, taken)
     dropout_tensors = set(dict(spec.dropout)) if with_dropout else set()
 
     vector_blocks = set(res.vectors)
@@ -292,6 +307,7 @@ def _derive_variant(spec: CellSpec, options: dict, with_dropout: bool, index: in
         reductions=tuple(reductions),
         groups=tuple(sorted((g for g in groups if not g.static), key=lambda g: not g.hoisted)),
         masks=tuple((str(m), gate, t) for (t, gate), m in sorted(masks.items())),
+        general=general,
         prelude=tuple(prelude),
         static_groups=tuple(g for g in groups if g.static),
         static_backward=tuple(static_backward),
@@ -427,6 +443,31 @@ def _math_name(expr: sp.Expr, limit: int = NAME_LIMIT) -> str:
 
     text = name(expr) or "operand"
     return text if len(text) <= limit else text[:limit].rstrip("_")
+
+
+def _name_option_inputs(equations: list, option_names: set, taken: set) -> list:
+    """The input-form twin: every option activation is differentiated from its input, and an
+    input that is not a plain name becomes an intermediate of its own (``h_in``), so the
+    backward keeps that one value per step rather than every term of it."""
+    out: list = []
+    for name, rhs in equations:
+        rhs = functions.from_input(rhs, option_names)
+        while True:
+            calls = [
+                c
+                for c in rhs.atoms(functions._Call)
+                if c.call_name in option_names
+                and not isinstance(c.args[0], sp.Symbol)
+                and not any(d.call_name in option_names for d in c.args[0].atoms(functions._Call))
+            ]
+            if not calls:
+                break
+            call = min(calls, key=sp.default_sort_key)
+            var = symbol(_fresh(f"{name}_in", taken))
+            out.append((str(var), call.args[0]))
+            rhs = rhs.xreplace({call: type(call)(var)})
+        out.append((name, rhs))
+    return out
 
 
 def _prev_names(spec: CellSpec) -> set[str]:
