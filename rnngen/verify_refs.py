@@ -149,8 +149,10 @@ _TF_FUNCS = {
     "exp": lambda tf, u: tf.exp(u),
     "abs": lambda tf, u: tf.abs(u),
     "silu": lambda tf, u: tf.nn.silu(u),
-    # by definition: tf.nn.gelu(approximate=False) is off by ~5e-9 in float64
+    # by definition, in the dtype of u: tf.nn.gelu(approximate=False) is off by ~5e-9 in
+    # float64, and tf.nn.leaky_relu holds its slope as a float32 attribute (1.5e-8 off)
     "gelu": lambda tf, u: 0.5 * u * (1 + tf.math.erf(u * 0.7071067811865476)),
+    "leaky_relu": lambda tf, u: tf.where(u > 0, u, 0.2 * u),
 }
 
 
