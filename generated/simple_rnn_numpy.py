@@ -1891,7 +1891,7 @@ class SimpleRNN:
 
     def build(self, input_dim):
         """Create the weights for inputs with ``input_dim`` features."""
-        self.input_dim = int(input_dim)
+        self.input_dim = None if input_dim is None else int(input_dim)
         shapes = weight_shapes(self.input_dim, self.units, self.use_bias)
         self.weights = {}
         for name, shape in shapes.items():
@@ -1954,6 +1954,8 @@ class SimpleRNN:
         B, T, input_dim = x.shape
         if self.weights is None:
             self.build(input_dim)
+        elif self.input_dim is None:  # set by set_weights() from weights without input_dim
+            self.input_dim = input_dim
         elif input_dim != self.input_dim:
             raise ValueError(
                 f"Input 0 of layer {self.name} is incompatible: expected axis -1 to have value "

@@ -789,8 +789,9 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         earlier = {f"d_{o}" for o, _ in state_grads[:i]}
         if earlier & {str(v) for v in e.free_symbols}:
             for j, (o, eo) in enumerate(state_grads[i:], start=i):
-                backward.append(Assign(f"d_{o}_prev", eo))
-                state_grads[j] = (o, symbol(f"d_{o}_prev"))
+                if eo != 0:
+                    backward.append(Assign(f"d_{o}_prev", eo))
+                    state_grads[j] = (o, symbol(f"d_{o}_prev"))
             break
     x_terms = adj.pop("x", [])
     x_grad = sp.Add(*x_terms) if x_terms else None

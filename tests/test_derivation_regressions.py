@@ -557,3 +557,29 @@ def test_derivation_latex_has_no_double_subscripts(tmp_path):
         md = codegen.render(cs, "x.yaml")[f"{cs.name}.md"]
         # a subscript group followed directly by another subscript is not LaTeX
         assert not re.search(r"_\{[^{}]*\}_\{", md), cs.name
+
+
+NO_INPUT_WEIGHT = """\
+name: no_input_weight
+class_name: NoInputWeight
+weights:
+  r: {shape: [units, units], initializer: orthogonal}
+  b: {shape: [units], initializer: zeros}
+states: [h]
+step:
+  h: tanh(h_prev @ r + b)
+"""
+
+
+def test_set_weights_without_an_input_dim_weight_leaves_input_dim_to_the_first_call(tmp_path):
+    _, _, np_mod, _ = _build(tmp_path, NO_INPUT_WEIGHT)
+    ref = np_mod.NoInputWeight(3)
+    ref(np.zeros((2, 4, 5)))
+    layer = np_mod.NoInputWeight(3)
+    layer.set_weights(ref.get_weights())
+    assert layer.input_dim is None
+    x = np.random.default_rng(0).standard_normal((2, 4, 5))
+    np.testing.assert_array_equal(layer(x), ref(x))
+    assert layer.input_dim == 5
+    with pytest.raises(ValueError, match="expected axis -1 to have value 5"):
+        layer(np.zeros((2, 4, 6)))
