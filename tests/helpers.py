@@ -1,4 +1,9 @@
-"""Shared test helpers: Keras references and tolerance checks."""
+"""Shared test helpers: the generated layers by Keras class name, and the tolerance checks.
+
+The tolerances are the verifier's (:mod:`rnngen.verify_base`), so ``rnngen verify`` and the
+tests hold the generated code to one standard; ``test_numpy_gradcheck`` asserts they are still
+the core issue's values.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,28 @@ import importlib
 
 import numpy as np
 
-#: Tolerances of the core issue (asserted, not printed).
-FORWARD_ATOL_F32 = 1e-5
-GRAD_RTOL_F32 = 1e-4  # relative to the largest entry
-FD_RTOL_F64 = 1e-6
+from rnngen.verify_base import FD_TOL, FWD_TOL, GRAD_TOL
 
+#: Tolerances of the core issue (asserted, not printed).
+FORWARD_ATOL_F32 = FWD_TOL["float32"]  # 1e-5 absolute
+GRAD_RTOL_F32 = GRAD_TOL["float32"]  # 1e-4 relative to the largest entry
+FD_RTOL_F64 = FD_TOL  # 1e-6
+
+#: Keras class name -> the stem of its generated modules (``generated/<stem>_numpy.py``).
 MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 
 
+def generated_module(kind: str, backend: str = "numpy"):
+    """``generated.<stem>_<backend>`` for the Keras class name ``kind``."""
+    return importlib.import_module(f"generated.{MODULES[kind]}_{backend}")
+
+
 def numpy_layer_class(kind: str):
-    return getattr(importlib.import_module(f"generated.{MODULES[kind]}_numpy"), kind)
+    return getattr(generated_module(kind, "numpy"), kind)
+
+
+def tf_layer_class(kind: str):
+    return getattr(generated_module(kind, "tf"), kind)
 
 
 def assert_close_abs(actual, expected, atol, what=""):

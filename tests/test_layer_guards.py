@@ -3,19 +3,17 @@ received shapes; odd but valid inputs (integers, NaN, empty batch or sequence) w
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
+from helpers import MODULES, numpy_layer_class
 
-MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 N_STATES = {"SimpleRNN": 1, "GRU": 1, "LSTM": 2}
 KINDS = sorted(MODULES)
 B, T, D, U = 2, 3, 5, 4
 
 
 def layer_class(kind):
-    return getattr(importlib.import_module(f"generated.{MODULES[kind]}_numpy"), kind)
+    return numpy_layer_class(kind)
 
 
 def make(kind, **kw):

@@ -8,19 +8,27 @@ respect to the inputs, the initial states and every weight.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from helpers import (  # noqa: E402
+from helpers import (
     FORWARD_ATOL_F32,
     GRAD_RTOL_F32,
+    MODULES,
     assert_close_abs,
     assert_close_rel,
+    generated_module,
     numpy_layer_class,
 )
+
+from rnngen import codegen, spec
+from rnngen.verify_configs import Config
+from rnngen.verify_refs import run_keras_layer
+
+pytestmark = pytest.mark.tf
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
 
 B, T, D, U = 3, 6, 5, 4
 ACTIVATIONS = [
@@ -49,6 +57,45 @@ def _n_states(kind):
     return 2 if kind == "LSTM" else 1
 
 
+#: the layer arguments the verifier's ``Config`` carries; the others go to the layer as they are
+CONFIG_KWARGS = (
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "stateful",
+    "zero_output_for_mask",
+    "dropout",
+    "recurrent_dropout",
+    "unroll",
+)
+
+
+@functools.cache
+def _spec(kind):
+    return spec.load(codegen.spec_dir() / f"{MODULES[kind]}.yaml")
+
+
+def _keras(kind, layer_kwargs, data, *, dropout=None, activity=None, capture=None):
+    """The verifier's Keras runner on ``keras.layers.<kind>`` (float32): returned tensors,
+    ``sum(losses)`` and the ``tf.GradientTape`` gradients of ``sum(proj * returned) +
+    sum(losses)``; ``capture`` receives the Keras layer."""
+    kw = {k: v for k, v in layer_kwargs.items() if k in CONFIG_KWARGS}
+    extra = {k: v for k, v in layer_kwargs.items() if k not in CONFIG_KWARGS}
+    if dropout:
+        kw.update(dropout=dropout[0], recurrent_dropout=dropout[1])
+    cfg = Config(options=(), B=B, T=T, D=D, U=U, **kw)
+
+    def prepare(layer):
+        if activity is not None:  # Keras's SimpleRNN drops the argument; set it as documented
+            layer.activity_regularizer = keras.regularizers.get(activity)
+        if capture is not None:
+            capture.append(layer)
+
+    return run_keras_layer(
+        getattr(keras.layers, kind), _spec(kind), cfg, data, extra=extra, prepare=prepare
+    )
+
+
 def compare(
     kind,
     layer_kwargs=None,
@@ -66,25 +113,23 @@ def compare(
     layer_kwargs.setdefault("return_state", True)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
+    shapes = generated_module(kind).weight_shapes(
+        D, U, **{k: layer_kwargs[k] for k in ("use_bias", "reset_after") if k in layer_kwargs}
+    )
+    weights = {n: (scale * rng.standard_normal(s)).astype(np.float32) for n, s in shapes.items()}
+    twin_kwargs = dict(layer_kwargs)
     if dropout:
-        layer_kwargs.update(dropout=dropout[0], recurrent_dropout=dropout[1])
-    ref = getattr(keras.layers, kind)(U, **layer_kwargs)
-    ref.build((B, T, D))
-    weights = [(scale * rng.standard_normal(w.shape)).astype(np.float32) for w in ref.get_weights()]
-    ref.set_weights(weights)
-    if activity is not None:  # Keras's SimpleRNN drops the argument; set it as documented
-        ref.activity_regularizer = keras.regularizers.get(activity)
-    twin = numpy_layer_class(kind)(U, **layer_kwargs, activity_regularizer=activity)
-    twin.set_weights(weights)
+        twin_kwargs.update(dropout=dropout[0], recurrent_dropout=dropout[1])
+    twin = numpy_layer_class(kind)(U, **twin_kwargs, activity_regularizer=activity)
+    twin.set_weights(list(weights.values()))
 
     states0 = [rng.standard_normal((B, U)).astype(np.float32) for _ in range(_n_states(kind))]
-    call = {}
     twin_call = {}
     if mask is not None:
-        call["mask"] = tf.constant(mask)
         twin_call["mask"] = mask
     if initial_state:
         twin_call["initial_state"] = states0
+    dmasks = None
     if dropout:
         per_gate = dropout[1] > 0 and kind != "SimpleRNN"
         n = _gates(kind) if per_gate else 1
@@ -96,46 +141,53 @@ def compare(
             ((rng.random((B, U)) >= dropout[1]) / (1 - dropout[1])).astype(np.float32)
             for _ in range(n)
         ]
-        ref.cell.get_dropout_mask = lambda _: dpm if per_gate else dpm[0]
-        ref.cell.get_recurrent_dropout_mask = lambda _: rdpm if per_gate else rdpm[0]
-        call["training"] = True
-        twin_call["dropout_masks"] = {
+        dmasks = {
             "dropout": dpm if per_gate else dpm[0],
             "recurrent_dropout": rdpm if per_gate else rdpm[0],
         }
-
-    xv = tf.constant(x)
-    sv = [tf.constant(s) for s in states0]
-    with tf.GradientTape() as tape:
-        tape.watch([xv, *sv])
-        out = ref(xv, initial_state=sv if initial_state else None, **call)
-        out = out if isinstance(out, list | tuple) else [out]
-        projs = [rng.standard_normal(o.shape).astype(np.float32) for o in out]
-        loss = sum(tf.reduce_sum(o * p) for o, p in zip(out, projs, strict=True))
-        loss = loss + sum(ref.losses) if ref.losses else loss
-    sources = [xv, *sv, *ref.trainable_weights]
-    grads = tape.gradient(loss, sources)
+        twin_call["dropout_masks"] = dmasks
+    first = (B, T, U) if layer_kwargs["return_sequences"] else (B, U)
+    n_ret = 1 + (_n_states(kind) if layer_kwargs["return_state"] else 0)
+    projs = [
+        rng.standard_normal(first if i == 0 else (B, U)).astype(np.float32) for i in range(n_ret)
+    ]
+    data = {
+        "weights": weights,
+        "xs": [x],
+        "mask": mask,
+        "h0": states0 if initial_state else None,
+        "dmasks": dmasks,
+        "proj": projs,
+    }
+    captured = []
+    ref = _keras(kind, layer_kwargs, data, dropout=dropout, activity=activity, capture=captured)
+    ref_losses = list(captured[0].losses)
 
     got = twin(x, **twin_call)
     got = got if isinstance(got, tuple) else (got,)
-    assert len(got) == len(out)
-    for i, (g, o) in enumerate(zip(got, out, strict=True)):
-        assert_close_abs(g, o.numpy(), FORWARD_ATOL_F32, f"{kind} returned tensor {i}")
-    assert len(twin.losses) == len(ref.losses)
-    for a, b in zip(twin.losses, ref.losses, strict=True):
+    assert len(got) == n_ret
+    for i, g in enumerate(got):
+        expected = ref["values"][f"returned[{i}]"]
+        assert_close_abs(g, expected, FORWARD_ATOL_F32, f"{kind} returned tensor {i}")
+    assert len(twin.losses) == len(ref_losses)
+    for a, b in zip(twin.losses, ref_losses, strict=True):
         assert abs(float(a) - float(b)) <= 1e-5 * max(1.0, abs(float(b))), "losses differ"
 
+    grads = ref["grads"]
     result = twin.backward(projs[0], projs[1:] if len(projs) > 1 else None)
-    assert_close_rel(result.inputs, grads[0].numpy(), GRAD_RTOL_F32, f"{kind} d_inputs")
+    assert_close_rel(result.inputs, grads["d inputs"], GRAD_RTOL_F32, f"{kind} d_inputs")
     if initial_state:
-        for i, s in enumerate(result.initial_state):
-            assert_close_rel(s, grads[1 + i].numpy(), GRAD_RTOL_F32, f"{kind} d_initial_state[{i}]")
-    weight_grads = grads[1 + len(sv) :]
+        states = _spec(kind).states
+        assert len(result.initial_state) == len(states)
+        for i, (s, name) in enumerate(zip(result.initial_state, states, strict=True)):
+            expected = grads[f"d initial {name}"]
+            assert_close_rel(s, expected, GRAD_RTOL_F32, f"{kind} d_initial_state[{i}]")
     names = list(twin.weights)
-    assert len(names) == len(weight_grads)
-    for name, g in zip(names, weight_grads, strict=True):
-        assert_close_rel(result.weights[name], g.numpy(), GRAD_RTOL_F32, f"{kind} d_{name}")
-    return twin, ref
+    assert names == list(weights)
+    for name in names:
+        expected = grads[f"d {name}"]
+        assert_close_rel(result.weights[name], expected, GRAD_RTOL_F32, f"{kind} d_{name}")
+    return twin, captured[0]
 
 
 CELLS = [
@@ -228,25 +280,26 @@ def test_stateful_pair(kind, opts):
     """Two calls of a stateful layer: the second starts from the first's final state."""
     rng = np.random.default_rng(3)
     x1, x2 = (rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(2))
-    ref = getattr(keras.layers, kind)(U, stateful=True, return_sequences=True, **opts)
-    ref.build((B, T, D))
-    weights = [(0.5 * rng.standard_normal(w.shape)).astype(np.float32) for w in ref.get_weights()]
-    ref.set_weights(weights)
-    twin = numpy_layer_class(kind)(U, stateful=True, return_sequences=True, **opts)
-    twin.set_weights(weights)
-    for xi in (x1, x2):
-        assert_close_abs(twin(xi), ref(xi).numpy(), FORWARD_ATOL_F32, f"{kind} stateful")
-    xv = tf.constant(x2)
+    shapes = generated_module(kind).weight_shapes(D, U, **opts)
+    weights = {n: (0.5 * rng.standard_normal(s)).astype(np.float32) for n, s in shapes.items()}
     proj = rng.standard_normal((B, T, U)).astype(np.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(xv)
-        loss = tf.reduce_sum(ref(xv) * proj)
-    g_x, *g_w = tape.gradient(loss, [xv, *ref.trainable_weights])
-    twin(x2)  # third call, same state as Keras's third call
+    data = {"weights": weights, "xs": [x1, x2], "mask": None, "h0": None, "dmasks": None}
+    data["proj"] = [proj]
+    captured = []
+    kw = dict(stateful=True, return_sequences=True, return_state=False, **opts)
+    ref = _keras(kind, kw, data, capture=captured)
+    twin = numpy_layer_class(kind)(U, stateful=True, return_sequences=True, **opts)
+    twin.set_weights(list(weights.values()))
+    for xi, key in ((x1, "call1.returned[0]"), (x2, "returned[0]")):
+        assert_close_abs(twin(xi), ref["values"][key], FORWARD_ATOL_F32, f"{kind} stateful")
     grads = twin.backward(proj)
-    assert_close_rel(grads.inputs, g_x.numpy(), GRAD_RTOL_F32, "stateful d_inputs")
-    for name, g in zip(twin.weights, g_w, strict=True):
-        assert_close_rel(grads.weights[name], g.numpy(), GRAD_RTOL_F32, f"stateful d_{name}")
+    g = ref["grads"]
+    assert_close_rel(grads.inputs, g["d inputs"], GRAD_RTOL_F32, "stateful d_inputs")
+    assert list(twin.weights) == list(weights)
+    for name in twin.weights:
+        expected = g[f"d {name}"]
+        assert_close_rel(grads.weights[name], expected, GRAD_RTOL_F32, f"stateful d_{name}")
     twin.reset_state()
-    ref.reset_state()
-    assert_close_abs(twin(x1), ref(x1).numpy(), FORWARD_ATOL_F32, "after reset_state")
+    keras_layer = captured[0]
+    keras_layer.reset_state()
+    assert_close_abs(twin(x1), keras_layer(x1).numpy(), FORWARD_ATOL_F32, "after reset_state")

@@ -11,7 +11,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import importlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -19,7 +18,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import FORWARD_ATOL_F32, GRAD_RTOL_F32, tf_layer_class  # noqa: E402
 
+pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
@@ -27,15 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-FWD_TOL = 1e-5
-GRAD_TOL = 1e-4
-MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
+FWD_TOL = FORWARD_ATOL_F32  # 1e-5 absolute
+GRAD_TOL = GRAD_RTOL_F32  # 1e-4 relative to the largest entry
 GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
 B, T, D, U = 3, 6, 4, 5
 
 
 def ours(kind):
-    return getattr(importlib.import_module(f"generated.{MODULES[kind]}_tf"), kind)
+    return tf_layer_class(kind)
 
 
 def reference(kind):

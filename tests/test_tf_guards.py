@@ -9,13 +9,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import importlib  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import MODULES, tf_layer_class  # noqa: E402
 
+pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
@@ -23,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 N_STATES = {"SimpleRNN": 1, "GRU": 1, "LSTM": 2}
 KINDS = sorted(MODULES)
 IMPLS = ["loop", "fused"]
@@ -31,7 +31,7 @@ B, T, D, U = 2, 3, 5, 4
 
 
 def layer_class(kind):
-    return getattr(importlib.import_module(f"generated.{MODULES[kind]}_tf"), kind)
+    return tf_layer_class(kind)
 
 
 def make(kind, impl="auto", **kw):
