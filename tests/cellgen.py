@@ -769,9 +769,17 @@ def combos(cs) -> list[dict]:
 
 
 def check_cell(
-    cell: Cell, seed: int = 0, workdir: Path | None = None, backends=BACKENDS
+    cell: Cell,
+    seed: int = 0,
+    workdir: Path | None = None,
+    backends=BACKENDS,
+    max_combos: int | None = None,
 ) -> Outcome:
-    """Build ``cell`` and compare every backend with the equation interpreter (float64)."""
+    """Build ``cell`` and compare every backend with the equation interpreter (float64).
+
+    Every combination of boolean options is checked, or the defaults and ``max_combos - 1``
+    others drawn at random.
+    """
     from rnngen.errors import SpecError
     from rnngen.spec import parse
 
@@ -811,8 +819,13 @@ def check_cell(
                 fail("crash", f"import {backend}", _short(err))
         if out.failures:
             return _done(out, t0)
-        crng = random.Random(f"{seed}:{cell.yaml}")
-        for opts in combos(cs):
+        crng = random.Random(f"{seed}:{cell.seed}")  # the same draws while a cell is shrunk
+        todo = combos(cs)
+        default = {o.name: o.default for o in cs.bool_options}
+        todo.sort(key=lambda c: c != default)  # the defaults first
+        if max_combos is not None and len(todo) > max_combos:
+            todo = [todo[0]] + crng.sample(todo[1:], max_combos - 1)
+        for opts in todo:
             full = dict(cs.defaults())
             full.update(opts)
             for o in cs.activation_options:  # a random allowed activation per combination
@@ -1007,14 +1020,14 @@ class Summary:
         return "\n".join(lines)
 
 
-def run_sample(seed: int, n: int, progress=None, workdir=None) -> Summary:
+def run_sample(seed: int, n: int, progress=None, workdir=None, max_combos=None) -> Summary:
     """Draw and check ``n`` cells from ``seed`` (cell i is ``cell_from_seed(seed, i)``)."""
     s = Summary(seed)
     t0 = time.perf_counter()
     for i in range(n):
         cell = cell_from_seed(seed, i)
         s.features.update(set(cell.features))
-        res = check_cell(cell, seed, workdir)
+        res = check_cell(cell, seed, workdir, max_combos=max_combos)
         s.cells += 1
         s.built += res.status != "refused" and not any(
             f.backend in ("parse", "build") for f in res.failures
