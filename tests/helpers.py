@@ -7,10 +7,12 @@ the core issue's values.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import numpy as np
 
+from rnngen import codegen, spec
 from rnngen.verify_base import FD_TOL, FWD_TOL, GRAD_TOL
 
 #: Tolerances of the core issue (asserted, not printed).
@@ -20,6 +22,12 @@ FD_RTOL_F64 = FD_TOL  # 1e-6
 
 #: Keras class name -> the stem of its generated modules (``generated/<stem>_numpy.py``).
 MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
+
+
+@functools.cache
+def cell_spec(name: str):
+    """The shipped spec ``spec/<name>.yaml`` (``name``: a Keras class name or a module stem)."""
+    return spec.load(codegen.spec_dir() / f"{MODULES.get(name, name)}.yaml")
 
 
 def generated_module(kind: str, backend: str = "numpy"):

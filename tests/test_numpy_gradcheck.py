@@ -6,7 +6,10 @@ import importlib
 
 import numpy as np
 import pytest
-from helpers import FD_RTOL_F64, numpy_layer_class
+from helpers import FD_RTOL_F64, FORWARD_ATOL_F32, GRAD_RTOL_F32, cell_spec, numpy_layer_class
+
+from rnngen.verify_configs import Config
+from rnngen.verify_fd import _fd_setup
 
 CELLS = [
     ("simple_rnn", {}),
@@ -23,7 +26,12 @@ def _functional(name):
 @pytest.mark.parametrize(("name", "opts"), CELLS, ids=["simple_rnn", "gru_ra", "gru_rb", "lstm"])
 @pytest.mark.parametrize("variant", ["plain", "mask_backwards", "dropout"])
 def test_finite_differences(name, opts, variant):
-    """<grad, u> equals the central difference (f(p + eps u) - f(p - eps u)) / 2 eps."""
+    """<grad, u> equals the central difference (f(p + eps u) - f(p - eps u)) / 2 eps.
+
+    The loss, its parameters and the analytic gradient are the verifier's (``_fd_setup`` of
+    :mod:`rnngen.verify_fd`: ``sum(P * outputs) + sum(Q * final states)`` through the generated
+    ``forward``/``backward``); the direction, step and tolerance are this test's.
+    """
     mod = _functional(name)
     rng = np.random.default_rng(7)
     B, T, D, U = 2, 5, 3, 4
@@ -31,40 +39,29 @@ def test_finite_differences(name, opts, variant):
     weights = {k: 0.6 * rng.standard_normal(s) for k, s in shapes.items()}
     x = rng.standard_normal((B, T, D))
     h0 = [0.5 * rng.standard_normal((B, U)) for _ in mod.STATES]
-    kwargs = dict(opts)
+    mask, dmasks, go_backwards = None, None, False
     if variant == "mask_backwards":
-        kwargs.update(mask=np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 1]], bool), go_backwards=True)
+        mask, go_backwards = np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 1]], bool), True
     if variant == "dropout":
         gates = {"simple_rnn": 1, "gru": 3, "lstm": 4}[name]
-        kwargs["dropout_masks"] = {
+        dmasks = {
             "dropout": [rng.random((B, D)) * 2 for _ in range(gates)],
             "recurrent_dropout": [rng.random((B, U)) * 2 for _ in range(gates)],
         }
-    proj = rng.standard_normal((B, T, U))
     proj_s = [rng.standard_normal((B, U)) for _ in mod.STATES]
+    cfg = Config(tuple(opts.items()), B=B, T=T, D=D, U=U, go_backwards=go_backwards)
+    data = {"weights": weights, "xs": [x], "h0": h0, "mask": mask, "dmasks": dmasks}
+    data["fd_state_proj"] = proj_s
+    params, _, loss, grad = _fd_setup(mod, cell_spec(name), cfg, data)
+    assert set(params) == {"x", *(f"initial {s}" for s in mod.STATES), *weights}
 
-    def loss(x_, w_, s_):
-        out, final, _ = mod.forward(x_, w_, s_, **kwargs)
-        return float(
-            np.sum(out * proj) + sum(np.sum(f * p) for f, p in zip(final, proj_s, strict=True))
-        )
-
-    out, final, tape = mod.forward(x, weights, h0, **kwargs)
-    d_x, d_s, d_w = mod.backward(tape, proj, proj_s)
-
-    u_x = rng.standard_normal(x.shape)
-    u_s = [rng.standard_normal(s.shape) for s in h0]
-    u_w = {k: rng.standard_normal(w.shape) for k, w in weights.items()}
-    analytic = np.sum(d_x * u_x) + sum(np.sum(a * b) for a, b in zip(d_s, u_s, strict=True))
-    analytic += sum(np.sum(d_w[k] * u_w[k]) for k in weights)
+    g = grad(params)
+    u = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    analytic = sum(np.sum(g[k] * u[k]) for k in params)
     eps = 1e-6
 
     def shifted(sign):
-        return loss(
-            x + sign * eps * u_x,
-            {k: w + sign * eps * u_w[k] for k, w in weights.items()},
-            [s + sign * eps * u for s, u in zip(h0, u_s, strict=True)],
-        )
+        return loss({k: v + sign * eps * u[k] for k, v in params.items()})
 
     numeric = (shifted(1) - shifted(-1)) / (2 * eps)
     assert abs(analytic - numeric) <= FD_RTOL_F64 * max(1.0, abs(numeric)), (analytic, numeric)
@@ -218,3 +215,8 @@ def test_state_norms_of_lstm_cover_both_states():
     assert grads.state_norms[0] == pytest.approx(np.sqrt(np.sum(h0**2) + np.sum(c0**2)), rel=1e-5)
     short = layer.backward(np.ones_like(y), truncate=3)
     assert np.all(short.state_norms[:4] == 0) and np.all(short.state_norms[4:] > 0)
+
+
+def test_shared_tolerances_are_the_core_issues():
+    """The tests take their tolerances from the verifier; neither may loosen them."""
+    assert (FORWARD_ATOL_F32, GRAD_RTOL_F32, FD_RTOL_F64) == (1e-5, 1e-4, 1e-6)

@@ -8,21 +8,18 @@ respect to the inputs, the initial states and every weight.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 from helpers import (
     FORWARD_ATOL_F32,
     GRAD_RTOL_F32,
-    MODULES,
     assert_close_abs,
     assert_close_rel,
+    cell_spec,
     generated_module,
     numpy_layer_class,
 )
 
-from rnngen import codegen, spec
 from rnngen.verify_configs import Config
 from rnngen.verify_refs import run_keras_layer
 
@@ -70,11 +67,6 @@ CONFIG_KWARGS = (
 )
 
 
-@functools.cache
-def _spec(kind):
-    return spec.load(codegen.spec_dir() / f"{MODULES[kind]}.yaml")
-
-
 def _keras(kind, layer_kwargs, data, *, dropout=None, activity=None, capture=None):
     """The verifier's Keras runner on ``keras.layers.<kind>`` (float32): returned tensors,
     ``sum(losses)`` and the ``tf.GradientTape`` gradients of ``sum(proj * returned) +
@@ -92,7 +84,7 @@ def _keras(kind, layer_kwargs, data, *, dropout=None, activity=None, capture=Non
             capture.append(layer)
 
     return run_keras_layer(
-        getattr(keras.layers, kind), _spec(kind), cfg, data, extra=extra, prepare=prepare
+        getattr(keras.layers, kind), cell_spec(kind), cfg, data, extra=extra, prepare=prepare
     )
 
 
@@ -177,7 +169,7 @@ def compare(
     result = twin.backward(projs[0], projs[1:] if len(projs) > 1 else None)
     assert_close_rel(result.inputs, grads["d inputs"], GRAD_RTOL_F32, f"{kind} d_inputs")
     if initial_state:
-        states = _spec(kind).states
+        states = cell_spec(kind).states
         assert len(result.initial_state) == len(states)
         for i, (s, name) in enumerate(zip(result.initial_state, states, strict=True)):
             expected = grads[f"d initial {name}"]
