@@ -22,6 +22,7 @@ import shutil
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
 from rnngen import codegen, verify  # noqa: E402
