@@ -15,6 +15,7 @@ import importlib
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
