@@ -15,6 +15,8 @@ from rnngen import (
     verify,  # noqa: E402
 )
 
+pytestmark = pytest.mark.tf
+
 SPEC_DIR = codegen.spec_dir()
 GENERATED = SPEC_DIR.parent / "generated"
 
