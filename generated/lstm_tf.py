@@ -67,7 +67,7 @@ def exponential_grad(y):
 
 
 def gelu(u):
-    return tf.nn.gelu(u, approximate=False)
+    return 0.5 * u * (1 + tf.math.erf(u * 0.7071067811865476))
 
 
 def gelu_grad(u):

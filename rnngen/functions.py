@@ -291,7 +291,8 @@ _ENTRIES = [
                 "u * (0.5 + 0.5 * np.tanh(0.5 * u))", "tf.nn.silu(u)"),
     Elementwise("gelu", u / 2 * (1 + sp.erf(u / sp.sqrt(2))), r"\operatorname{gelu}",
                 "0.5 * u * (1 + _erf(u * 0.7071067811865476))",
-                "tf.nn.gelu(u, approximate=False)", helpers=_ERF),
+                # erf, not tf.nn.gelu (its float64 erfc is ~5e-9 off)
+                "0.5 * u * (1 + tf.math.erf(u * 0.7071067811865476))", helpers=_ERF),
     Elementwise("mish", u * sp.tanh(Softplus(u)), r"\operatorname{mish}",
                 "u * np.tanh(np.logaddexp(0, u))", "u * tf.tanh(tf.nn.softplus(u))"),
     Elementwise("hard_tanh", _pw((-1, u <= -1), (1, u >= 1), (u, True)),

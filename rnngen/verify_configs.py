@@ -11,6 +11,7 @@ from .spec import CellSpec
 
 #: activations whose derivative is smooth everywhere (finite differences are meaningful)
 SMOOTH = ("tanh", "sigmoid", "softsign", "softplus", "linear", "exponential", "selu", "elu")
+SMOOTH += ("silu", "gelu", "mish", "squareplus", "log_sigmoid", "tanh_shrink")  # input-form ones
 
 
 # -- configurations -----------------------------------------------------------------------------
@@ -85,6 +86,9 @@ def configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
     if quick:
         if acts:
             out.append(Config(with_opts(**{o.name: _alternative(o) for o in acts})))
+            # a value without an output form runs the input-form twin of the variants
+            if "gelu" in acts[0].values and acts[0].default != "gelu":
+                out.append(Config(with_opts(**{acts[0].name: "gelu"})))
     else:
         for o in acts:
             for v in o.values:
