@@ -32,6 +32,10 @@ def read_options(rep: Reporter, raw: dict) -> tuple[Option, ...]:
         values = tuple(spec.get("values") or functions.ACTIVATIONS)
         bad = [v for v in values if functions.resolve_activation(v) is None]
         for v in bad:
+            if isinstance(v, str) and v in functions.REFUSED:  # a Keras activation rnngen refuses
+                why = functions.REFUSED[v]
+                rep.err((*path, "values"), f"activation '{v}' is not supported: {why}")
+                continue
             rep.err(
                 (*path, "values"),
                 f"unknown activation '{v}'{suggest(v, functions.ACTIVATIONS)}; "
