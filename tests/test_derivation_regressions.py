@@ -583,3 +583,36 @@ def test_set_weights_without_an_input_dim_weight_leaves_input_dim_to_the_first_c
     assert layer.input_dim == 5
     with pytest.raises(ValueError, match="expected axis -1 to have value 5"):
         layer(np.zeros((2, 4, 6)))
+
+
+STATE_OF_WEIGHTS_READ_BY_A_PRODUCT = """\
+name: state_of_weights_read
+class_name: StateOfWeightsRead
+weights:
+  k: {shape: [input_dim, units], initializer: glorot_uniform}
+  v: {shape: [units], initializer: ones}
+  r: {shape: [units, units], initializer: orthogonal}
+  r2: {shape: [units, units], initializer: orthogonal}
+states: [h, c]
+step:
+  c: sigmoid(v)
+  h: tanh(x @ k + c @ r2 + (c_prev * h_prev) @ r)
+"""
+
+
+def state_of_weights_read_tf(x, states, w):
+    import tensorflow as tf
+
+    h, c = states
+    outs = []
+    for t in range(x.shape[1]):
+        c_new = tf.broadcast_to(tf.sigmoid(w["v"]), tf.shape(h))
+        h = tf.tanh(x[:, t] @ w["k"] + c_new @ w["r2"] + (c * h) @ w["r"])
+        c = c_new
+        outs.append(h)
+    return tf.stack(outs, 1), [h, c]
+
+
+def test_state_of_weights_alone_read_by_a_product_in_the_same_step(tmp_path):
+    """The new state ``c`` (weights alone) is given its batch axis before ``c @ r2`` reads it."""
+    _against_reference(tmp_path, STATE_OF_WEIGHTS_READ_BY_A_PRODUCT, state_of_weights_read_tf)
