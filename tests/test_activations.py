@@ -16,6 +16,7 @@ Three parts:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 
 import numpy as np
@@ -470,3 +471,43 @@ def test_keras_round_trip_with_registered_activation(tf, tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), before, atol=1e-6)
     assert loaded.layers[0].activation is scaled_tanh
     assert loaded.layers[0].recurrent_activation == "hard_silu"
+
+
+# -- every activation as a function inside spec equations ---------------------------------------
+
+
+def test_every_activation_inside_spec_equations(tmp_path):
+    """One cell calls every table activation on the same pre-activation; the generated NumPy
+    backward (output-form and input-form derivatives, fixed calls) matches central finite
+    differences in float64."""
+    import subprocess
+    import sys
+
+    total = " + ".join(f"{n}(a)" for n in ACTIVATION_NAMES)
+    spec = tmp_path / "every_fn.yaml"
+    spec.write_text(
+        "name: every_fn\nclass_name: EveryFn\n"
+        "weights:\n"
+        "  kernel: {shape: [input_dim, units], initializer: glorot_uniform}\n"
+        "  recurrent_kernel: {shape: [units, units], initializer: orthogonal, "
+        "argument: recurrent}\n"
+        "states: [h]\nstep:\n"
+        "  a: x @ kernel + h_prev @ recurrent_kernel\n"
+        f"  h: tanh(0.04 * ({total}))\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnngen", "build", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = out / "every_fn_numpy.py"
+    module_spec = importlib.util.spec_from_file_location("every_fn_numpy", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    rng = np.random.default_rng(8)
+    layer = module.EveryFn(U, return_sequences=True, return_state=True, dtype="float64", seed=2)
+    layer.build(D)
+    _fd_check(layer, *_fd_inputs(rng))
