@@ -113,7 +113,7 @@ def hard_tanh_grad(y):
 
 
 def leaky_relu(u):
-    return tf.nn.leaky_relu(u, alpha=0.2)
+    return tf.where(u > 0, u, 0.2 * u)
 
 
 def leaky_relu_grad(y):

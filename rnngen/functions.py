@@ -266,7 +266,7 @@ _ENTRIES = [
                 "np.clip(u, 0, 6)", "tf.nn.relu6(u)",
                 output_form=_pw((1, (y > 0) & (y < 6)), (0, True))),
     Elementwise("leaky_relu", _pw((u, u > 0), (u / 5, True)), r"\operatorname{leaky\_relu}",
-                "np.where(u > 0, u, 0.2 * u)", "tf.nn.leaky_relu(u, alpha=0.2)",
+                "np.where(u > 0, u, 0.2 * u)", "tf.where(u > 0, u, 0.2 * u)",
                 output_form=_pw((1, y > 0), (sp.Rational(1, 5), True))),
     Elementwise("elu", _pw((u, u > 0), (sp.exp(u) - 1, True)), r"\operatorname{elu}",
                 "np.where(u > 0, u, np.expm1(np.minimum(u, 0)))", "tf.nn.elu(u)",
