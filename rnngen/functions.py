@@ -413,7 +413,11 @@ class _Call(_Printed):
         if argindex != 1:
             raise sp.ArgumentIndexError(self, argindex)
         grad = grad_function(self.call_name, self.entry.name)
-        if self.entry.grad_from == "output" and not self.from_input:
+        if self.from_input:
+            return grad(self.args[0])
+        # an option's function is chosen at run time: the variant that is not the input-form
+        # twin runs only when every chosen value has an output form, whatever the default's is
+        if self.entry.grad_from == "output" or self.call_name != self.entry.name:
             return grad(self)
         return grad(self.args[0])
 

@@ -616,3 +616,25 @@ def state_of_weights_read_tf(x, states, w):
 def test_state_of_weights_alone_read_by_a_product_in_the_same_step(tmp_path):
     """The new state ``c`` (weights alone) is given its batch axis before ``c @ r2`` reads it."""
     _against_reference(tmp_path, STATE_OF_WEIGHTS_READ_BY_A_PRODUCT, state_of_weights_read_tf)
+
+
+def test_option_whose_default_needs_its_input_runs_output_form_values_right(tmp_path):
+    """An activation option whose default (hard_silu) has no output-form derivative, run with
+    values that have one (sigmoid here, in verify's quick matrix): the variant that runs for them
+    must differentiate through the output, not pass the pre-activation to an output-form
+    derivative (found by the cell generator: wrong gradients on NumPy and TF fused)."""
+    _autodiff_passes(
+        tmp_path,
+        """
+        name: input_form_default
+        class_name: InputFormDefault
+        options: {activation: hard_silu}
+        weights:
+          kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+          recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+          gain: {shape: [units], initializer: ones}
+        states: [h]
+        step:
+          h: activation(h_prev @ recurrent_kernel + gain) + 0.25 * tanh(x @ kernel)
+        """,
+    )
