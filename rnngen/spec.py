@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import Problem, SpecError, one_of, suggest
 from .grammar import holds  # noqa: F401 - re-exported for callers of the spec API
 from .spec_decls import block_names, read_dropout, read_options, read_states, read_weights
-from .spec_equations import check_equations, symbol_size, unread_equations
+from .spec_equations import check_equations, symbol_size, unread_equations, unread_weights
 from .spec_names import (
     MODULE_NAMES,
     RESERVED,
@@ -132,6 +132,8 @@ def build_spec(rep: Reporter) -> CellSpec | None:
     if not rep.problems:
         for eq_name, why in unread_equations(equations, states, output, weights, bool_names):
             rep.err(("step", eq_name), why)
+        for w_name, why in unread_weights(equations, states, output, weights, bool_names):
+            rep.err(("weights", w_name), why)
     if rep.problems:
         return None
     return CellSpec(

@@ -258,16 +258,12 @@ def expr_size(rep: Reporter, expr, known, blocks, vectors, path, reported, when=
         return None
 
 
-def unread_equations(equations, states, output, weights, bool_names) -> list[tuple[str, str]]:
-    """(equation, problem) for each equation nothing reads under any option combination.
-
-    An equation is read when it is a state or the output, or a read equation uses it (with the
-    absent weights' terms removed). One dead under only some combinations is fine: the
-    derivation leaves it out of those variants.
-    """
-
+def _liveness(equations, states, output, weights, bool_names):
+    """Over every option combination: the live equations, who reads each equation, and every
+    name (weights included) that a live equation reads (absent weights' terms removed)."""
     names = [eq.name for eq in equations]
     live: set[str] = set()
+    read: set[str] = set()
     readers: dict[str, set[str]] = {n: set() for n in names}
     for vals in product([True, False], repeat=len(bool_names)):
         combo = dict(zip(sorted(bool_names), vals, strict=True))
@@ -277,14 +273,28 @@ def unread_equations(equations, states, output, weights, bool_names) -> list[tup
             rhs = eq.rhs(combo)
             if rhs is None:
                 continue
-            used = {str(v) for v in _reduce(rhs, set(absent)).free_symbols} & set(names)
-            for n in used:
+            reduced = _reduce(rhs, set(absent))
+            used = {str(v) for v in reduced.free_symbols}
+            used |= {str(wp.args[1]) for wp in reduced.atoms(WeightProduct)}
+            for n in used & set(names):
                 readers[n].add(eq.name)
             if eq.name in needed:
                 live.add(eq.name)
-                needed |= used
+                needed |= used & set(names)
+                read |= used
+    return live, readers, read
+
+
+def unread_equations(equations, states, output, weights, bool_names) -> list[tuple[str, str]]:
+    """(equation, problem) for each equation nothing reads under any option combination.
+
+    An equation is read when it is a state or the output, or a read equation uses it (with the
+    absent weights' terms removed). One dead under only some combinations is fine: the
+    derivation leaves it out of those variants.
+    """
+    live, readers, _ = _liveness(equations, states, output, weights, bool_names)
     out = []
-    for n in names:
+    for n in (eq.name for eq in equations):
         if n in live:
             continue
         if readers[n]:
@@ -294,6 +304,22 @@ def unread_equations(equations, states, output, weights, bool_names) -> list[tup
             why = "it is not a state or the output and no later equation uses it"
         out.append((n, f"nothing reads '{n}': {why}; remove it or use it"))
     return out
+
+
+def unread_weights(equations, states, output, weights, bool_names) -> list[tuple[str, str]]:
+    """(weight, problem) for each declared weight that no read equation uses under any option
+    combination: its gradient would always be zero, so it is almost surely a mistake."""
+    _, _, read = _liveness(equations, states, output, weights, bool_names)
+    return [
+        (
+            w.name,
+            f"no equation reads weight '{w.name}'"
+            + (f" (nor its blocks {', '.join(repr(b) for b in blocks)})" if blocks else "")
+            + "; remove it or use it in the step",
+        )
+        for w in weights
+        if not ({w.name} | set(blocks := [b for b in block_names(w) if b != w.name])) & read
+    ]
 
 
 def _reaches(reads: dict[str, set[str]], start: str, goal: str) -> bool:

@@ -339,7 +339,8 @@ def _render_well_typed(expr):
 
     The bias is made unconditional here: see test_call_of_absent_weight_renders.
     """
-    outcome(with_equation(expr).replace(ALWAYS_BIAS, "}"), render=True)
+    every_weight = "x @ kernel + h_prev @ recurrent_kernel + bias"  # a weight must be read
+    outcome(with_equation(f"({expr}) + 0.5 * ({every_weight})").replace(ALWAYS_BIAS, "}"), True)
 
 
 #: Each example derives and renders a module (about half a second): a fixed-seed sample
@@ -367,7 +368,8 @@ def test_well_typed_equations_render_stress(expr):
 def test_power_of_a_call_left_of_a_product_renders():
     """Issue 9 item 6: the LaTeX printer crashed on ``tanh(h_prev) ** 2 @ W``."""
     files = outcome(
-        with_equation("tanh(x @ kernel + tanh(h_prev) ** 2 @ recurrent_kernel)"), render=True
+        with_equation("tanh(x @ kernel + tanh(h_prev) ** 2 @ recurrent_kernel + bias)"),
+        render=True,
     )
     assert files is not None
 
