@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import FORWARD_ATOL_F32, GRAD_RTOL_F32, assert_close_abs, assert_close_rel
 
+pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
 
 SPECS = Path(__file__).parent / "specs"
