@@ -34,6 +34,7 @@ def test_check_passes_on_committed_generated():
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_rebuild_is_byte_identical(tmp_path):
     """Deleting generated/ and rebuilding gives the same bytes (twice, in fresh processes)."""
     for out in (tmp_path / "a", tmp_path / "b"):
@@ -49,6 +50,7 @@ def test_rebuild_is_byte_identical(tmp_path):
     assert not mismatch and not errors, mismatch
 
 
+@pytest.mark.slow
 def test_check_reports_stale_files_and_writes_nothing(tmp_path):
     out = tmp_path / "gen"
     shutil.copytree(ROOT / "generated", out)
@@ -207,6 +209,7 @@ def test_shipped_layers_import_from_any_folder(tmp_path):
     assert proc.stdout.splitlines()[1] == "(2, 3)"
 
 
+@pytest.mark.slow
 def test_build_ignores_other_formatters_on_path(tmp_path):
     """Output is byte-identical whatever else is installed: a different `ruff` first on PATH
     (here one that would mangle every file) changes nothing."""
@@ -221,6 +224,7 @@ def test_build_ignores_other_formatters_on_path(tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (ROOT / "generated" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_code_generated_from_user_specs_is_ruff_clean(tmp_path):
     """Specs the project does not ship (gates, elementwise weights, config-dict defaults)."""
     specs = sorted(str(p) for p in (ROOT / "tests" / "specs").glob("*.yaml"))

@@ -149,6 +149,7 @@ def mutated(draw):
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutated())
 def test_structural_mutations(text):
@@ -202,6 +203,7 @@ def text_mutated(draw):
     return text
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text_mutated())
 def test_text_mutations(text):
@@ -304,6 +306,7 @@ def with_equation(expr: str) -> str:
     return SIMPLE.replace(EQUATION, f'  h: "{quoted}"\n')
 
 
+@pytest.mark.slow
 @FUZZ
 @given(expressions)
 def test_random_expression_trees(expr):
@@ -388,6 +391,7 @@ def test_arbitrary_text(text):
     outcome(text)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(values)
 def test_arbitrary_yaml_documents(data):
