@@ -347,7 +347,8 @@ def _render_well_typed(expr):
 
 
 #: Each example derives and renders a module (about half a second): a fixed-seed sample
-#: in the normal tier, so a failure reproduces on every machine ...
+#: in the normal tier (slow: ~20 s), so a failure reproduces on every machine ...
+@pytest.mark.slow
 @settings(
     max_examples=60,
     derandomize=True,
