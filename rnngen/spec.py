@@ -130,10 +130,12 @@ def build_spec(rep: Reporter) -> CellSpec | None:
             "units (as in Keras); make it a units-sized vector, or output a state",
         )
     if not rep.problems:
-        for eq_name, why in unread_equations(equations, states, output, weights, bool_names):
+        unread = unread_equations(equations, states, output, weights, bool_names)
+        for eq_name, why in unread:
             rep.err(("step", eq_name), why)
-        for w_name, why in unread_weights(equations, states, output, weights, bool_names):
-            rep.err(("weights", w_name), why)
+        if not unread:  # a weight read only by an unread equation: blame the equation alone
+            for w_name, why in unread_weights(equations, states, output, weights, bool_names):
+                rep.err(("weights", w_name), why)
     if rep.problems:
         return None
     return CellSpec(

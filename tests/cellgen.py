@@ -458,7 +458,7 @@ class _Gen:
             "name": "cell",
             "class_name": "Cell",
             "options": options,
-            "weights": self.weights(),
+            "weights": _read_weights(self.weights(), eqs),
             "states": list(self.states),
         }
         if output:
@@ -638,6 +638,22 @@ def _map_eq(value, fn):
     return [{**a, "eq": fn(a["eq"])} for a in value]
 
 
+def _read_weights(weights: dict, eqs: dict) -> dict:
+    """The weights some equation names (itself or one of its blocks): rnngen refuses a weight
+    nothing reads, and the generator may draw a block that no equation ends up using."""
+    texts = [t for v in eqs.values() for t in _texts(v)]
+
+    def named(name):
+        pat = re.compile(rf"\b{re.escape(name)}\b")
+        return any(pat.search(t) for t in texts)
+
+    def blocks(w):
+        rows = w.get("blocks") or [b for lay in w.get("layouts", []) for b in lay["blocks"]]
+        return [b for row in rows for b in (row if isinstance(row, list) else [row])]
+
+    return {n: w for n, w in weights.items() if named(n) or any(map(named, blocks(w)))}
+
+
 def _surely_live(eqs, sinks) -> set:
     """Equations every variant reads: the sinks, and those read by every alternative of a
     surely-live later equation."""
@@ -679,7 +695,11 @@ def cell_from_seed(seed: int, index: int) -> Cell:
 # -- checking one cell -------------------------------------------------------------------------
 
 #: refusals that name a real problem of a drawn cell (so the grammar may make them)
-LEGIT_REFUSALS = (re.compile(r"is a constant when"),)
+LEGIT_REFUSALS = (
+    re.compile(r"is a constant when"),
+    # a weight that exists only under options where no alternative reads it (drawn by chance)
+    re.compile(r"no equation reads weight '\w+'.*; remove it or use it in the step"),
+)
 #: a refusal of an equation that nothing reads is legitimate when the cell has such a one
 DEAD_REFUSAL = re.compile(r"nothing reads '(\w+)'")
 
