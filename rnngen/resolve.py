@@ -7,7 +7,7 @@ this block present, is it a vector, which rows and columns of which weight hold 
 what gate is it, what size does a product with it have. :func:`resolve` answers them
 all, once, as plain frozen data. The parser's size checks (:mod:`rnngen.spec_equations`),
 the derivation (:mod:`rnngen.symbolic`), codegen and the templates (initializer overrides,
-``input_dim`` sources) read it; the verifier's interpreter still places blocks itself.
+``input_dim`` sources) and the verifier's interpreter read it.
 
 Sizes are SymPy expressions in the symbols ``units`` and ``input_dim``. A weight's
 shape is one or two of them (``[input_dim, 3 * units]``); a *stacked* layout has

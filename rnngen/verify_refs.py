@@ -10,6 +10,7 @@ import sympy as sp
 
 from . import functions
 from .grammar import WeightProduct
+from .resolve import resolve
 from .spec import CellSpec
 from .verify_base import REGS, Config, _layer_kwargs, _reg, _reg_kwargs
 
@@ -169,32 +170,12 @@ class EquationCell:
 
     def __init__(self, cs: CellSpec, options: dict, D: int, U: int):
         self.cs, self.options = cs, options
-        self.sizes = {sp.Symbol("units"): U, sp.Symbol("input_dim"): D}
-        self.blocks: dict[str, tuple[str, Any, int]] = {}  # block -> (weight, index, gate)
-        self.absent: set[str] = set()
-        for w in cs.weights:
-            layout = w.layout(options)
-            for lay in w.layouts:
-                self.absent.update(lay.names())
-            if layout is None:
-                continue
-            self.absent.difference_update(layout.names())
-            shape = [
-                int(
-                    sp.sympify(s)
-                    .subs({sp.Symbol(k.name, real=True): v for k, v in self.sizes.items()})
-                    .subs(self.sizes)
-                )
-                for s in layout.shape
-            ]
-            cols = shape[-1] // len(layout.blocks[0])
-            for r, row in enumerate(layout.blocks):
-                for i, name in enumerate(row):
-                    sl = slice(i * cols, (i + 1) * cols)
-                    idx = (r, sl) if len(layout.blocks) > 1 else (Ellipsis, sl)
-                    if len(row) == 1 and len(layout.blocks) == 1:
-                        idx = (Ellipsis,)
-                    self.blocks[name] = (w.name, idx, i)
+        # which weights, layouts and blocks are in force: decided once, by rnngen.resolve
+        resolved = resolve(cs, {k: v for k, v in options.items() if isinstance(v, bool)})
+        self.absent: set[str] = set(resolved.absent)
+        self.blocks: dict[str, tuple[str, Any, int]] = {  # block -> (weight, index, gate)
+            b.name: (b.weight, b.index(U, D), b.gate) for b in resolved.blocks
+        }
         self.eqs = [(e.name, e.rhs(options)) for e in cs.equations]
         self.act_options = {o.name for o in cs.activation_options}
         self.drop_tensors = {t for t, _ in cs.dropout}
