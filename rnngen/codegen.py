@@ -80,6 +80,10 @@ class TensorflowCode(NumpyCode):
 
     printmethod = "_tensorflowcode"
 
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.printmethod = "_tensorflowcode"  # NumPyPrinter sets its own in __init__
+
 
 def py(expr) -> str:
     """NumPy source for an expression (spaces around + and -)."""

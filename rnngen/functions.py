@@ -331,6 +331,11 @@ _ENTRIES = [
                 activation=False, keras=False),
     Elementwise("abs", sp.Abs(u), r"\operatorname{abs}", "np.abs(u)", "tf.abs(u)",
                 activation=False, keras=False),
+    # domain a >= 0 (the derivative is infinite at 0, as in TF); log: a > 0
+    Elementwise("sqrt", sp.sqrt(u), r"\sqrt", "np.sqrt(u)", "tf.sqrt(u)",
+                output_form=1 / (2 * y), activation=False, keras=False),
+    Elementwise("log", sp.log(u), r"\log", "np.log(u)", "tf.math.log(u)",
+                activation=False, keras=False),
 ]
 # fmt: on
 TABLE: dict[str, Elementwise] = {e.name: e for e in _ENTRIES}
@@ -356,8 +361,6 @@ UNSUPPORTED = {
     "ceil": "it is not differentiable",
     "max": "use relu(a - b) + b",
     "min": "use b - relu(b - a)",
-    "log": "it is undefined for non-positive inputs; use softplus of a positive expression",
-    "sqrt": "use a power with a constant exponent, e.g. a ** 0.5",
     **{
         n: "it works across the units axis (a row), not elementwise; row-wise "
         "functions are not supported yet"

@@ -33,6 +33,67 @@ class WeightProduct(sp.Function):
         return rf"{left} {printer._print(w)}"
 
 
+class RowReduction(sp.Function):
+    """A reduction across the units (last) axis, broadcast back to the size of its argument.
+
+    Its vector-Jacobian product is the same reduction of the adjoint (every entry of the
+    result reads every entry of the argument with weight 1, or 1/n for the mean), applied by
+    the derivation (:mod:`rnngen.symbolic`), never by ``sympy.diff``.
+    """
+
+    nargs = 1
+    call_name: str
+    np_reduce: str
+    tf_reduce: str
+    latex_name: str
+
+    @classmethod
+    def eval(cls, a):
+        if a == 0:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        raise NotImplementedError(
+            f"{self.call_name}() is differentiated by the derivation's reduction rule"
+        )
+
+    def _numpycode(self, printer):
+        a = printer._print(self.args[0])
+        return f"(np.zeros_like({a}) + np.{self.np_reduce}({a}, axis=-1, keepdims=True))"
+
+    def _tensorflowcode(self, printer):
+        a = printer._print(self.args[0])
+        return f"tf.broadcast_to(tf.{self.tf_reduce}({a}, axis=-1, keepdims=True), tf.shape({a}))"
+
+    def _latex(self, printer, exp=None):
+        call = rf"{self.latex_name}\left({printer._print(self.args[0])}\right)"
+        return call if exp is None else rf"\left({call}\right)^{{{exp}}}"
+
+
+class RowSum(RowReduction):
+    """``sum(a)``: every entry is the sum of ``a`` across units."""
+
+    call_name, np_reduce, tf_reduce, latex_name = "sum", "sum", "reduce_sum", r"\sum_{j}"
+
+
+class RowMean(RowReduction):
+    """``mean(a)``: every entry is the mean of ``a`` across units."""
+
+    call_name, np_reduce, tf_reduce = "mean", "mean", "reduce_mean"
+    latex_name = r"\operatorname{mean}_{j}"
+
+    @classmethod
+    def eval(cls, a):
+        if a.is_Number:
+            return a
+        return None
+
+
+#: spec-language reductions across the units axis, by the name an equation calls
+REDUCTIONS = {"sum": RowSum, "mean": RowMean}
+
+
 @dataclass(frozen=True)
 class GrammarError(Exception):
     """A problem at character ``offset`` of the parsed text."""
@@ -245,6 +306,14 @@ class _Equation:
         if not isinstance(node.func, ast.Name):
             raise GrammarError(node.col_offset, "only named functions can be called")
         name = node.func.id
+        if name in REDUCTIONS and self.vocab.calls:
+            if node.keywords or len(node.args) != 1:
+                raise GrammarError(
+                    node.col_offset,
+                    f"'{name}' takes exactly one argument, a vector expression "
+                    f"(as in '{name}(h_prev * h_prev)'): the {name} across the units axis",
+                )
+            return REDUCTIONS[name](self.visit(node.args[0]))
         if name in self.vocab.unsupported:
             raise GrammarError(
                 node.col_offset,

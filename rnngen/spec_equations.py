@@ -11,7 +11,7 @@ from itertools import product
 import sympy as sp
 
 from . import functions
-from .grammar import GrammarError, Vocabulary, WeightProduct, parse_equation
+from .grammar import GrammarError, RowReduction, Vocabulary, WeightProduct, parse_equation
 from .resolve import layout_blocks, resolve_weights
 from .spec_decls import block_names, read_condition
 from .spec_names import RESERVED, Reporter, valid_identifier
@@ -240,6 +240,14 @@ def expr_size(rep: Reporter, expr, known, blocks, vectors, path, reported, when=
                     f"'{_src(a)} @ {w}': left side has size {sa}, but {w} has {block.rows} rows"
                 )
             return block.size
+        if isinstance(e, RowReduction):  # the result has the size of its argument
+            sa = size(e.args[0])
+            if sa is None and not e.args[0].free_symbols:
+                raise _SizeError(
+                    f"'{e.call_name}({_src(e.args[0])})' reduces a constant: "
+                    "its argument must be a vector"
+                )
+            return sa
         sizes_ = [s for s in (size(a) for a in e.args) if s is not None]
         if len(set(sizes_)) > 1:
             raise _SizeError(

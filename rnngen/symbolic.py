@@ -27,7 +27,7 @@ from itertools import product as cartesian
 import sympy as sp
 
 from . import functions
-from .grammar import WeightProduct, symbol
+from .grammar import RowReduction, WeightProduct, symbol
 from .resolve import Block, resolve
 from .spec import CellSpec, Layout
 
@@ -253,6 +253,7 @@ def _derive_variant(
     equations = [(name, _substitute_absent(rhs, absent)) for name, rhs in res.equations]
     taken = set(all_weight_names) | {n for n, _ in equations} | _prev_names(spec) | {"x"}
     equations, intermediates = _unnest_products(_read_equations(spec, equations), taken)
+    equations, reduced = _name_reductions(equations, taken)
     if general:  # option activations differentiated from their (named) inputs
         option_names = {o.name for o in spec.activation_options}
         equations = _name_option_inputs(equations, option_names, taken)
@@ -267,6 +268,7 @@ def _derive_variant(
         equations, groups, product_symbol, blocks, vector_blocks, taken
     )
     comments = dict.fromkeys(intermediates, "left side of a nested product")
+    comments |= reduced
     forward, operand_nodes = _forward_program(resolved, groups, comments)
     node_values = dict(resolved) | operand_nodes
     static = _static_values(spec, resolved, groups, vector_blocks)
@@ -428,6 +430,44 @@ def _unnest_products(equations: list, taken: set) -> tuple[list, list[str]]:
     return out, [str(n) for n in names.values()]
 
 
+def _name_reductions(equations: list, taken: set) -> tuple[list, dict[str, str]]:
+    """Every reduction (``sum(a)``, ``mean(a)``) becomes a statement of its own, like a weight
+    product: ``mean_c = mean(c)``, innermost first, placed just before the equation that reads
+    it; an argument that is neither a name nor a product is named too (``arg_...``), so the
+    reduction reads one value and its adjoint reaches that value by the reduction rule.
+    An equation that is a reduction of a name stays as it is. Returns the equations and
+    the comment of each new name."""
+    out: list = []
+    names: dict[sp.Expr, sp.Symbol] = {}
+    comments: dict[str, str] = {}
+
+    def name_of(expr: sp.Expr, stem: str, comment: str) -> sp.Symbol:
+        if expr not in names:
+            names[expr] = symbol(_fresh(_short(stem), taken))
+            out.append((str(names[expr]), expr))
+            comments[str(names[expr])] = comment
+        return names[expr]
+
+    def visit(expr: sp.Expr, top: bool = False) -> sp.Expr:
+        if isinstance(expr, sp.Symbol | sp.Number) or not expr.args:
+            return expr
+        args = [visit(a) for a in expr.args]
+        if not isinstance(expr, RowReduction):
+            return expr.func(*args)
+        a = args[0]
+        if not isinstance(a, sp.Symbol | WeightProduct):
+            a = name_of(a, f"{_math_name(a)}_arg", f"argument of {expr.call_name}()")
+        node = expr.func(a)
+        if top or not isinstance(node, RowReduction):
+            return node
+        return name_of(node, f"{expr.call_name}_{_math_name(a)}", f"{expr.call_name} across units")
+
+    for name, rhs in equations:
+        top = isinstance(rhs, RowReduction)
+        out.append((name, visit(rhs, top)))
+    return out, comments
+
+
 def _math_name(expr: sp.Expr, limit: int = NAME_LIMIT) -> str:
     """A readable identifier for an expression: ``tanh(h_prev @ W1)`` -> ``tanh_h_prev_W1``."""
 
@@ -436,7 +476,7 @@ def _math_name(expr: sp.Expr, limit: int = NAME_LIMIT) -> str:
             return str(e)
         if isinstance(e, WeightProduct):
             return f"{name(e.args[0])}_{e.args[1]}"
-        if isinstance(e, functions._Call):
+        if isinstance(e, functions._Call | RowReduction):
             return f"{type(e).call_name}_{name(e.args[0])}"
         parts = [name(a) for a in sorted(e.args, key=sp.default_sort_key) if not a.is_Number]
         return "_".join(p for p in parts if p)
@@ -682,7 +722,10 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         elif total != d_y:
             out.append(Assign(f"d_{stmt.target}", total))
         seed, arg, pre = d_y, stmt.expr, None
-        if isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
+        if isinstance(arg, RowReduction):
+            # y = sum(a) broadcast: d_a = sum(d_y) broadcast (the mean: mean(d_y))
+            seed, arg = arg.func(d_y), arg.args[0]
+        elif isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
             # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
             pre = symbol(f"d_{stmt.target}_pre")
             grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)

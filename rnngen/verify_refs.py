@@ -9,7 +9,7 @@ import numpy as np
 import sympy as sp
 
 from . import functions
-from .grammar import WeightProduct
+from .grammar import RowReduction, RowSum, WeightProduct
 from .resolve import resolve
 from .spec import CellSpec
 from .verify_base import REGS, Config, _layer_kwargs, _reg, _reg_kwargs
@@ -229,6 +229,10 @@ class EquationCell:
             return out
         if isinstance(e, sp.Pow):
             return self.ev(e.args[0], env, gate) ** float(e.args[1])
+        if isinstance(e, RowReduction):  # across units, broadcast back
+            v = self.ev(e.args[0], env, gate)
+            reduce = tf.reduce_sum if isinstance(e, RowSum) else tf.reduce_mean
+            return tf.broadcast_to(reduce(v, axis=-1, keepdims=True), tf.shape(v))
         if isinstance(e, functions._Call):
             cname = type(e).call_name
             if cname in self.act_options:
