@@ -40,6 +40,8 @@ ATOM, POW, MUL, ADD = 4, 3, 2, 1  # precedence of a rendered expression
 
 #: every elementwise function of the table; all are called directly in equations
 FUNCS = tuple(functions.TABLE)
+#: functions defined on positive arguments only: drawn on positive expressions (``positive``)
+POSITIVE_DOMAIN = ("sqrt", "log")
 #: exponents on an arbitrary base, and those that need a positive base
 INT_EXPONENTS = ("2", "3")
 POS_EXPONENTS = ("-1", "-0.5", "0.5", "1.5", "-2", "0.25", "-1.5")
@@ -155,7 +157,7 @@ class _Gen:
         return c
 
     def fn(self):
-        pool = FUNCS + tuple(self.acts)
+        pool = tuple(f for f in FUNCS if f not in POSITIVE_DOMAIN) + tuple(self.acts)
         name = self.choice(pool)
         self.f[f"fn:{name}" if name in functions.TABLE else "fn:activation_option"] += 1
         return name
@@ -173,8 +175,15 @@ class _Gen:
             lambda: _add(_name("1"), _call("relu", a)),
             lambda: _add(_name("1.5"), _call("softsign", a)),
             lambda: _call("sigmoid", a),
+            lambda: self.domain("sqrt", _add(_name("1"), _pow(a, 2))),
+            lambda: self.domain("log", _add(_name("3"), _call("tanh", a))),
         ]
         return self.choice(forms)()
+
+    def domain(self, name, positive_argument):
+        """``sqrt``/``log`` of an argument in their domain, and positive themselves."""
+        self.f[f"fn:{name}"] += 1
+        return _call(name, positive_argument)
 
     def leaf(self, size, depth):
         if size == INPUT:
