@@ -359,8 +359,6 @@ UNSUPPORTED = {
     "round": "it is not differentiable",
     "floor": "it is not differentiable",
     "ceil": "it is not differentiable",
-    "max": "use relu(a - b) + b",
-    "min": "use b - relu(b - a)",
     **{
         n: "it works across the units axis (a row), not elementwise; row-wise "
         "functions are not supported yet"

@@ -94,6 +94,96 @@ class RowMean(RowReduction):
 REDUCTIONS = {"sum": RowSum, "mean": RowMean}
 
 
+def _dtype_of(printer, a, b) -> str:
+    """Source for the dtype of whichever argument is not a number."""
+    return f"{printer.parenthesize(b if a.is_Number else a, 100)}.dtype"
+
+
+class Wins(sp.Function):
+    """``1`` where ``a`` wins the comparison ``op`` against ``b``, else ``0``: the derivative of
+    ``max``/``min`` with respect to one argument (a step: its own derivative is zero)."""
+
+    nargs = 2
+    op: str
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _numpycode(self, printer):
+        a, b = (printer._print(v) for v in self.args)
+        return f"({a} {self.op} {b}).astype({_dtype_of(printer, *self.args)})"
+
+    def _tensorflowcode(self, printer):
+        a, b = (printer._print(v) for v in self.args)
+        return f"tf.cast({a} {self.op} {b}, {_dtype_of(printer, *self.args)})"
+
+    def _latex(self, printer, exp=None):
+        a, b = (printer._print(v) for v in self.args)
+        call = rf"\left[{a} {self.tex} {b}\right]"
+        return call if exp is None else rf"\left({call}\right)^{{{exp}}}"
+
+
+class _GreaterEqual(Wins):
+    op, tex = ">=", r"\geq"
+
+
+class _Greater(Wins):
+    op, tex = ">", r">"
+
+
+class _LessEqual(Wins):
+    op, tex = "<=", r"\leq"
+
+
+class _Less(Wins):
+    op, tex = "<", r"<"
+
+
+class Extremum(sp.Function):
+    """``max(a, b)``/``min(a, b)`` elementwise. At a kink the derivative goes to the winning
+    argument, ties to the first, as TensorFlow's gradients of ``tf.maximum``/``tf.minimum``."""
+
+    nargs = 2
+    call_name: str
+    first: type[Wins]  # where the first argument wins (ties included)
+    second: type[Wins]
+
+    @classmethod
+    def eval(cls, a, b):
+        if a.is_Number and b.is_Number:
+            return sp.Max(a, b) if cls.call_name == "max" else sp.Min(a, b)
+        return None
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return self.first(a, b) if argindex == 1 else self.second(a, b)
+
+    def _numpycode(self, printer):
+        a, b = (printer._print(v) for v in self.args)
+        return f"np.{self.np_name}({a}, {b})"
+
+    def _tensorflowcode(self, printer):
+        a, b = (printer._print(v) for v in self.args)
+        return f"tf.{self.np_name}({a}, {b})"
+
+    def _latex(self, printer, exp=None):
+        a, b = (printer._print(v) for v in self.args)
+        call = rf"\{self.call_name}\left({a}, {b}\right)"
+        return call if exp is None else rf"\left({call}\right)^{{{exp}}}"
+
+
+class Maximum(Extremum):
+    call_name, np_name, first, second = "max", "maximum", _GreaterEqual, _Less
+
+
+class Minimum(Extremum):
+    call_name, np_name, first, second = "min", "minimum", _LessEqual, _Greater
+
+
+#: two-argument elementwise functions, by the name an equation calls
+EXTREMA = {"max": Maximum, "min": Minimum}
+
+
 @dataclass(frozen=True)
 class GrammarError(Exception):
     """A problem at character ``offset`` of the parsed text."""
@@ -314,6 +404,14 @@ class _Equation:
                     f"(as in '{name}(h_prev * h_prev)'): the {name} across the units axis",
                 )
             return REDUCTIONS[name](self.visit(node.args[0]))
+        if name in EXTREMA and self.vocab.calls:
+            if node.keywords or len(node.args) != 2:
+                raise GrammarError(
+                    node.col_offset,
+                    f"'{name}' takes exactly two arguments of equal size "
+                    f"(as in '{name}(h_prev, 0)'): the elementwise {name}imum",
+                )
+            return EXTREMA[name](*(self.visit(a) for a in node.args))
         if name in self.vocab.unsupported:
             raise GrammarError(
                 node.col_offset,

@@ -9,7 +9,7 @@ import numpy as np
 import sympy as sp
 
 from . import functions
-from .grammar import RowReduction, RowSum, WeightProduct
+from .grammar import Extremum, Maximum, RowReduction, RowSum, WeightProduct
 from .resolve import resolve
 from .spec import CellSpec
 from .verify_base import REGS, Config, _layer_kwargs, _reg, _reg_kwargs
@@ -229,6 +229,11 @@ class EquationCell:
             return out
         if isinstance(e, sp.Pow):
             return self.ev(e.args[0], env, gate) ** float(e.args[1])
+        if isinstance(e, Extremum):  # tf.maximum/tf.minimum: TF's gradients at the kinks
+            a, b = (self.ev(v, env, gate) for v in e.args)
+            like = b if isinstance(a, float) else a
+            a, b = (tf.cast(v, like.dtype) if isinstance(v, float) else v for v in (a, b))
+            return (tf.maximum if isinstance(e, Maximum) else tf.minimum)(a, b)
         if isinstance(e, RowReduction):  # across units, broadcast back
             v = self.ev(e.args[0], env, gate)
             reduce = tf.reduce_sum if isinstance(e, RowSum) else tf.reduce_mean

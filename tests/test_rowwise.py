@@ -46,6 +46,11 @@ CELLS = {
     "sqrt_cell": """\
   h: tanh(x @ kernel + sqrt(1 + h_prev * h_prev) @ recurrent_kernel + bias)
 """,
+    # max/min of two tensors and of a tensor and a number (kinks: the winner's derivative)
+    "extrema": """\
+  a: h_prev @ recurrent_kernel
+  h: tanh(max(x @ kernel, a) + min(a, 0.5 * h_prev) + max(h_prev, 0) * bias)
+""",
     # log on a > 0, with a mean inside it
     "log_cell": """\
   h: tanh(x @ kernel + h_prev @ recurrent_kernel + log(1 + mean(h_prev * h_prev)) * bias)
@@ -111,6 +116,28 @@ def test_reductions_are_statements_of_their_own():
     assert "tf.reduce_mean(" in files["row_mean_tf.py"]
     assert "np.mean(" not in files["row_mean_tf.py"]
     assert r"\operatorname{mean}_{j}" in files["row_mean.md"]
+
+
+def test_extrema_derivatives_go_to_the_winner_ties_to_the_first():
+    """As TF's gradients of tf.maximum/tf.minimum: d max(a, b)/da = [a >= b], /db = [a < b];
+    d min(a, b)/da = [a <= b], /db = [a > b] (a tie gives everything to the first)."""
+    import numpy as np
+    import sympy as sp
+
+    from rnngen.grammar import Maximum, Minimum, symbol
+
+    a, b = symbol("a"), symbol("b")
+    av, bv = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 1.0])
+    want = {
+        (Maximum, a): [0, 1, 1],
+        (Maximum, b): [1, 0, 0],
+        (Minimum, a): [1, 1, 0],
+        (Minimum, b): [0, 0, 1],
+    }
+    for (f, var), expected in want.items():
+        code = codegen.py(sp.diff(f(a, b), var))
+        got = eval(code, {"np": np, "a": av, "b": bv})  # noqa: S307 - our own printed code
+        assert list(got) == expected, (f.__name__, var, code)
 
 
 def test_sqrt_and_log_are_table_functions():
