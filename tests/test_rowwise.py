@@ -51,6 +51,13 @@ CELLS = {
   a: h_prev @ recurrent_kernel
   h: tanh(max(x @ kernel, a) + min(a, 0.5 * h_prev) + max(h_prev, 0) * bias)
 """,
+    # softmax and log-softmax written in equations (shifted by the row mean, which softmax
+    # ignores; the shift is differentiated exactly, its contributions cancel)
+    "softmax_eq": """\
+  a: x @ kernel + h_prev @ recurrent_kernel + bias
+  e: exp(a - mean(a))
+  h: tanh(e / sum(e) + 0.1 * (a - log(sum(exp(a)))))
+""",
     # log on a > 0, with a mean inside it
     "log_cell": """\
   h: tanh(x @ kernel + h_prev @ recurrent_kernel + log(1 + mean(h_prev * h_prev)) * bias)
