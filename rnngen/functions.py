@@ -335,7 +335,7 @@ _ENTRIES = [
     Elementwise("sqrt", sp.sqrt(u), r"\sqrt", "np.sqrt(u)", "tf.sqrt(u)",
                 output_form=1 / (2 * y), activation=False, keras=False),
     Elementwise("log", sp.log(u), r"\log", "np.log(u)", "tf.math.log(u)",
-                activation=False, keras=False),
+                output_form=sp.exp(-y), activation=False, keras=False),
 ]
 # fmt: on
 TABLE: dict[str, Elementwise] = {e.name: e for e in _ENTRIES}
