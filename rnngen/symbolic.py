@@ -279,7 +279,7 @@ def _derive_variant(
         spec, forward, node_values, groups, blocks, vector_blocks, prelude, sizes
     )
     stored = _stored_values(
-        spec, forward, backward, state_grads, groups, masks, blocks, sizes, static
+        spec, forward, backward, state_grads, x_grad, groups, masks, blocks, sizes, static
     )
     # inside the loop ``x`` is this step's input: the templates bind ``x_t = x[t]``
     forward, backward = _step_input(forward), _step_input(backward)
@@ -666,7 +666,9 @@ def _forward_program(resolved, groups, comments=None):
     return forward, operand_nodes
 
 
-def _stored_values(spec, forward, backward, state_grads, groups, masks, blocks, sizes, static):
+def _stored_values(
+    spec, forward, backward, state_grads, x_grad, groups, masks, blocks, sizes, static
+):
     """The per-step forward values the backward reads that are not otherwise at hand."""
     available = _prev_names(spec) | set(spec.states) | {"x"} | {str(m) for m in masks.values()}
     available |= set(blocks) | static
@@ -677,6 +679,8 @@ def _stored_values(spec, forward, backward, state_grads, groups, masks, blocks, 
         elif isinstance(stmt, StoreAdjoint):
             exprs.extend(stmt.values)
     exprs += [e for _, e in state_grads]
+    if x_grad is not None:  # the per-step input gradient reads forward values too
+        exprs.append(x_grad)
     needed = {str(s) for e in exprs for s in e.free_symbols}
     # an in-loop operand that is not a state is needed for its weight gradient after the loop
     needed |= {

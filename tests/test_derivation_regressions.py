@@ -638,3 +638,23 @@ def test_option_whose_default_needs_its_input_runs_output_form_values_right(tmp_
           h: activation(h_prev @ recurrent_kernel + gain) + 0.25 * tanh(x @ kernel)
         """,
     )
+
+
+def test_input_gradient_reads_stored_intermediates(tmp_path):
+    """The per-step input gradient may read a forward value no other backward statement reads
+    (``xi * x`` left of a product, with ``xi`` an intermediate): it must be kept for the
+    backward (found by the 1000-cell property run: NameError in both backends)."""
+    _autodiff_passes(
+        tmp_path,
+        """
+        name: reads_intermediate
+        class_name: ReadsIntermediate
+        weights:
+          w9: {shape: [input_dim, units], initializer: glorot_uniform}
+          r: {shape: [units, units], initializer: orthogonal}
+        states: [h]
+        step:
+          xi: x
+          h: tanh(h_prev @ r + squareplus(xi * x) @ w9)
+        """,
+    )
