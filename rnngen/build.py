@@ -58,18 +58,24 @@ def _source(path: Path) -> str:
     return f"spec/{path.name}" if path.parent == shipped else path.name
 
 
-def build_files(paths: list[Path]) -> dict[str, str]:
-    """Parse every spec (collecting all problems), then render every file in memory."""
+def parse_specs(paths: list[Path]) -> list[spec.CellSpec]:
+    """Parse every spec, collecting every problem of every file into one :class:`SpecError`."""
     problems: list[Problem] = []
-    specs = []
+    parsed = []
     for path in paths:
         try:
             with stage("parsing", _display(path)):
-                specs.append((spec.parse(spec._read(path), _display(path)), _source(path)))
+                parsed.append(spec.parse(spec._read(path), _display(path)))
         except SpecError as err:
             problems += err.problems
     if problems:
         raise SpecError(problems)
+    return parsed
+
+
+def build_files(paths: list[Path]) -> dict[str, str]:
+    """Parse every spec (collecting all problems), then render every file in memory."""
+    specs = list(zip(parse_specs(paths), map(_source, paths), strict=True))
     names = [s.name for s, _ in specs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:

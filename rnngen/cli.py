@@ -16,7 +16,7 @@ import click
 
 from . import __version__, codegen
 from .analyze.cli import analyze
-from .build import _display, _source, build_files, resolve_specs  # noqa: F401
+from .build import build_files, resolve_specs
 from .errors import InternalError, SpecError
 
 #: Exit status of a bug in rnngen (2 is a mistake in the user's spec or arguments).

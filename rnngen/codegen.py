@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -600,10 +599,3 @@ def write_atomically(files: dict[str, str], out_dir: Path) -> list[Path]:
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def render_all(specs: Iterable[tuple[CellSpec, str]]) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for spec, source in specs:
-        files.update(render(spec, source))
-    return files

@@ -66,6 +66,20 @@ class Config:
         return (self.B * self.T * max(self.U, self.D), changed, self.label())
 
 
+def all_features(options: tuple, **extra) -> Config:
+    """A configuration that turns on masks with gaps, ``go_backwards``, initial states and both
+    dropouts at once (the finite-difference and truncation checks' hardest case)."""
+    return Config(
+        options,
+        mask=True,
+        go_backwards=True,
+        initial_state=True,
+        dropout=0.3,
+        recurrent_dropout=0.4,
+        **extra,
+    )
+
+
 def _alternative(opt) -> str:
     for name in ("sigmoid", "tanh", "softsign", "linear"):
         if name != opt.default and name in opt.values:
@@ -162,17 +176,7 @@ def fd_configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
     defaults = cs.defaults()
     smooth = {o.name: (o.default if o.default in SMOOTH else "tanh") for o in cs.activation_options}
     base = tuple({**defaults, **smooth}.items())
-    out = [
-        Config(base, initial_state=True),
-        Config(
-            base,
-            mask=True,
-            go_backwards=True,
-            initial_state=True,
-            dropout=0.3,
-            recurrent_dropout=0.4,
-        ),
-    ]
+    out = [Config(base, initial_state=True), all_features(base)]
     bools = [o.name for o in cs.bool_options]
     for combo in itertools.product((True, False), repeat=len(bools)):
         opts = dict(zip(bools, combo, strict=True))

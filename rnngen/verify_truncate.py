@@ -23,6 +23,7 @@ from .verify_base import (
     make_data,
     run_numpy_layer,
 )
+from .verify_configs import all_features
 from .verify_refs import run_equations
 
 #: processed steps kept by truncation (T = 6 in every configuration): quick / full
@@ -32,18 +33,7 @@ STEPS = {True: (2, 5), False: (1, 2, 3, 5, 6)}
 def truncate_configurations(cs: CellSpec, quick: bool = False) -> list[tuple[Config, int]]:
     """(configuration, k) pairs; the configurations are ``T = 6``."""
     base = tuple(cs.defaults().items())
-    cfgs = [
-        Config(base, initial_state=True),
-        Config(
-            base,
-            mask=True,
-            go_backwards=True,
-            initial_state=True,
-            dropout=0.3,
-            recurrent_dropout=0.4,
-            regularizers=True,
-        ),
-    ]
+    cfgs = [Config(base, initial_state=True), all_features(base, regularizers=True)]
     if not quick:
         cfgs += [
             Config(base, return_sequences=False, initial_state=True),

@@ -23,7 +23,14 @@ from _pytest.mark.expression import Expression
 
 _TF_FILE = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.tf\b", re.M)
 _TF_TEXT = re.compile(r"^(tensorflow|keras)(\.|$)|_tf$")  # a module name in a string
-_TF_NAMES = {"tensorflow", "keras", "verify_spec", "run_keras_layer", "run_equations"}
+_TF_NAMES = {
+    "tensorflow",
+    "keras",
+    "verify_spec",
+    "run_keras_layer",
+    "run_equations",
+    "assert_autodiff_passes",  # tests/helpers.py: verify_spec on both backends
+}
 
 
 def _selected(config, marks: set[str]) -> bool:

@@ -59,3 +59,29 @@ def assert_close_rel(actual, expected, rtol, what=""):
     scale = max(float(np.max(np.abs(expected))), 1e-12)
     err = float(np.max(np.abs(actual - expected))) / scale
     assert err <= rtol, f"{what}: max error {err:.3g} relative to the largest entry > {rtol:g}"
+
+
+#: float64 autodiff tolerance of the derivation tests: forward errors are <= 1e-10 and
+#: gradient errors <= 1e-8 (relative to the largest entry); ``max_rel`` is the worse of the two
+AUTODIFF_RTOL_F64 = 1e-8
+
+
+def assert_autodiff_passes(path) -> dict:
+    """NumPy float64, TF loop and TF fused all match the verifier's equation interpreter under
+    autodiff, on the quick configuration matrix. Returns the rows by (backend, check)."""
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    from rnngen import verify
+
+    results = verify.verify_spec(
+        path, backends=("numpy", "tf"), quick=True, seed=0, checks=("autodiff",)
+    )
+    rows = {(r.backend, r.check): r for r in results}
+    assert {("numpy", "autodiff"), ("tf", "autodiff/loop"), ("tf", "autodiff/fused")} <= set(rows)
+    bad = {k: (r.status, r.note, r.failure) for k, r in rows.items() if r.status != "pass"}
+    assert not bad, bad
+    for key, r in rows.items():
+        assert r.configs > 0, key
+        assert r.max_rel <= AUTODIFF_RTOL_F64, (key, r.max_rel)
+    return rows

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnngen.cli import _display, main
+from rnngen.build import _display
+from rnngen.cli import main
 
 BAD = Path(__file__).parent / "bad_specs"
 CASES = sorted(BAD.glob("*.yaml"))

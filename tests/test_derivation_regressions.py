@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_autodiff_passes
 
 from rnngen import codegen, spec
 
@@ -39,21 +40,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def _autodiff_passes(tmp_path: Path, text: str) -> None:
     """NumPy float64, TF loop and TF fused all match the equation interpreter's autodiff."""
-    pytest.importorskip("tensorflow")
-    from rnngen import verify
-
-    path = _write(tmp_path, text)
-    results = verify.verify_spec(
-        path, backends=("numpy", "tf"), quick=True, seed=0, checks=("autodiff",)
-    )
-    rows = {(r.backend, r.check): r for r in results}
-    assert {("numpy", "autodiff"), ("tf", "autodiff/loop"), ("tf", "autodiff/fused")} <= set(rows)
-    bad = {k: (r.status, r.note, r.failure) for k, r in rows.items() if r.status != "pass"}
-    assert not bad, bad
-    for key, r in rows.items():
-        assert r.configs > 0, key
-        # max_rel is the worst of forward (<= 1e-10) and gradient (<= 1e-8) errors
-        assert r.max_rel <= GRAD_TOL, (key, r.max_rel)
+    assert_autodiff_passes(_write(tmp_path, text))
 
 
 def _build(tmp_path: Path, text: str):

@@ -14,10 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import assert_autodiff_passes
 
 from rnngen import codegen, spec
 
-GRAD_TOL = 1e-8
 SPECS = Path(__file__).parent / "specs"
 
 HEADER = """\
@@ -76,32 +76,15 @@ def _spec(name: str) -> str:
     return HEADER.format(name=name, cls=cls) + CELLS[name]
 
 
-def _autodiff_passes(path: Path) -> dict:
-    pytest.importorskip("tensorflow")
-    from rnngen import verify
-
-    results = verify.verify_spec(
-        path, backends=("numpy", "tf"), quick=True, seed=0, checks=("autodiff",)
-    )
-    rows = {(r.backend, r.check): r for r in results}
-    assert {("numpy", "autodiff"), ("tf", "autodiff/loop"), ("tf", "autodiff/fused")} <= set(rows)
-    bad = {k: (r.status, r.note, r.failure) for k, r in rows.items() if r.status != "pass"}
-    assert not bad, bad
-    for key, r in rows.items():
-        assert r.configs > 0, key
-        assert r.max_rel <= GRAD_TOL, (key, r.max_rel)
-    return rows
-
-
 @pytest.mark.tf
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_rowwise_cell_matches_autodiff(tmp_path, name):
-    _autodiff_passes(_write(tmp_path, name, _spec(name)))
+    assert_autodiff_passes(_write(tmp_path, name, _spec(name)))
 
 
 @pytest.mark.tf
 def test_layer_norm_lstm_matches_autodiff():
-    _autodiff_passes(SPECS / "layer_norm_lstm.yaml")
+    assert_autodiff_passes(SPECS / "layer_norm_lstm.yaml")
 
 
 def test_reductions_are_statements_of_their_own():

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import codegen
-from .. import spec as spec_mod
+from ..build import build_files, parse_specs
 from ..grammar import holds
 
 _counter = itertools.count()
@@ -122,28 +122,10 @@ def _import(path: Path):
     return module
 
 
-def parse_specs(paths: list[Path]) -> list:
-    """Parse every spec, collecting every problem into one :class:`SpecError`."""
-    from ..cli import _display
-    from ..errors import SpecError
-
-    problems, specs = [], []
-    for path in paths:
-        try:
-            specs.append(spec_mod.parse(spec_mod._read(path), _display(path)))
-        except SpecError as err:
-            problems += err.problems
-    if problems:
-        raise SpecError(problems)
-    return specs
-
-
 def load_cells(paths: list[Path], stack: contextlib.ExitStack) -> list[Cell]:
     """Parse every spec (a :class:`~rnngen.errors.SpecError` lists every problem), then import
     each generated NumPy module: shipped specs from ``generated/`` when it is there, any other
     spec built into a temporary folder that ``stack`` removes."""
-    from ..cli import build_files
-
     specs = parse_specs(paths)
     shipped = codegen.spec_dir().resolve()
     generated = codegen.default_out_dir()

@@ -71,7 +71,8 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..cli import _fail, resolve_specs
+    from ..build import parse_specs, resolve_specs
+    from ..cli import _fail
     from ..errors import SpecError
 
     try:
@@ -80,7 +81,6 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
         _fail(ctx, RuntimeError("rnngen analyze needs matplotlib: pip install 'rnngen[analyze]'"))
         return
     from . import report
-    from .cells import parse_specs
     from .run import Settings
     from .run import analyze as run_analysis
 
