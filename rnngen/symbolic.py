@@ -76,7 +76,7 @@ class Assign:
 
 
 @dataclass(frozen=True)
-class Product:
+class GroupProduct:
     """Forward: compute a group's products for this step."""
 
     group: Group
@@ -153,7 +153,7 @@ class Variant:
     weights: tuple[tuple[str, Layout], ...]  # present weights and their layout
     blocks: tuple[Block, ...]
     hoisted: tuple[Group, ...]
-    forward: tuple  # Assign | Product, in order
+    forward: tuple  # Assign | GroupProduct, in order
     stored: tuple[tuple[str, sp.Expr], ...]  # per-step forward values the backward needs, with size
     backward: tuple  # Assign | StoreAdjoint | OperandVJP | Accumulate, in order
     state_grads: tuple[tuple[str, sp.Expr], ...]  # d_<state>_prev expressions
@@ -168,7 +168,7 @@ class Variant:
     general: bool = False
     # values that do not change over time (functions of weights only): computed once before
     # the loop (``prelude``); their adjoints are summed in the loop, then ``static_backward``
-    prelude: tuple = ()  # Assign | Product
+    prelude: tuple = ()  # Assign | GroupProduct
     static_groups: tuple = ()
     static_backward: tuple = ()  # Assign | StaticVJP | StaticGrad
     static_values: tuple[str, ...] = ()
@@ -374,7 +374,7 @@ def _static_values(spec: CellSpec, resolved, groups, vector_blocks: set[str]) ->
 
 
 def _is_static(stmt, static: set[str]) -> bool:
-    if isinstance(stmt, Product):
+    if isinstance(stmt, GroupProduct):
         return stmt.group.static
     return stmt.target in static
 
@@ -660,7 +660,7 @@ def _forward_program(resolved, groups, comments=None):
             if not isinstance(g.operand_expr, sp.Symbol) and g.operand not in operand_nodes:
                 operand_nodes[g.operand] = g.operand_expr
                 forward.append(Assign(g.operand, g.operand_expr, "operand of a weight product"))
-            forward.append(Product(g))
+            forward.append(GroupProduct(g))
             emitted.add(g.name)
         forward.append(Assign(name, rhs, comments.get(name, "")))
     return forward, operand_nodes

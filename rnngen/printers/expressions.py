@@ -1,0 +1,128 @@
+"""Expression printers: SymPy expressions as NumPy, TensorFlow and LaTeX source.
+
+Table functions print themselves (``_numpycode``, ``_tensorflowcode``, ``_latex`` in
+:mod:`rnngen.functions`); the statement printers of each backend subclass these.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.numpy import NumPyPrinter
+
+from .. import symbolic
+
+
+class NumpyCode(NumPyPrinter):
+    """NumPy printer whose numbers stay Python scalars, so float32 arrays stay float32."""
+
+    _default_settings = {**NumPyPrinter._default_settings, "fully_qualified_modules": False}
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Pow(self, expr, rational=False):
+        """Python's ``**`` for every constant exponent (never ``sqrt``, which is unbound)."""
+        base, exp = expr.as_base_exp()
+        if exp.is_Integer and exp < 0:
+            return f"1/{self.parenthesize(base**-exp, 60)}"
+        power = str(exp) if exp.is_Integer else repr(float(exp))
+        if exp.is_negative:
+            power = f"({power})"
+        return f"{self.parenthesize(base, 60)}**{power}"
+
+
+class TensorflowCode(NumpyCode):
+    """TensorFlow source: the same arithmetic; table functions print their TF names.
+
+    (SymPy's own TensorflowPrinter imports TensorFlow; printing must not.)
+    """
+
+    printmethod = "_tensorflowcode"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.printmethod = "_tensorflowcode"  # NumPyPrinter sets its own in __init__
+
+
+def py(expr) -> str:
+    """NumPy source for an expression (spaces around + and -)."""
+    if isinstance(expr, str):
+        return expr
+    return NumpyCode().doprint(sp.sympify(expr))
+
+
+def tfpy(expr) -> str:
+    if isinstance(expr, str):
+        return expr
+    return TensorflowCode().doprint(sp.sympify(expr))
+
+
+def pyfactor(expr) -> str:
+    """NumPy source for the right operand of ``*``: parenthesized when it is a sum."""
+    expr = sp.sympify(expr)
+    return f"({py(expr)})" if isinstance(expr, sp.Add) else py(expr)
+
+
+def tfpyfactor(expr) -> str:
+    expr = sp.sympify(expr)
+    return f"({tfpy(expr)})" if isinstance(expr, sp.Add) else tfpy(expr)
+
+
+def tex(expr, names: dict | None = None) -> str:
+    """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1}).
+
+    ``names`` maps symbol names to LaTeX, e.g. a weight product to ``h_{t-1} U``.
+    """
+    expr = sp.sympify(expr)
+    names = names or {}
+    symbol_names = {s: names.get(str(s)) or latex_name(str(s)) for s in expr.free_symbols}
+    return LatexPrinter({"symbol_names": symbol_names, "mul_symbol": "dot"}).doprint(expr)
+
+
+def latex_name(name: str) -> str:
+    """``d_z_pre`` -> ``\\delta z^{pre}``, ``h_prev`` -> ``h_{t-1}``, ``kernel_z`` -> kernel_z."""
+    if name.startswith("d_"):
+        rest = name[2:]
+        if rest.endswith("_pre"):
+            return rf"\delta {latex_name(rest[:-4])}^{{\mathrm{{pre}}}}"
+        if "_via_" in rest:
+            operand, weight = rest.split("_via_", 1)
+            return rf"\delta {latex_name(operand)}^{{({_tex_ident(weight)})}}"
+        return r"\delta " + latex_name(rest)
+    if name.endswith("_prev"):
+        ident = _tex_ident(name[:-5])
+        return f"{{{ident}}}_{{t-1}}" if "_{" in ident else f"{ident}_{{t-1}}"
+    return _tex_ident(name)
+
+
+def _tex_ident(name: str) -> str:
+    """One-letter names in italics; a one-letter suffix (a gate) as a subscript (one level:
+    ``tanh_b_e`` is ``\\mathrm{tanh\\_b}_{e}``, never a double subscript)."""
+    if len(name) == 1:
+        return name
+    base, _, last = name.rpartition("_")
+    if base and len(last) == 1:
+        head = base if len(base) == 1 else rf"\mathrm{{{base}}}".replace("_", r"\_")
+        return rf"{head}_{{{last}}}"
+    return rf"\mathrm{{{name}}}".replace("_", r"\_")
+
+
+def tex_products(v: symbolic.Variant) -> dict[str, str]:
+    """LaTeX for a variant's product symbols and operands: the product itself, ``h_{t-1} U_z``."""
+    out: dict[str, str] = {}
+    for g in v.groups + v.static_groups:
+        operand = tex(g.operand_expr)
+        if not isinstance(g.operand_expr, sp.Symbol):
+            operand = rf"\left({operand}\right)"
+        out[g.operand] = operand
+        for p, b in g.products:
+            out[p] = rf"{operand} \, {_tex_ident(b.name)}"
+        weight = _tex_ident(g.weight)
+        if not g.full:
+            weight = rf"{weight}[{tex(g.start)}:{tex(g.stop)}]"
+        out[g.name] = rf"{operand} \, {weight}"
+    return out
