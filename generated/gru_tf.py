@@ -516,7 +516,6 @@ def _step_v0(
         ],
         0,
     )
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -528,7 +527,6 @@ def _step_v0(
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -775,7 +773,6 @@ def _step_v1(
         ],
         0,
     )
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -790,7 +787,6 @@ def _step_v1(
     hh_in = r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -1049,17 +1045,14 @@ def _step_v2(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -1075,7 +1068,6 @@ def _step_v2(
         r * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h) + x_dropped2_kernel_h_t
     )
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -1123,11 +1115,9 @@ def _fused_v2(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
@@ -1397,17 +1387,14 @@ def _step_v3(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -1424,7 +1411,6 @@ def _step_v3(
     hh_in = r * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h) + x_dropped2_kernel_h_t
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -1472,11 +1458,9 @@ def _fused_v3(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
@@ -1755,7 +1739,6 @@ def _step_v4(
         ],
         0,
     )
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -1768,7 +1751,6 @@ def _step_v4(
     h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
     hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -2012,7 +1994,6 @@ def _step_v5(
         ],
         0,
     )
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -2028,7 +2009,6 @@ def _step_v5(
     hh_in = h_prev_r_recurrent_kernel_h + x_kernel_h
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -2284,17 +2264,14 @@ def _step_v6(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -2308,7 +2285,6 @@ def _step_v6(
     )
     hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -2353,11 +2329,9 @@ def _fused_v6(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
@@ -2608,17 +2582,14 @@ def _step_v7(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -2635,7 +2606,6 @@ def _step_v7(
     hh_in = h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -2680,11 +2650,9 @@ def _fused_v7(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
@@ -2935,7 +2903,6 @@ def _step_v8(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -2947,7 +2914,6 @@ def _step_v8(
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(h_prev_recurrent_kernel_h * r + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -3130,7 +3096,6 @@ def _step_v9(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -3145,7 +3110,6 @@ def _step_v9(
     hh_in = h_prev_recurrent_kernel_h * r + x_kernel_h
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -3347,15 +3311,12 @@ def _step_v10(
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -3369,7 +3330,6 @@ def _step_v10(
     )
     hh = activation(h_prev_dropped2_recurrent_kernel_h * r + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -3410,10 +3370,8 @@ def _fused_v10(
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 
@@ -3641,15 +3599,12 @@ def _step_v11(
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -3666,7 +3621,6 @@ def _step_v11(
     hh_in = h_prev_dropped2_recurrent_kernel_h * r + x_dropped2_kernel_h_t
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -3707,10 +3661,8 @@ def _fused_v11(
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 
@@ -3943,7 +3895,6 @@ def _step_v12(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -3956,7 +3907,6 @@ def _step_v12(
     h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
     hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -4159,7 +4109,6 @@ def _step_v13(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_z = x_kernel[:, 0:units]
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
@@ -4175,7 +4124,6 @@ def _step_v13(
     hh_in = h_prev_r_recurrent_kernel_h + x_kernel_h
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -4397,15 +4345,12 @@ def _step_v14(
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -4419,7 +4364,6 @@ def _step_v14(
     )
     hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -4460,10 +4404,8 @@ def _fused_v14(
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 
@@ -4686,15 +4628,12 @@ def _step_v15(
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_z_t = x_dropped0_kernel_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_r_t = x_dropped1_kernel_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_h_t = x_dropped2_kernel_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -4711,7 +4650,6 @@ def _step_v15(
     hh_in = h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t
     hh = activation(hh_in)
     h = h_prev * z + hh * (1 - z)
-
     return h, [h]
 
 
@@ -4752,10 +4690,8 @@ def _fused_v15(
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
 

@@ -515,7 +515,6 @@ def _step_v0(
         ],
         0,
     )
-
     x_kernel_i = x_kernel[:, 0:units]
     x_kernel_f = x_kernel[:, units : 2 * units]
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
@@ -532,7 +531,6 @@ def _step_v0(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -781,7 +779,6 @@ def _step_v1(
         ],
         0,
     )
-
     x_kernel_i = x_kernel[:, 0:units]
     x_kernel_f = x_kernel[:, units : 2 * units]
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
@@ -802,7 +799,6 @@ def _step_v1(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -1069,22 +1065,18 @@ def _step_v2(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-
     x_dropped0_kernel_i_t = x_dropped0_kernel_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-
     x_dropped1_kernel_f_t = x_dropped1_kernel_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-
     x_dropped2_kernel_c_t = x_dropped2_kernel_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
-
     x_dropped3_kernel_o_t = x_dropped3_kernel_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -1105,7 +1097,6 @@ def _step_v2(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -1153,15 +1144,12 @@ def _fused_v2(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
         x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
@@ -1474,22 +1462,18 @@ def _step_v3(
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-
     x_dropped0_kernel_i_t = x_dropped0_kernel_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-
     x_dropped1_kernel_f_t = x_dropped1_kernel_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-
     x_dropped2_kernel_c_t = x_dropped2_kernel_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
-
     x_dropped3_kernel_o_t = x_dropped3_kernel_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -1514,7 +1498,6 @@ def _step_v3(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -1562,15 +1545,12 @@ def _fused_v3(
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
         x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
         x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
         x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
         x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
@@ -1885,7 +1865,6 @@ def _step_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_i = x_kernel[:, 0:units]
     x_kernel_f = x_kernel[:, units : 2 * units]
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
@@ -1902,7 +1881,6 @@ def _step_v4(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -2095,7 +2073,6 @@ def _step_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_i = x_kernel[:, 0:units]
     x_kernel_f = x_kernel[:, units : 2 * units]
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
@@ -2116,7 +2093,6 @@ def _step_v5(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -2335,19 +2311,15 @@ def _step_v6(
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_i_t = x_dropped0_kernel_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_f_t = x_dropped1_kernel_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_c_t = x_dropped2_kernel_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-
     x_dropped3_kernel_o_t = x_dropped3_kernel_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -2368,7 +2340,6 @@ def _step_v6(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -2411,13 +2382,10 @@ def _fused_v6(
         x_mask_3 = masks["x"][3]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
 
@@ -2694,19 +2662,15 @@ def _step_v7(
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-
     x_dropped0_kernel_i_t = x_dropped0_kernel_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-
     x_dropped1_kernel_f_t = x_dropped1_kernel_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-
     x_dropped2_kernel_c_t = x_dropped2_kernel_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-
     x_dropped3_kernel_o_t = x_dropped3_kernel_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
@@ -2731,7 +2695,6 @@ def _step_v7(
     c = c_prev * f + g * i
     activation_c = activation(c)
     h = activation_c * o
-
     return h, [h, c]
 
 
@@ -2774,13 +2737,10 @@ def _fused_v7(
         x_mask_3 = masks["x"][3]
         x_dropped0 = x * x_mask_0
         x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-
         x_dropped1 = x * x_mask_1
         x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-
         x_dropped2 = x * x_mask_2
         x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-
         x_dropped3 = x * x_mask_3
         x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
 

@@ -485,11 +485,9 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     x_kernel = x @ kernel
     x_kernel = x_kernel + bias
-
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
-
     return h, [h]
 
 
@@ -615,12 +613,10 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     x_kernel = x @ kernel
     x_kernel = x_kernel + bias
-
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h_in = h_prev_recurrent_kernel + x_kernel_t
     h = activation(h_in)
-
     return h, [h]
 
 
@@ -752,12 +748,10 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel = x_dropped0 @ kernel
     x_dropped0_kernel = x_dropped0_kernel + bias
-
     x_dropped0_kernel_t = x_dropped0_kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-
     return h, [h]
 
 
@@ -894,13 +888,11 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel = x_dropped0 @ kernel
     x_dropped0_kernel = x_dropped0_kernel + bias
-
     x_dropped0_kernel_t = x_dropped0_kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
     h = activation(h_in)
-
     return h, [h]
 
 
@@ -1035,11 +1027,9 @@ def _step_v4(x, states, weights, masks, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
-
     return h, [h]
 
 
@@ -1160,12 +1150,10 @@ def _step_v5(x, states, weights, masks, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     x_kernel = x @ kernel
-
     x_kernel_t = x_kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h_in = h_prev_recurrent_kernel + x_kernel_t
     h = activation(h_in)
-
     return h, [h]
 
 
@@ -1292,12 +1280,10 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel = x_dropped0 @ kernel
-
     x_dropped0_kernel_t = x_dropped0_kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-
     return h, [h]
 
 
@@ -1429,13 +1415,11 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel = x_dropped0 @ kernel
-
     x_dropped0_kernel_t = x_dropped0_kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
     h = activation(h_in)
-
     return h, [h]
 
 

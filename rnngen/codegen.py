@@ -32,6 +32,7 @@ from .printers.expressions import (  # noqa: F401  (re-exported for templates an
     tfpyfactor,
 )
 from .printers.numpy import NumpyPrinter
+from .printers.tf import TensorflowPrinter
 from .spec import CellSpec
 
 HERE = Path(__file__).resolve().parent
@@ -402,6 +403,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
     env = environment()
     env.globals.update(
         numpy_functions=lambda v: NumpyPrinter(spec, v).functions().rstrip(),
+        tf_functions=lambda v: TensorflowPrinter(spec, v).functions().rstrip(),
         used_vectors=used_vectors,
         backward_weights=backward_weights,
         mask_names_backward=lambda v: (
