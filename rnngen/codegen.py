@@ -20,6 +20,7 @@ import jinja2
 import sympy as sp
 
 from . import functions, resolve, symbolic
+from .printers import base as printers_base
 from .printers.expressions import (  # noqa: F401  (re-exported for templates and tests)
     NumpyCode,
     TensorflowCode,
@@ -58,6 +59,33 @@ def default_out_dir() -> Path:
     """``generated/`` beside ``spec/`` in a checkout; ``./generated`` for an installed package."""
     checkout = HERE.parent / "spec"
     return HERE.parent / "generated" if checkout.is_dir() else Path.cwd() / "generated"
+
+
+# -- backends ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend: a printer class for the variant functions and a module skeleton template.
+
+    The template calls ``<name>_functions(v)`` once per variant for the printed functions.
+    """
+
+    name: str
+    printer: type
+    template: str
+    suffix: str
+
+    def functions(self, spec: CellSpec):
+        return lambda v: self.printer(spec, v).functions().rstrip()
+
+
+BACKENDS = (
+    Backend("numpy", NumpyPrinter, "numpy_layer.py.j2", "_numpy.py"),
+    Backend("tf", TensorflowPrinter, "tf_layer.py.j2", "_tf.py"),
+)
+#: the derivation document: template and suffix
+DOCUMENT = ("derivation.md.j2", ".md")
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -152,179 +180,7 @@ class Context:
         return repr(self.argument_default(argument))
 
 
-# -- template helpers: small questions about a variant, answered from the derivation ----------
-
-
-def _names_in(exprs) -> set[str]:
-    out: set[str] = set()
-    for e in exprs:
-        out |= {str(s) for s in sp.sympify(e).free_symbols}
-    return out
-
-
-def _forward_exprs(v: symbolic.Variant) -> list:
-    exprs = [s.expr for s in v.forward + v.prelude if isinstance(s, symbolic.Assign)]
-    return exprs + [g.operand_expr for g in v.groups + v.static_groups]
-
-
-def _backward_exprs(v: symbolic.Variant) -> list:
-    exprs = []
-    for s in v.backward + v.static_backward:
-        if isinstance(s, symbolic.Assign | symbolic.Accumulate | symbolic.AccumulateStatic):
-            exprs.append(s.expr)
-        elif isinstance(s, symbolic.StaticGrad):
-            exprs.append(s.expr)
-        elif isinstance(s, symbolic.StaticVJP):
-            exprs.append(symbolic.symbol(s.group.operand))
-        elif isinstance(s, symbolic.StoreAdjoint):
-            exprs.extend(s.values)
-    exprs += [e for _, e in v.state_grads]
-    if v.x_grad is not None:
-        exprs.append(v.x_grad)
-    return exprs
-
-
-def static_reads(v: symbolic.Variant) -> list[str]:
-    """Prelude values (the same at every step) that a backward function reads."""
-    names = _names_in(_backward_exprs(v))
-    return [n for n in v.static_values if n in names]
-
-
-def needs_input_dim(v: symbolic.Variant) -> bool:
-    """Whether a NumPy function of the variant allocates a buffer of ``input_dim`` columns."""
-    sizes = [size for _, size in v.stored] + [w for _, w in adjoint_buffers(v)]
-    sizes += [s.size for s in v.backward if isinstance(s, symbolic.AccumulateStatic)]
-    sizes += [
-        s.block.stop - s.block.start for s in v.backward if isinstance(s, symbolic.Accumulate)
-    ]
-    return any("input_dim" in {str(x) for x in sp.sympify(e).free_symbols} for e in sizes)
-
-
-def reads_x_t(v: symbolic.Variant, backward: bool = False) -> bool:
-    """Whether the forward (or backward) loop reads this step's input ``x_t``."""
-    exprs = (
-        _backward_exprs(v)
-        if backward
-        else [s.expr for s in v.forward if isinstance(s, symbolic.Assign)]
-    )
-    return "x_t" in _names_in(exprs)
-
-
-def accumulators(v: symbolic.Variant) -> list:
-    """Per-step sums kept across the backward loop, in order: vector weights, then values
-    that do not change over time."""
-    return [s for s in v.backward if isinstance(s, symbolic.Accumulate | symbolic.AccumulateStatic)]
-
-
-def hoisted_terms(v: symbolic.Variant) -> list[dict]:
-    """After the loop: how each hoisted operand's gradient reaches ``x`` and vector weights."""
-    blocks = {b.name: b for b in v.blocks}
-    terms, seen_x = [], False
-    for g, var, factor in v.hoisted_grads:
-        terms.append(
-            {
-                "group": g,
-                "var": var,
-                "factor": factor,
-                "block": blocks.get(var),
-                "first_x": var == "x" and not seen_x and v.x_grad is None,
-            }
-        )
-        seen_x = seen_x or var == "x"
-    return terms
-
-
-def used_vectors(v: symbolic.Variant, backward: bool = False) -> set[str]:
-    """Vector blocks a forward (or backward) function reads."""
-    if backward:
-        return _names_in(_backward_exprs(v) + [f for _, _, f in v.hoisted_grads])
-    names = _names_in(_forward_exprs(v))
-    return names | {b.name for g in v.hoisted for _, bs in g.folded for b in bs}
-
-
-def backward_weights(v: symbolic.Variant) -> list[str]:
-    """Weights a backward function reads: product weights and parents of used vectors."""
-    vectors = used_vectors(v, backward=True)
-    names = {g.weight for g in v.groups} | {b.weight for b in v.blocks if b.name in vectors}
-    names |= {s.group.weight for s in v.static_backward if isinstance(s, symbolic.StaticVJP)}
-    return [w for w, _ in v.weights if w in names]
-
-
-def backward_states(spec: CellSpec, v: symbolic.Variant) -> list[str]:
-    names = _names_in(_backward_exprs(v))
-    seqs = {operand_seq(spec, v, g) for g in v.groups}
-    return [
-        s
-        for s in spec.states
-        if s in names or f"{s}_prev" in names or {f"{s}_seq[:-1]", f"{s}_seq[1:]"} & seqs
-    ]
-
-
-def hoisted_t(v: symbolic.Variant, expr):
-    """Inside the loop a single-product hoisted group is read as ``<name>_t``."""
-    reps = {
-        symbolic.symbol(g.name): symbolic.symbol(f"{g.name}_t")
-        for g in v.hoisted
-        if len(g.products) == 1
-    }
-    expr = symbolic.symbol(expr) if isinstance(expr, str) else sp.sympify(expr)
-    return expr.xreplace(reps)
-
-
-def adjoint_buffers(v: symbolic.Variant) -> list[tuple[str, sp.Expr]]:
-    seen: dict[str, sp.Expr] = {}
-    for g in v.groups:
-        seen.setdefault(g.adjoint, g.width)
-    return list(seen.items())
-
-
-def backward_reads(spec: CellSpec, v: symbolic.Variant) -> list[str]:
-    """Lines binding the forward values one backward step reads."""
-    names = _names_in(_backward_exprs(v))
-    lines = []
-    for s in spec.states:
-        if f"{s}_prev" in names:
-            lines.append(f"{s}_prev = {s}_seq[t]")
-        if s in names:
-            lines.append(f"{s} = {s}_seq[t + 1]")
-    for name, _ in v.stored:
-        if name in names:
-            lines.append(f"{name} = {name}_seq[t]")
-    if "x_t" in names:
-        lines.append("x_t = x[t]")
-    return lines
-
-
-def operand_seq(spec: CellSpec, v: symbolic.Variant, g: symbolic.Group) -> str:
-    """The operand of a group for every step, as an array (T, B, rows)."""
-    if g.hoisted:
-        return g.operand
-    state = g.operand.removesuffix("_prev")
-    if g.operand.endswith("_prev") and state in spec.states:
-        return f"{state}_seq[:-1]"
-    if g.operand in spec.states:  # this step's new state: the buffer's steps after the first
-        return f"{g.operand}_seq[1:]"
-    return f"{g.operand}_seq"
-
-
-def folded_bias(g: symbolic.Group) -> str:
-    """Source of the bias row added to a hoisted group: its products' folded biases, in order."""
-    folded = dict(g.folded)
-    parts = []
-    for p, b in g.products:
-        names = [f.name for f in folded.get(p, ())]
-        parts.append(" + ".join(names) if names else f"np.zeros({py(b.stop - b.start)}, dtype)")
-    return parts[0] if len(parts) == 1 else f"np.concatenate([{', '.join(parts)}])"
-
-
-def mentions(text: str, name: str) -> bool:
-    """Whether rendered code uses ``name`` as a word (so a binding for it is needed)."""
-    return re.search(rf"\b{re.escape(name)}\b", str(text)) is not None
-
-
-def transposed(g: symbolic.Group) -> str:
-    """Name of a group's weight slice, transposed and contiguous, for the per-step VJP."""
-    return f"{g.name.removeprefix(g.operand + '_')}_T"
+# -- module-level questions the skeleton templates ask ----------------------------------------
 
 
 def condition(*conds, prefix: str = "") -> str:
@@ -334,10 +190,6 @@ def condition(*conds, prefix: str = "") -> str:
         return "True"
     reps = {s: sp.Symbol(prefix + str(s)) for s in expr.free_symbols}
     return sp.pycode(expr.xreplace(reps))
-
-
-def gates(spec: CellSpec, d: symbolic.Derivation, tensor: str) -> int:
-    return max((gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1)
 
 
 def input_dim_sources(spec: CellSpec) -> list[tuple[str, str, int, int, int]]:
@@ -402,40 +254,15 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
     ctx = Context(spec, derivation, source)
     env = environment()
     env.globals.update(
-        numpy_functions=lambda v: NumpyPrinter(spec, v).functions().rstrip(),
-        tf_functions=lambda v: TensorflowPrinter(spec, v).functions().rstrip(),
-        used_vectors=used_vectors,
-        backward_weights=backward_weights,
-        mask_names_backward=lambda v: (
-            _names_in(_backward_exprs(v)) | _names_in(f for _, _, f in v.hoisted_grads)
-        ),
-        backward_states=lambda v: backward_states(spec, v),
-        hoisted_t=hoisted_t,
-        adjoint_buffers=adjoint_buffers,
-        backward_reads=lambda v: backward_reads(spec, v),
-        operand_seq=lambda v, g: operand_seq(spec, v, g),
-        seed_name=lambda s: f"d_{s.output}",
+        {f"{b.name}_functions": b.functions(spec) for b in BACKENDS},
         condition=condition,
-        transposed=transposed,
-        hoisted_terms=hoisted_terms,
-        static_reads=static_reads,
-        accumulators=accumulators,
-        reads_x_t=reads_x_t,
-        needs_input_dim=needs_input_dim,
-        first_operand=lambda v, g: next(h for h in v.hoisted if h.operand == g.operand) is g,
-        mentions=mentions,
-        folded_bias=folded_bias,
-        gates=lambda t: gates(spec, derivation, t),
+        gates=lambda tensor: printers_base.gates(derivation, tensor),
         placements=resolve.placements,
         units_source=units_source(spec),
         input_dim_sources=input_dim_sources(spec),
     )
     out = {}
-    for template, suffix in (
-        ("numpy_layer.py.j2", "_numpy.py"),
-        ("derivation.md.j2", ".md"),
-        ("tf_layer.py.j2", "_tf.py"),
-    ):
+    for template, suffix in [(b.template, b.suffix) for b in BACKENDS] + [DOCUMENT]:
         if not (template_dir() / template).exists():
             continue
         text = env.get_template(template).render(ctx=ctx, spec=spec, d=derivation)
