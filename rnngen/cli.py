@@ -152,9 +152,5 @@ def verify(ctx, specs, backend, quick, seed, json_path, full_jacobian) -> None:
 main.add_command(analyze)
 
 
-def run() -> None:  # pragma: no cover - console entry
-    main(prog_name="rnngen")
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

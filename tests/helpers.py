@@ -1,8 +1,9 @@
 """Shared test helpers: the generated layers by Keras class name, and the tolerance checks.
 
-The tolerances are the verifier's (:mod:`rnngen.verify_base`), so ``rnngen verify`` and the
-tests hold the generated code to one standard; ``test_numpy_gradcheck`` asserts they are still
-the core issue's values.
+The tolerances are the verifier's (:mod:`rnngen.verify.compare`) and so is the table of shipped
+cells (:data:`rnngen.verify.configs.SHIPPED`), so ``rnngen verify`` and the tests hold the
+generated code to one standard; ``test_numpy_gradcheck`` asserts the tolerances are still the
+core issue's values and the table still names the shipped specs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import importlib
 import numpy as np
 
 from rnngen import codegen, spec
-from rnngen.verify_base import FD_TOL, FWD_TOL, GRAD_TOL
+from rnngen.verify.compare import FD_TOL, FWD_TOL, GRAD_TOL
+from rnngen.verify.configs import SHIPPED
 
 #: Tolerances of the core issue (asserted, not printed).
 FORWARD_ATOL_F32 = FWD_TOL["float32"]  # 1e-5 absolute
@@ -21,7 +23,7 @@ GRAD_RTOL_F32 = GRAD_TOL["float32"]  # 1e-4 relative to the largest entry
 FD_RTOL_F64 = FD_TOL  # 1e-6
 
 #: Keras class name -> the stem of its generated modules (``generated/<stem>_numpy.py``).
-MODULES = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
+MODULES = SHIPPED
 
 
 @functools.cache

@@ -4,7 +4,7 @@ Two kinds of observation, both backends, TF "loop" and "fused":
 
 * black box: weights chosen so a mask can be read off the outputs (identity kernels, zero
   recurrent kernels, linear activations, inputs of ones), so no hook into the layer is used;
-* ``rnngen verify``'s ``dropout`` check (``rnngen/verify_dropout.py``), which records the masks
+* ``rnngen verify``'s ``dropout`` check (``rnngen/verify/dropout.py``), which records the masks
   and replays them through the independent equation interpreter.
 
 Bound: every fraction is compared with its expectation within ``SIGMAS = 5`` binomial standard
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
 from rnngen import codegen, verify  # noqa: E402
-from rnngen.verify_dropout import binomial_upper  # noqa: E402
+from rnngen.verify.dropout import binomial_upper  # noqa: E402
 
 SPEC_DIR = codegen.spec_dir()
 SIGMAS = 5.0

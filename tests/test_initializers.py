@@ -126,7 +126,7 @@ def test_kernel_initializer_follows_keras(backend, init, d, units):
     (bounds and moments from Keras's own fans and configuration, 5 sigma; orthonormal columns
     or rows to 1e-5; Keras-drawn constants exactly)."""
     pytest.importorskip("tensorflow")
-    from rnngen import verify_init
+    from rnngen.verify import init as verify_init
 
     if backend == "numpy":
         layer = numpy_layer_class("SimpleRNN")(units, kernel_initializer=init, seed=4)
@@ -153,7 +153,7 @@ def test_wide_orthogonal_kernel_has_orthonormal_rows_tall_has_orthonormal_column
     """Keras's orthogonal on a non-square matrix: rows orthonormal when rows < cols, else
     columns; the statistic fails on the transpose that was left out."""
     pytest.importorskip("tensorflow")
-    from rnngen import verify_init
+    from rnngen.verify import init as verify_init
 
     for d, units, gram in ((8, 16, "rows"), (48, 16, "columns")):
         layer = numpy_layer_class("SimpleRNN")(units, kernel_initializer="orthogonal", seed=5)

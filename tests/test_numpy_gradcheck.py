@@ -6,10 +6,18 @@ import importlib
 
 import numpy as np
 import pytest
-from helpers import FD_RTOL_F64, FORWARD_ATOL_F32, GRAD_RTOL_F32, cell_spec, numpy_layer_class
+from helpers import (
+    FD_RTOL_F64,
+    FORWARD_ATOL_F32,
+    GRAD_RTOL_F32,
+    MODULES,
+    cell_spec,
+    numpy_layer_class,
+)
 
-from rnngen.verify_configs import Config
-from rnngen.verify_fd import _fd_setup
+from rnngen import codegen, spec
+from rnngen.verify.configs import Config
+from rnngen.verify.fd import central_difference, fd_setup
 
 CELLS = [
     ("simple_rnn", {}),
@@ -28,9 +36,10 @@ def _functional(name):
 def test_finite_differences(name, opts, variant):
     """<grad, u> equals the central difference (f(p + eps u) - f(p - eps u)) / 2 eps.
 
-    The loss, its parameters and the analytic gradient are the verifier's (``_fd_setup`` of
-    :mod:`rnngen.verify_fd`: ``sum(P * outputs) + sum(Q * final states)`` through the generated
-    ``forward``/``backward``); the direction, step and tolerance are this test's.
+    The loss, its parameters, the analytic gradient and the central difference are the
+    verifier's (``fd_setup`` and ``central_difference`` of :mod:`rnngen.verify.fd`:
+    ``sum(P * outputs) + sum(Q * final states)`` through the generated ``forward``/``backward``);
+    the data, direction, step and tolerance are this test's.
     """
     mod = _functional(name)
     rng = np.random.default_rng(7)
@@ -52,18 +61,13 @@ def test_finite_differences(name, opts, variant):
     cfg = Config(tuple(opts.items()), B=B, T=T, D=D, U=U, go_backwards=go_backwards)
     data = {"weights": weights, "xs": [x], "h0": h0, "mask": mask, "dmasks": dmasks}
     data["fd_state_proj"] = proj_s
-    params, _, loss, grad = _fd_setup(mod, cell_spec(name), cfg, data)
+    params, _, loss, grad = fd_setup(mod, cell_spec(name), cfg, data)
     assert set(params) == {"x", *(f"initial {s}" for s in mod.STATES), *weights}
 
     g = grad(params)
     u = {k: rng.standard_normal(v.shape) for k, v in params.items()}
     analytic = sum(np.sum(g[k] * u[k]) for k in params)
-    eps = 1e-6
-
-    def shifted(sign):
-        return loss({k: v + sign * eps * u[k] for k, v in params.items()})
-
-    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    numeric = central_difference(loss, params, u, eps=1e-6)
     assert abs(analytic - numeric) <= FD_RTOL_F64 * max(1.0, abs(numeric)), (analytic, numeric)
 
 
@@ -220,3 +224,14 @@ def test_state_norms_of_lstm_cover_both_states():
 def test_shared_tolerances_are_the_core_issues():
     """The tests take their tolerances from the verifier; neither may loosen them."""
     assert (FORWARD_ATOL_F32, GRAD_RTOL_F32, FD_RTOL_F64) == (1e-5, 1e-4, 1e-6)
+
+
+def test_shared_cell_table_names_the_shipped_specs():
+    """The tests' table of cells (the verifier's ``SHIPPED``) is the shipped specs that mirror a
+    Keras layer: each ``spec/<name>.yaml`` has that class name and that Keras reference, and no
+    other shipped spec has a Keras reference."""
+    shipped = {p.stem: spec.load(p) for p in sorted(codegen.spec_dir().glob("*.yaml"))}
+    with_reference = {cs.class_name: name for name, cs in shipped.items() if cs.reference}
+    assert with_reference == MODULES
+    for kind, name in MODULES.items():
+        assert shipped[name].reference == f"keras.layers.{kind}", name

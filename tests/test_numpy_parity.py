@@ -20,8 +20,8 @@ from helpers import (
     numpy_layer_class,
 )
 
-from rnngen.verify_configs import Config
-from rnngen.verify_refs import run_keras_layer
+from rnngen.verify.configs import Config
+from rnngen.verify.refs import run_keras_layer
 
 pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")

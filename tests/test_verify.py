@@ -14,6 +14,8 @@ from rnngen import (
     codegen,  # noqa: E402
     verify,  # noqa: E402
 )
+from rnngen import spec as spec_mod  # noqa: E402
+from rnngen.verify import hygiene  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -81,8 +83,8 @@ def test_new_spec_without_reference_tf_backend(tmp_path):
     tf_rows = {r.check: r for r in results if r.backend == "tf"}
     assert not any(c.startswith("keras") for c in tf_rows)  # no Keras reference for IndRNN
     auto = tf_rows["autodiff/fused"]
-    assert auto.configs == len(verify.configurations(verify.spec_mod.load(path), quick=True))
-    assert auto.tol == verify._tol_text("float64")  # the generated layer runs in float64
+    assert auto.configs == len(verify.configurations(spec_mod.load(path), quick=True))
+    assert auto.tol == verify.tol_text("float64")  # the generated layer runs in float64
     assert auto.max_rel < 1e-10
 
 
@@ -90,7 +92,7 @@ def test_shipped_spec_tf_backend_includes_dropout():
     results = verify.verify_spec(
         SPEC_DIR / "gru.yaml", backends=("tf",), quick=True, checks=("keras", "autodiff")
     )
-    cs = verify.spec_mod.load(SPEC_DIR / "gru.yaml")
+    cs = spec_mod.load(SPEC_DIR / "gru.yaml")
     cfgs = verify.configurations(cs, quick=True)
     assert any(c.dropout > 0 and c.recurrent_dropout > 0 for c in cfgs)
     rows = {r.check: r for r in results}
@@ -432,13 +434,11 @@ def test_verify_builds_what_rnngen_build_writes(tmp_path, monkeypatch):
 def test_shared_hygiene_interpreter_reports_each_module(tmp_path):
     """The TF modules share one fresh interpreter; a module that fails to import is named on
     its own, and the others still pass."""
-    from rnngen import verify_hygiene
-
     good, bad = tmp_path / "good_tf.py", tmp_path / "bad_tf.py"
     good.write_text("X = 1\n", encoding="utf-8")
     bad.write_text("import no_such_module_anywhere\n", encoding="utf-8")
-    procs = verify_hygiene.prestart_hygiene({"spec": tmp_path}, backends=("tf",))
+    procs = hygiene.prestart_hygiene({"spec": tmp_path}, backends=("tf",))
     assert set(procs) == {good.resolve(), bad.resolve()}
-    assert verify_hygiene.finish_hygiene(procs[good.resolve()], forbid=False) == (True, "")
-    ok, why = verify_hygiene.finish_hygiene(procs[bad.resolve()], forbid=False)
+    assert hygiene.finish_hygiene(procs[good.resolve()], forbid=False) == (True, "")
+    ok, why = hygiene.finish_hygiene(procs[bad.resolve()], forbid=False)
     assert not ok and "no_such_module_anywhere" in why, why

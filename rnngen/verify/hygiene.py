@@ -13,7 +13,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from .results import CheckResult
 
 _HYGIENE = """
 import importlib.util, sys
@@ -113,10 +116,6 @@ def finish_hygiene(proc, forbid: bool) -> tuple[bool, str]:
     return True, ""
 
 
-def hygiene_check(path: Path, forbid: bool) -> tuple[bool, str]:
-    return finish_hygiene(start_hygiene(path), forbid)
-
-
 def prestart_hygiene(built: dict, backends=("numpy", "tf")) -> dict:
     """Start the hygiene imports of every built module at once: one interpreter per NumPy
     module, one shared by all TF modules.
@@ -140,7 +139,7 @@ def prestart_hygiene(built: dict, backends=("numpy", "tf")) -> dict:
     return out
 
 
-def _reap(procs: dict) -> None:
+def reap(procs: dict) -> None:
     """Stop hygiene subprocesses that were started but never collected (an error elsewhere)."""
     for proc in procs.values():
         if isinstance(proc, Member):
@@ -149,3 +148,19 @@ def _reap(procs: dict) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def hygiene_row(cs, backend, proc, forbid, t0) -> CheckResult:
+    """The ``hygiene`` row of one module: waits for its import (started at ``t0``)."""
+    ok, why = finish_hygiene(proc, forbid=forbid)
+    return CheckResult(
+        cs.name,
+        backend,
+        "hygiene",
+        "pass" if ok else "fail",
+        configs=1,
+        tol="imports NumPy only" if forbid else "imports",
+        note=why,
+        seconds=round(time.perf_counter() - t0, 2),
+        failure=None if ok else {"config": "fresh interpreter", "tensor": why},
+    )

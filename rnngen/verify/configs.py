@@ -7,11 +7,15 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
-from .spec import CellSpec
+from ..spec import CellSpec
 
 #: activations whose derivative is smooth everywhere (finite differences are meaningful)
 SMOOTH = ("tanh", "sigmoid", "softsign", "softplus", "linear", "exponential", "selu", "elu")
 SMOOTH += ("silu", "gelu", "mish", "squareplus", "log_sigmoid", "tanh_shrink")  # input-form ones
+
+#: the shipped specs that mirror a Keras layer: Keras class name -> spec name (``spec/<name>.yaml``,
+#: ``generated/<name>_numpy.py``)
+SHIPPED = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 
 
 # -- configurations -----------------------------------------------------------------------------
@@ -156,7 +160,7 @@ def configurations(cs: CellSpec, quick: bool = False) -> list[Config]:
     return out + rest
 
 
-def _declared_dropout(cs: CellSpec, cfgs: list[Config]) -> list[Config]:
+def declared_dropout(cs: CellSpec, cfgs: list[Config]) -> list[Config]:
     """Drop the dropout rates a spec declares no mask for; keep each configuration once."""
     declared = {rate for _, rate in cs.dropout}
     out: list[Config] = []

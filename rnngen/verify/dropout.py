@@ -29,17 +29,13 @@ import itertools
 
 import numpy as np
 
-from .spec import CellSpec
-from .verify_base import (
-    CheckResult,
-    Compared,
-    Config,
-    _run_matrix,
-    compare,
-    make_data,
-    run_numpy_layer,
-)
-from .verify_refs import _tf, run_equations, run_keras_layer
+from ..spec import CellSpec
+from .compare import Compared, compare
+from .configs import Config
+from .data import make_data
+from .layers import run_numpy_layer
+from .refs import import_tf, run_equations, run_keras_layer
+from .results import CheckResult, run_matrix
 
 SIGMAS = 5.0
 #: the one-sided tail probability of a SIGMAS deviation of a normal variable
@@ -293,7 +289,7 @@ def tf_layer_dropout_check(
     inference: bool = True,
 ) -> Compared:
     """Draw masks in the generated TF layer and check them; see the module doc."""
-    tf = _tf()
+    tf = import_tf()
     counts = {r: c for r, (_, c) in numpy_module.DROPOUT.items()}
     tensors = {r: t for r, (t, _) in numpy_module.DROPOUT.items()}
     data = make_data(numpy_module, cs, cfg, seed)
@@ -368,7 +364,7 @@ def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckR
         ]
     # training=False is checked once per row, with the last configuration (every rate on)
     fn = lambda cfg: numpy_dropout_check(module, cs, cfg, seed, cfg == cfgs[-1])  # noqa: E731
-    return [_run_matrix(cs.name, "dropout", "numpy", cfgs, fn, TOL_TEXT, prog, defaults)]
+    return [run_matrix(cs.name, "dropout", "numpy", cfgs, fn, TOL_TEXT, prog, defaults)]
 
 
 def tf_rows(cs: CellSpec, cls, numpy_module, quick, seed, prog, defaults, dtype):
@@ -384,6 +380,6 @@ def tf_rows(cs: CellSpec, cls, numpy_module, quick, seed, prog, defaults, dtype)
             )
 
         rows.append(
-            _run_matrix(cs.name, f"dropout/{impl}", "tf", cfgs, fn, TOL_TEXT, prog, defaults)
+            run_matrix(cs.name, f"dropout/{impl}", "tf", cfgs, fn, TOL_TEXT, prog, defaults)
         )
     return rows

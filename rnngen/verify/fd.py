@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import CellSpec
-from .verify_base import FD_EPS, FD_TOL, Compared, Config, _cast, _stable
+from ..spec import CellSpec
+from .compare import FD_EPS, FD_TOL, Compared
+from .configs import Config
+from .data import cast, stable_seed
 
 # -- finite differences -------------------------------------------------------------------------
 
 
-def _fd_setup(module, cs: CellSpec, cfg: Config, data: dict):
+def fd_setup(module, cs: CellSpec, cfg: Config, data: dict):
+    """The finite-difference problem of one configuration on the generated functional core:
+    ``(params, outputs, loss, grad)`` with ``params`` = ``{"x", "initial <state>", weights}``,
+    ``loss(p) = sum(P * outputs) + sum(Q_i * final state i)`` and ``grad(p)`` its gradient by
+    the generated ``backward``."""
     w0 = {n: np.asarray(w, np.float64) for n, w in data["weights"].items()}
     x0 = np.asarray(data["xs"][-1], np.float64)
     h0 = (
@@ -18,11 +24,11 @@ def _fd_setup(module, cs: CellSpec, cfg: Config, data: dict):
         if data["h0"] is not None
         else [np.zeros((cfg.B, cfg.U)) for _ in cs.states]
     )
-    P = np.random.default_rng(_stable(cfg.label())).standard_normal((cfg.B, cfg.T, cfg.U))
+    P = np.random.default_rng(stable_seed(cfg.label())).standard_normal((cfg.B, cfg.T, cfg.U))
     Q = data["fd_state_proj"]
     kw = dict(
         mask=data["mask"],
-        dropout_masks=_cast(data["dmasks"], np.float64),
+        dropout_masks=cast(data["dmasks"], np.float64),
         go_backwards=cfg.go_backwards,
         zero_output_for_mask=cfg.zero_output_for_mask,
         **cfg.opts,
@@ -55,11 +61,22 @@ def _fd_setup(module, cs: CellSpec, cfg: Config, data: dict):
     return params, outputs, loss, grad
 
 
+def central_difference(loss, params: dict, u: dict, eps: float = FD_EPS) -> float:
+    """``(loss(p + eps u) - loss(p - eps u)) / (2 eps)``: the derivative of ``loss`` at
+    ``params`` along the direction ``u`` (both ``{name: array}``)."""
+    plus = {n: params[n] + eps * u[n] for n in params}
+    minus = {n: params[n] - eps * u[n] for n in params}
+    return (loss(plus) - loss(minus)) / (2 * eps)
+
+
 def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compared:
-    params, _, loss, grad = _fd_setup(module, cs, cfg, data)
+    """``<grad, u>`` against :func:`central_difference` for a random direction per tensor and
+    one over every tensor; a failing tensor's worst entry is found by per-entry differences."""
+    params, _, loss, grad = fd_setup(module, cs, cfg, data)
     g = grad(params)
-    rng = np.random.default_rng([seed, _stable(cfg.label()), 7])
+    rng = np.random.default_rng([seed, stable_seed(cfg.label()), 7])
     res = Compared()
+    worst_group = None
     groups = [[n] for n in params] + [list(params)]
     for group in groups:
         u = {
@@ -67,9 +84,7 @@ def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compar
             for n in params
         }
         analytic = float(sum(np.sum(np.asarray(g[n], np.float64) * u[n]) for n in group))
-        plus = {n: params[n] + FD_EPS * u[n] for n in params}
-        minus = {n: params[n] - FD_EPS * u[n] for n in params}
-        numeric = (loss(plus) - loss(minus)) / (2 * FD_EPS)
+        numeric = central_difference(loss, params, u)
         if not np.isfinite(numeric):
             return Compared(skipped=True)  # the loss itself overflows: no oracle to trust
         scale = np.sqrt(sum(np.sum(np.asarray(g[n]) ** 2) for n in group)) * np.sqrt(
@@ -83,6 +98,7 @@ def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compar
         if rel > FD_TOL:
             res.ok = False
         if res.worst is None or rel > res.worst["rel"]:
+            worst_group = group
             res.worst = {
                 "tensor": "direction over " + ("all" if len(group) > 1 else group[0]),
                 "index": None,
@@ -91,12 +107,8 @@ def fd_check(module, cs: CellSpec, cfg: Config, data: dict, seed: int) -> Compar
                 "rel": rel,
                 "tol": FD_TOL,
             }
-    if (
-        not res.ok
-        and res.worst["tensor"].startswith("direction over ")
-        and res.worst["tensor"] != "direction over all"
-    ):
-        res.worst.update(_localize(params, loss, g, res.worst["tensor"][len("direction over ") :]))
+    if not res.ok and len(worst_group) == 1:  # name the worst entry of that one tensor
+        res.worst.update(_localize(params, loss, g, worst_group[0]))
     return res
 
 
@@ -130,7 +142,7 @@ def _localize(params, loss, g, name):
 
 
 def full_jacobian_check(module, cs: CellSpec, cfg: Config, data: dict) -> Compared:
-    params, outputs, _, _ = _fd_setup(module, cs, cfg, data)
+    params, outputs, _, _ = fd_setup(module, cs, cfg, data)
 
     def flat_out(p):
         y, states, _ = outputs(p)

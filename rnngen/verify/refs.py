@@ -3,27 +3,31 @@ interpreter of the parsed equations (differentiated by ``tf.GradientTape``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
-from . import functions
-from .grammar import Extremum, Maximum, RowReduction, RowSum, WeightProduct
-from .resolve import resolve
-from .spec import CellSpec
-from .verify_base import REGS, Config, _layer_kwargs, _reg, _reg_kwargs
+from .. import functions
+from ..grammar import Extremum, Maximum, RowReduction, RowSum, WeightProduct
+from ..resolve import resolve
+from ..spec import CellSpec
+from .configs import Config
+from .data import REGS, layer_kwargs, reg_coefficients, reg_kwargs
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up log out
 
 # -- Keras reference ----------------------------------------------------------------------------
 
 
-def _tf():
+def import_tf():
     import tensorflow as tf
 
     return tf
 
 
-def _keras_class(reference: str):
+def keras_class(reference: str):
     import importlib
 
     mod, _, name = reference.rpartition(".")
@@ -46,7 +50,7 @@ def run_keras_layer(
     ``get_recurrent_dropout_mask`` on the layer's cell instance (a list of per-gate masks when
     ``make_data`` drew one per gate), and the call runs with ``training=True``.
     """
-    tf = _tf()
+    tf = import_tf()
     import keras
 
     tfd = tf.as_dtype(dtype)
@@ -66,8 +70,8 @@ def run_keras_layer(
 
         return ExactL1L2()
 
-    regs = _reg_kwargs(cs, cfg, make_reg)
-    layer = cls(cfg.U, **cfg.opts, **_layer_kwargs(cfg), **regs, **(extra or {}), dtype=dtype)
+    regs = reg_kwargs(cs, cfg, make_reg)
+    layer = cls(cfg.U, **cfg.opts, **layer_kwargs(cfg), **regs, **(extra or {}), dtype=dtype)
     if regs and layer.activity_regularizer is None:
         # Keras bug: SimpleRNN drops the activity_regularizer argument; restore it.
         layer.activity_regularizer = regs["activity_regularizer"]
@@ -158,7 +162,7 @@ _TF_FUNCS = {
 
 
 def _tf_function(name: str):
-    tf = _tf()
+    tf = import_tf()
     if name in _TF_FUNCS:
         return lambda u: _TF_FUNCS[name](tf, u)
     src = functions.TABLE[name].tf  # fall back on the table's TF spelling
@@ -185,13 +189,13 @@ class EquationCell:
         for s, v in zip(self.cs.states, prev, strict=True):
             env[f"{s}_prev"] = v
         self._w, self._masks = weights, masks
-        batch = _tf().shape(x)[:1]
+        batch = import_tf().shape(x)[:1]
         for name, rhs in self.eqs:
             env[name] = _batched(self.ev(rhs, env, None), batch)
         return env[self.cs.output], [env[s] for s in self.cs.states]
 
     def ev(self, e, env, gate):
-        tf = _tf()
+        tf = import_tf()
         if isinstance(e, sp.Symbol):
             n = e.name
             if n in env:
@@ -251,7 +255,7 @@ class EquationCell:
 def _batched(value, batch):
     """An equation's value as ``[B, n]``: one made of weights only (``[n]``, or ``[1, n]``
     from a product) is the same for every sample."""
-    tf = _tf()
+    tf = import_tf()
     if isinstance(value, float) or len(value.shape) == 2 and value.shape[0] != 1:
         return value
     value = tf.reshape(value, [1, -1]) if len(value.shape) == 1 else value
@@ -267,7 +271,7 @@ def run_equations(
     the carried output) entering processed step ``T - k``, and on every earlier output, so only
     the last ``k`` processed steps are differentiated.
     """
-    tf = _tf()
+    tf = import_tf()
     cell = EquationCell(cs, cfg.opts, cfg.D, cfg.U)
     wvars = {n: tf.constant(w, tf.float64) for n, w in data["weights"].items()}
     masks = None
@@ -334,7 +338,7 @@ def run_equations(
                 total += penalty(REGS["activity"], r) / B
             args = {w.name: w.argument for w in cs.weights}
             for n, w in wvars.items():
-                total += penalty(_reg(args[n]), w)
+                total += penalty(reg_coefficients(args[n]), w)
         loss = total + tf.add_n(
             [
                 tf.reduce_sum(tf.constant(p, tf.float64) * r)

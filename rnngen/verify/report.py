@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .verify_base import CheckResult
+from .results import CheckResult
 
 # -- reporting ----------------------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ import itertools
 
 import numpy as np
 
-from .spec import CellSpec, holds
-from .verify_base import CheckResult, Compared, Config, _run_matrix
-from .verify_refs import EquationCell
+from ..spec import CellSpec, holds
+from .compare import Compared
+from .configs import Config
+from .refs import EquationCell
+from .results import CheckResult, run_matrix
 
 SIGMAS = 5.0
 SIZES = ((40, 16), (8, 16))
@@ -271,7 +273,7 @@ def _label(defaults):
 def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckResult]:
     cfgs = [Config(tuple(o.items())) for o in init_options(cs, quick)]
     fn = lambda cfg: numpy_init_check(module, cs, cfg.opts, seed)  # noqa: E731
-    row = _run_matrix(
+    row = run_matrix(
         cs.name, "init", "numpy", cfgs, fn, TOL_TEXT, prog, defaults, label=_label(defaults)
     )
     return [row]
@@ -280,7 +282,7 @@ def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckR
 def tf_rows(cs: CellSpec, cls, numpy_module, quick, seed, prog, defaults) -> list[CheckResult]:
     cfgs = [Config(tuple(o.items())) for o in init_options(cs, quick)]
     fn = lambda cfg: tf_init_check(cls, numpy_module, cs, cfg.opts, seed)  # noqa: E731
-    row = _run_matrix(
+    row = run_matrix(
         cs.name, "init", "tf", cfgs, fn, TOL_TEXT, prog, defaults, label=_label(defaults)
     )
     return [row]

@@ -11,20 +11,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .spec import CellSpec
-from .verify_base import (
-    CheckResult,
-    Compared,
-    Config,
-    _declared_dropout,
-    _run_matrix,
-    _tol_text,
-    compare,
-    make_data,
-    run_numpy_layer,
-)
-from .verify_configs import all_features
-from .verify_refs import run_equations
+from ..spec import CellSpec
+from .compare import Compared, compare, tol_text
+from .configs import Config, all_features, declared_dropout
+from .data import make_data
+from .layers import run_numpy_layer
+from .refs import run_equations
+from .results import CheckResult, run_matrix
 
 #: processed steps kept by truncation (T = 6 in every configuration): quick / full
 STEPS = {True: (2, 5), False: (1, 2, 3, 5, 6)}
@@ -40,7 +33,7 @@ def truncate_configurations(cs: CellSpec, quick: bool = False) -> list[tuple[Con
             Config(base, mask=True, zero_output_for_mask=True, initial_state=True),
             Config(base, stateful=True, mask=True),
         ]
-    cfgs = _declared_dropout(cs, cfgs)
+    cfgs = declared_dropout(cs, cfgs)
     steps = STEPS[bool(quick)]
     if quick:  # one k per configuration
         return [(cfg, steps[i % len(steps)]) for i, cfg in enumerate(cfgs)]
@@ -64,5 +57,5 @@ def numpy_rows(cs: CellSpec, module, quick, seed, prog, defaults) -> list[CheckR
         cfg, k = pairs[shown]
         return truncate_check(module, cs, cfg, k, seed)
 
-    tol = _tol_text("float64")
-    return [_run_matrix(cs.name, "truncate", "numpy", list(pairs), fn, tol, prog, defaults)]
+    tol = tol_text("float64")
+    return [run_matrix(cs.name, "truncate", "numpy", list(pairs), fn, tol, prog, defaults)]
