@@ -22,7 +22,13 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from helpers import FD_RTOL_F64, FORWARD_ATOL_F32, GRAD_RTOL_F32, numpy_layer_class
+from helpers import (
+    FD_RTOL_F64,
+    FORWARD_ATOL_F32,
+    GRAD_RTOL_F32,
+    numpy_layer_class,
+    tf_layer_class,
+)
 
 from rnngen import functions
 
@@ -213,10 +219,7 @@ def parity(tf, kind, kw, backend, *, seed=0, scale=0.5, ours_kw=None):
         g = twin.backward(projs[0], projs[1:])
         grads = [g.inputs, *g.initial_state, *g.weights.values()]
     else:
-        module = importlib.import_module(
-            f"generated.{ {'SimpleRNN': 'simple_rnn', 'GRU': 'gru', 'LSTM': 'lstm'}[kind] }_tf"
-        )
-        layer = getattr(module, kind)(
+        layer = tf_layer_class(kind)(
             U, return_sequences=True, return_state=True, implementation=backend, **kw
         )
         layer.build((B, T, D))

@@ -14,12 +14,13 @@ import importlib
 
 import numpy as np
 import pytest
+from helpers import MODULES
 
 pytestmark = pytest.mark.tf
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-KINDS = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
+KINDS = MODULES  # Keras class name -> generated module stem
 
 #: Public names Keras has and the generated TF classes do not, with why.
 ALLOWED_MISSING = {
