@@ -198,5 +198,10 @@ def print_tables(report):
                 f"threads {threads}: {pool.get('internal_api')} {pool.get('version')} "
                 f"kernel {pool.get('architecture')}, {pool.get('num_threads')} threads"
             )
+    if meta.get("contention"):
+        console.print(
+            "[yellow]contention (single-threaded runs that got < 0.9 of a core):[/yellow] "
+            + "; ".join(meta["contention"])
+        )
     for err in report.get("errors", []):
         console.print(f"[red]{err}[/red]")

@@ -257,6 +257,16 @@ def _git_state():
     }
 
 
+def _contention(results):
+    """Single-threaded timings whose process kept less than 0.9 of a core busy (median CPU /
+    wall seconds): other processes took the core, so read those timings with care."""
+    return [
+        f"threads 1, {r['shape']} {r['cell']} {r['impl']}: {r['fwdbwd_cores_used']:.2f} cores"
+        for r in results
+        if r.get("threads") == 1 and (r.get("fwdbwd_cores_used") or 1.0) < 0.9
+    ]
+
+
 def _parse_threads(text, parser):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -356,7 +366,10 @@ def main(argv=None):
                     r["threads"] = threads
                 report["results"] += out["results"]
                 meta["versions"].update(out.get("versions", {}))
-                meta["workers"][f"{kind}@{threads}"] = {"wall_s": out["wall_s"]}
+                meta["workers"][f"{kind}@{threads}"] = {
+                    "wall_s": out["wall_s"],
+                    "loadavg_end": _loadavg(),
+                }
                 runtime = out.get("runtime", {})
                 if kind == "numpy":
                     meta["blas"][str(threads)] = runtime.get("threadpool_info")
@@ -365,6 +378,7 @@ def main(argv=None):
                 if out.get("error"):
                     report["errors"].append(f"threads {threads}: {out['error']}")
     meta["machine"]["loadavg_end"] = _loadavg()
+    meta["contention"] = _contention(report["results"])
     report["ratios"] = compute_ratios(report["results"])
     report["summary"] = summarize(report["ratios"], threads_list)
     report["build"] = _time_build(args.build_reps) if args.build_reps > 0 else None
