@@ -25,7 +25,8 @@ For each cell (default variant: biases, no mask, no dropout, tanh/sigmoid) it re
 With ``--tf``: the fused TF op's while-loop bodies (forward and backward) are read from the
 traced graph and their ops counted by type, and per-step costs are timed on loops alone:
 an empty ``tf.while_loop``, one with a (B, nU) row read + matmul per step (the TF floor's loop),
-and the same plus k ``TensorArray.write`` per step (the fused op writes 5-7 per step).
+the same plus a (B, U) column slice, and plus 5 ``TensorArray.write`` of it per step (the fused
+op writes 5-7 per step).
 
 Each thread budget runs in its own process (``OPENBLAS_NUM_THREADS``/TF intra-op threads).
 Results: text on screen and ``--json``.
@@ -223,8 +224,11 @@ def _classify(stmt):
         return "gemm"
     ops = [n for n in nodes if isinstance(n, ast.BinOp | ast.UnaryOp | ast.AugAssign)]
     value = getattr(stmt, "value", None)
-    if calls and names <= ALLOCATORS | {"zeros_like", "dict", "range", "len", "max"} and not ops:
-        return "alloc"
+    if isinstance(stmt, ast.Assign) and isinstance(value, ast.Call | ast.DictComp):
+        func = value.func if isinstance(value, ast.Call) else None
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ALLOCATORS or isinstance(value, ast.DictComp):
+            return "alloc"  # np.zeros((T, B, 3 * units)): the product is a shape
     if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Subscript) for t in stmt.targets):
         if isinstance(value, ast.Name | ast.Subscript | ast.Attribute):
             return "store"
@@ -403,27 +407,30 @@ def _while_bodies(graph_def):
     return bodies
 
 
-def _tf_loop(tf, T, B, U, hs, wh, k_writes, with_matmul):
-    """A T-step ``tf.while_loop``: optionally one row read + matmul, and k TensorArray writes
-    of a (B, U) slice per step (``parallel_iterations=1``, as the recurrence forces)."""
+def _tf_loop(tf, T, B, U, hs, wh, k_writes, with_matmul, with_slice):
+    """A T-step ``tf.while_loop`` (``parallel_iterations=1``, as the recurrence forces): per
+    step optionally one row read + matmul, one (B, U) column slice of its result (carried, so
+    it is not pruned) and k ``TensorArray.write`` of that slice, stacked after the loop."""
     nU = wh.shape[1]
 
     @tf.function
     def run():
         tas = [tf.TensorArray(tf.float32, size=T) for _ in range(k_writes)]
 
-        def body(t, rec, tas):
+        def body(t, rec, part, tas):
             if with_matmul:
                 rec = tf.matmul(hs[t], wh)
-            return t + 1, rec, [ta.write(t, rec[:, :U]) for ta in tas]
+            if with_slice:
+                part = rec[:, :U]
+            return t + 1, rec, part, [ta.write(t, part) for ta in tas]
 
-        _, rec, tas = tf.while_loop(
+        _, rec, part, tas = tf.while_loop(
             lambda t, *_: t < T,
             body,
-            (tf.constant(0), tf.zeros((B, nU)), tas),
+            (tf.constant(0), tf.zeros((B, nU)), tf.zeros((B, U)), tas),
             parallel_iterations=1,
         )
-        return [rec] + [ta.stack() for ta in tas]
+        return [rec, part] + [ta.stack() for ta in tas]
 
     return run
 
@@ -483,15 +490,15 @@ def worker_tf(task):
             wh = tf.constant(rng.standard_normal((U, nU)).astype(np.float32))
 
             loops = {}
-            for label, k, mm in (
-                ("empty", 0, False),
-                ("matmul", 0, True),
-                ("matmul+5 TensorArray writes", 5, True),
+            for label, k, mm, sl in (
+                ("empty", 0, False, False),
+                ("matmul", 0, True, False),
+                ("matmul+slice", 0, True, True),
+                ("matmul+slice+5 TensorArray writes", 5, True, True),
             ):
-                run = _tf_loop(tf, T, B, U, hs, wh, k, mm)
-                loops[label] = (
-                    1e6 * timeit(lambda r=run: [a.numpy() for a in r()], task["reps"]) / T
-                )
+                run = _tf_loop(tf, T, B, U, hs, wh, k, mm, sl)
+                seconds = timeit(lambda r=run: [a.numpy() for a in r()], task["reps"])
+                loops[label] = 1e6 * seconds / T
             entry[shape] = {
                 "fused_fwd_ms": 1e3 * t_fwd,
                 "fused_fwdbwd_ms": 1e3 * t_fb,

@@ -106,6 +106,7 @@ Results go to ``rich`` tables on screen and to ``--json`` (default
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -248,12 +249,17 @@ def _git_state():
 
     def git(*args):
         proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else None
+        return proc.stdout.rstrip() if proc.returncode == 0 else None
 
     status = git("status", "--porcelain", "--", "generated", "benchmarks")
     return {
         "commit": git("rev-parse", "HEAD"),
         "uncommitted_changes": None if status is None else status.splitlines(),
+        # what was measured, exactly, even when generated/ was being rewritten at the time
+        "generated_sha256": {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted((ROOT / "generated").glob("*.py"))
+        },
     }
 
 
