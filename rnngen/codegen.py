@@ -34,6 +34,7 @@ from .printers.expressions import (  # noqa: F401  (re-exported for templates an
 )
 from .printers.numpy import NumpyPrinter
 from .printers.tf import TensorflowPrinter
+from .printers.torch import TorchPrinter
 from .spec import CellSpec
 
 HERE = Path(__file__).resolve().parent
@@ -83,6 +84,7 @@ class Backend:
 BACKENDS = (
     Backend("numpy", NumpyPrinter, "numpy_layer.py.j2", "_numpy.py"),
     Backend("tf", TensorflowPrinter, "tf_layer.py.j2", "_tf.py"),
+    Backend("torch", TorchPrinter, "torch_module.py.j2", "_torch.py"),
 )
 #: the derivation document: template and suffix
 DOCUMENT = ("derivation.md.j2", ".md")

@@ -184,6 +184,32 @@ class _TfCode(_Code):
         return f"tf.cast({self._print(cond)}, {self.var}.dtype)"
 
 
+class _TorchCode(_Code):
+    lib = "torch"
+    calls = {
+        "tanh": "torch.tanh", "exp": "torch.exp", "Abs": "torch.abs", "sign": "torch.sign",
+        "expm1": "torch.expm1", "log": "torch.log", "erf": "torch.erf",
+    }  # fmt: skip
+
+    def _print_Sigmoid(self, expr):
+        return f"torch.sigmoid({self._print(expr.args[0])})"
+
+    def _print_Softplus(self, expr):
+        a = self._print(expr.args[0])
+        return f"torch.logaddexp({a}, torch.zeros_like({a}))"
+
+    def _print_Max(self, expr):
+        """``torch.maximum`` takes tensors only: a number bound is a clamp."""
+        a, b = expr.args
+        if a.is_number or b.is_number:
+            bound, value = (a, b) if a.is_number else (b, a)
+            return f"torch.clamp({self._print(value)}, min={self._print(bound)})"
+        return f"torch.maximum({self._print(a)}, {self._print(b)})"
+
+    def _indicator(self, cond):
+        return f"({self._print(cond)}).to({self.var}.dtype)"
+
+
 @dataclass(frozen=True)
 class Elementwise:
     """One elementwise function: its SymPy expression of ``u`` and its printed forms.
@@ -231,6 +257,15 @@ class Elementwise:
     @cached_property
     def tf_grad(self) -> str:
         return _TfCode(self._var).doprint(self._grad_expr)
+
+    @property
+    def torch(self) -> str:
+        """PyTorch body of ``def name(u)`` (from ``TORCH``)."""
+        return TORCH[self.name]
+
+    @cached_property
+    def torch_grad(self) -> str:
+        return _TorchCode(self._var).doprint(self._grad_expr)
 
     @cached_property
     def grad_latex(self) -> str:
@@ -340,6 +375,36 @@ _ENTRIES = [
 # fmt: on
 TABLE: dict[str, Elementwise] = {e.name: e for e in _ENTRIES}
 
+_SOFTPLUS = "torch.logaddexp(u, torch.zeros_like(u))"
+#: PyTorch source of each function's forward pass (the body of ``def name(u)``), one entry per
+#: table function; its derivative is printed from the same SymPy expression as for NumPy and TF
+# fmt: off
+TORCH = {
+    "linear": "u", "tanh": "torch.tanh(u)", "sigmoid": "torch.sigmoid(u)",
+    "hard_sigmoid": "torch.clamp(u + 3, 0, 6) / 6",
+    "hard_silu": "u * (torch.clamp(u + 3, 0, 6) / 6)",
+    "relu": "torch.relu(u)", "relu6": "torch.clamp(u, 0, 6)",
+    "leaky_relu": "torch.where(u > 0, u, 0.2 * u)",
+    "elu": "torch.where(u > 0, u, torch.expm1(torch.clamp(u, max=0)))",
+    "celu": "torch.clamp(u, min=0) + torch.expm1(torch.clamp(u, max=0))",
+    "selu": "1.0507009873554805 * torch.where(u > 0, u, "
+            "1.6732632423543772 * torch.expm1(torch.clamp(u, max=0)))",
+    "softplus": _SOFTPLUS, "softsign": "u / (1 + torch.abs(u))",
+    "exponential": "torch.exp(u)", "silu": "u * torch.sigmoid(u)",
+    "gelu": "0.5 * u * (1 + torch.erf(u * 0.7071067811865476))",
+    "mish": f"u * torch.tanh({_SOFTPLUS})",
+    "hard_tanh": "torch.clamp(u, -1, 1)",
+    "hard_shrink": "torch.where(torch.abs(u) > 0.5, u, 0 * u)",
+    "soft_shrink": "torch.where(u > 0.5, u - 0.5, torch.where(u < -0.5, u + 0.5, 0 * u))",
+    "tanh_shrink": "u - torch.tanh(u)",
+    "log_sigmoid": "-torch.logaddexp(-u, torch.zeros_like(u))",
+    "sparse_plus": "torch.where(u <= -1, 0 * u, torch.where(u < 1, 0.25 * (u + 1) ** 2, u))",
+    "sparse_sigmoid": "torch.where(u <= -1, 0 * u, torch.where(u >= 1, 0 * u + 1, 0.5 * (u + 1)))",
+    "squareplus": "(u + torch.sqrt(u * u + 4)) / 2",
+    "exp": "torch.exp(u)", "abs": "torch.abs(u)", "sqrt": "torch.sqrt(u)", "log": "torch.log(u)",
+}
+# fmt: on
+
 #: Spellings accepted for an activation option, as Keras accepts them.
 ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 
@@ -395,6 +460,7 @@ class _Printed(sp.Function):
         return f"{self.call_name}({printer._print(self.args[0])})"
 
     _tensorflowcode = _numpycode
+    _torchcode = _numpycode
     _pythoncode = _numpycode
 
     def _latex(self, printer, exp=None):

@@ -10,7 +10,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.numpy import NumPyPrinter
 
-from .. import symbolic
+from .. import grammar, symbolic
 
 
 class NumpyCode(NumPyPrinter):
@@ -126,3 +126,47 @@ def tex_products(v: symbolic.Variant) -> dict[str, str]:
             weight = rf"{weight}[{tex(g.start)}:{tex(g.stop)}]"
         out[g.name] = rf"{operand} \, {weight}"
     return out
+
+
+class TorchCode(NumpyCode):
+    """PyTorch source: the same arithmetic; table functions print as calls of the module's own
+    functions (``_torchcode``), and the spec language's reductions and extrema print as torch
+    calls here (their classes in :mod:`rnngen.grammar` know NumPy and TF only)."""
+
+    printmethod = "_torchcode"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.printmethod = "_torchcode"
+
+    def _print_Function(self, expr):
+        """SymPy dispatches a ``Function`` subclass on its own name only, so the spec
+        language's reductions, extrema and their derivatives are recognised here."""
+        for cls, method in (
+            (grammar.RowReduction, self._row_reduction),
+            (grammar.Wins, self._wins),
+            (grammar.Extremum, self._extremum),
+        ):
+            if isinstance(expr, cls):
+                return method(expr)
+        return super()._print_Function(expr)
+
+    def _row_reduction(self, expr):
+        a = self._print(expr.args[0])
+        return f"torch.{expr.np_reduce}({a}, -1, keepdim=True).expand_as({a})"
+
+    def _wins(self, expr):
+        a, b = expr.args
+        tensor = b if a.is_Number else a
+        return (
+            f"({self._print(a)} {expr.op} {self._print(b)})"
+            f".to({self.parenthesize(tensor, 100)}.dtype)"
+        )
+
+    def _extremum(self, expr):
+        a, b = expr.args
+        if a.is_Number or b.is_Number:  # torch.maximum takes tensors only
+            bound, value = (a, b) if a.is_Number else (b, a)
+            side = "min" if expr.call_name == "max" else "max"
+            return f"torch.clamp({self._print(value)}, {side}={self._print(bound)})"
+        return f"torch.{expr.np_name}({self._print(a)}, {self._print(b)})"

@@ -1,0 +1,435 @@
+"""The PyTorch backend: a printer that writes each variant's step, forward and BPTT functions.
+
+``_step_v<k>`` is one step, for the plain loop that torch autograd differentiates
+(``implementation="autograd"``). ``_forward_v<k>``/``_backward_v<k>`` are the two halves of
+the fused ``torch.autograd.Function``: the forward hoists the input projection out of the
+loop and keeps what the backward reads; the backward is the derived BPTT. Arrays are
+time-major inside these functions: ``x`` is (T, B, input_dim) and every state buffer is
+(T + 1, B, units). The module skeleton around them is ``templates/torch_module.py.j2``.
+"""
+
+from __future__ import annotations
+
+from .. import naming, symbolic
+from . import base
+from .base import Source, StatementPrinter
+from .expressions import TorchCode
+
+
+class TorchPrinter(StatementPrinter, TorchCode):
+    """Prints one variant's program as PyTorch (``torch`` imported as ``torch``)."""
+
+    def __init__(self, spec, variant, settings=None):
+        super().__init__(settings)
+        self.spec = spec
+        self.variant = variant
+        self.read: set[str] = set()  # symbols printed so far (so sizes know what to bind)
+
+    def _print_Symbol(self, expr):
+        self.read.add(expr.name)
+        return super()._print_Symbol(expr)
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def _print_Assign(self, s: symbolic.Assign) -> str:
+        line = f"{s.target} = {self.value(s.expr)}"
+        if self.in_step and s.target in self.variant.broadcast:
+            first = naming.prev(self.spec.states[0])
+            line += f"\n{s.target} = {s.target}.expand_as({first})  # weights alone"
+        return line
+
+    def _print_GroupProduct(self, s: symbolic.GroupProduct) -> str:
+        g = s.group
+        lines = [f"{g.name} = {g.operand} @ {self.weight_slice(g)}"]
+        if len(g.products) > 1:
+            axis = "..." if g.static else ":"
+            lines += [f"{p} = {g.name}[{axis}, {self.columns(g, b)}]" for p, b in g.products]
+        return "\n".join(lines)
+
+    def _print_StoreAdjoint(self, s: symbolic.StoreAdjoint) -> str:
+        g = s.group
+        if not writes_adjoint(g):  # equal to the gradient another group stores
+            return ""
+        buffer = naming.seq(g.adjoint)
+        if len(g.products) == 1:
+            return f"{buffer}[t] = {self.expr(s.values[0])}"
+        return "\n".join(
+            f"{buffer}[t, :, {self.columns(g, b)}] = {self.expr(value)}"
+            for (_, b), value in zip(g.products, s.values, strict=True)
+            if value != 0
+        )
+
+    def _print_OperandVJP(self, s: symbolic.OperandVJP) -> str:
+        g = s.group
+        bound = getattr(g, "adjoint_bound", False)  # a value the step computes anyway
+        d_products = g.adjoint if bound else f"{naming.seq(g.adjoint)}[t]"
+        return f"{s.target} = {d_products} @ {self.transposed_name(g)}"
+
+    def _print_Accumulate(self, s: symbolic.Accumulate) -> str:
+        return f"{naming.adjoint(s.block.name)} += ({self.expr(s.expr)}).sum(0)"
+
+    def _print_AccumulateStatic(self, s: symbolic.AccumulateStatic) -> str:
+        return f"{naming.adjoint(s.name)} += ({self.expr(s.expr)}).sum(0)"
+
+    def _print_StaticVJP(self, s: symbolic.StaticVJP) -> str:
+        b = s.block
+        cols = "" if b.full else f"[:, {self.expr(b.start)} : {self.expr(b.stop)}]"
+        d_product = naming.adjoint(s.product)
+        return (
+            f'd_weights["{b.weight}"]{cols} += torch.outer({s.group.operand}, {d_product})\n'
+            f"{s.target} = {b.weight}{cols} @ {d_product}"
+        )
+
+    def _print_StaticGrad(self, s: symbolic.StaticGrad) -> str:
+        b = s.block
+        return f'd_weights["{b.weight}"]{self.block_index(b)} += {self.expr(s.expr)}'
+
+    def _print_Reduce(self, r: symbolic.Reduce) -> str:
+        g = r.group
+        value = naming.adjoint_sum(g.adjoint)
+        if len(g.products) > 1:
+            block = next(b for p, b in g.products if p == r.product)
+            value += f"[{self.columns(g, block)}]"
+        return f'd_weights["{r.block.weight}"]{self.block_index(r.block)} += {value}'
+
+    def transposed_name(self, g: symbolic.Group) -> str:
+        """A group's weight slice, transposed and contiguous, for the per-step VJP."""
+        return naming.transposed(g.name.removeprefix(g.operand + "_"))
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _bind(self, src: Source, names, vectors, masks, where: str) -> None:
+        for name in names:
+            src(f'{name} = weights["{name}"]')
+        for b in vectors:
+            src(f"{b.name} = {self.block_value(b)}")
+        for m, gate, tensor in masks:
+            src(f'{m} = {where}["{tensor}"][{gate}]')
+
+    def folded_bias(self, g: symbolic.Group, like: str) -> str:
+        """The bias row added to a hoisted group: its products' folded biases, in order."""
+        folded = dict(g.folded)
+        parts = []
+        for p, b in g.products:
+            names = [f.name for f in folded.get(p, ())]
+            parts.append(
+                " + ".join(names) if names else f"{like}.new_zeros({self.expr(b.stop - b.start)})"
+            )
+        return parts[0] if len(parts) == 1 else f"torch.cat([{', '.join(parts)}])"
+
+    def hoist(self, src: Source, g: symbolic.Group, operand_source: str | None) -> None:
+        """``g``'s input projection (every step, or one in the step function), biases folded."""
+        v = self.variant
+        if g.operand != "x" and base.first_operand(v, g):
+            src(f"{g.operand} = {self.expr(g.operand_expr)}")
+        operand = operand_source or g.operand
+        src(f"{g.name} = {operand} @ {self.weight_slice(g)}")
+        if g.folded:
+            src(f"{g.name} = {g.name} + {self.folded_bias(g, g.name)}")
+
+    def hoisted_operands(self) -> list[str]:
+        """Hoisted operands other than ``x`` (computed once, kept for the backward pass)."""
+        return list(dict.fromkeys(g.operand for g in self.variant.hoisted if g.operand != "x"))
+
+    def _sizes(self, src: Source, lines: list[str], first_state: str, x: str) -> None:
+        """Bind ``units`` and ``input_dim`` where the printed lines read them."""
+        text = "\n".join(lines)
+        if "units" in self.read or "units" in text:
+            src(f"units = {first_state}.shape[-1]")
+        if "input_dim" in self.read or "input_dim" in text:
+            src(f"input_dim = {x}.shape[-1]")
+
+    # -- functions -----------------------------------------------------------------------------
+
+    def functions(self) -> str:
+        return "\n\n".join(
+            [self.step_function(), self.forward_function(), self.backward_function()]
+        )
+
+    def step_function(self) -> str:
+        """One step on batch rows, for the plain autograd loop. Returns (output, new states)."""
+        v, spec = self.variant, self.spec
+        states = spec.states
+        self.read = set()
+        body = Source()
+        self._bind(body, [n for n, _ in v.weights], base.sliced_vectors(v), v.masks, "masks")
+        body(*self.emit(v.prelude))
+        for g in v.hoisted:
+            self.hoist(body, g, None)
+            if len(g.products) > 1:
+                for p, b in g.products:
+                    body(f"{p} = {g.name}[:, {self.columns(g, b)}]")
+            else:
+                body(f"{naming.at_step(g.name)} = {g.name}")
+        body(*self.emit(v.forward, in_step=True))
+
+        src = Source()
+        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec)]
+        src(base.signature(f"_step_{v.name}", args))
+        with src:
+            src(f'"""One step for {v.describe()}.', "", "Returns (output, new states).", '"""')
+            prevs = ", ".join(naming.prev(s) for s in states)
+            src(f"{prevs}{',' if len(states) == 1 else ''} = states")
+            self._sizes(src, body.lines, naming.prev(states[0]), "x")
+            if base.reads_x_t(v):
+                src(f"{naming.X_T} = x")
+            src(*body.lines)
+            src(f"return {spec.output}, [{', '.join(states)}]")
+        return src.text()
+
+    def forward_function(self) -> str:
+        v, spec = self.variant, self.spec
+        states = spec.states
+        args = ["x", "weights", "initial_state", "mask", "masks", "zero_output_for_mask"]
+        self.read = set()
+        src = Source()
+        src(base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec)))
+        with src:
+            src(
+                f'"""Forward pass for {v.describe()}.',
+                "",
+                "Runs without autograd (inside the fused op).",
+                f"x: (T, B, input_dim), time-major. initial_state: {len(states)} tensors "
+                "(B, units).",
+                "mask: (T, B, 1) bool or None. "
+                "Returns (outputs (T, B, units), final states, tape).",
+                '"""',
+            )
+            src("T, B, input_dim = x.shape", "units = initial_state[0].shape[-1]")
+            self._bind(src, [n for n, _ in v.weights], base.sliced_vectors(v), v.masks, "masks")
+            if v.prelude:
+                src("", "# values of the weights alone: the same at every step, computed once")
+                src(*self.emit(v.prelude))
+            if v.hoisted:
+                src("", "# input projections for every step at once")
+                for g in v.hoisted:
+                    self.hoist(src, g, None)
+            src("", "# state sequences: index t holds the state entering step t")
+            for i, s in enumerate(states):
+                src(
+                    f"{naming.seq(s)} = x.new_empty((T + 1, B, units))",
+                    f"{naming.seq(s)}[0] = initial_state[{i}]",
+                )
+            for name, size in v.stored:
+                src(f"{naming.seq(name)} = x.new_empty((T, B, {self.expr(size)}))")
+            if spec.output not in states:
+                src("out_seq = x.new_zeros((T, B, units))")
+            else:
+                src("out_seq = None if mask is None else x.new_zeros((T, B, units))")
+            src("for t in range(T):")
+            with src:
+                for s in states:
+                    src(f"{naming.prev(s)} = {naming.seq(s)}[t]")
+                if base.reads_x_t(v):
+                    src(f"{naming.X_T} = x[t]")
+                for g in v.hoisted:
+                    if len(g.products) > 1:
+                        for p, b in g.products:
+                            src(f"{p} = {g.name}[t, :, {self.columns(g, b)}]")
+                    else:
+                        src(f"{naming.at_step(g.name)} = {g.name}[t]")
+                src(*self.emit(v.forward, in_step=True))
+                for name, _ in v.stored:
+                    src(f"{naming.seq(name)}[t] = {self.step_expr(name)}")
+                src("if mask is None:")
+                with src:
+                    for s in states:
+                        src(f"{naming.seq(s)}[t + 1] = {s}")
+                    if spec.output not in states:
+                        src(f"out_seq[t] = {spec.output}")
+                src("else:")
+                with src:
+                    src("keep = mask[t]")
+                    for s in states:
+                        src(f"{naming.seq(s)}[t + 1] = torch.where(keep, {s}, {naming.prev(s)})")
+                    src(
+                        "previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]",
+                        f"out_seq[t] = torch.where(keep, {spec.output}, previous)",
+                    )
+            if spec.output in states:
+                src(f"outputs = {naming.seq_after(spec.output)} if mask is None else out_seq")
+            else:
+                src("outputs = out_seq")
+            src("tape = {")
+            with src:
+                for key in ("x", "mask", "masks", "zero_output_for_mask", "weights"):
+                    src(f'"{key}": {key},')
+                for s in states:
+                    src(f'"{s}": {naming.seq(s)},')
+                for name, _ in v.stored:
+                    src(f'"{name}": {naming.seq(name)},')
+                for operand in self.hoisted_operands():
+                    src(f'"{operand}": {operand},')
+                for name in base.static_reads(v):
+                    src(f'"{name}": {name},')
+            src("}")
+            finals = ", ".join(f"{naming.seq(s)}[T]" for s in states)
+            src(f"return outputs, [{finals}], tape")
+        return src.text()
+
+    def backward_function(self) -> str:
+        v, spec = self.variant, self.spec
+        states = spec.states
+        src = Source()
+        args = ["tape", "d_outputs", "d_states"]
+        src(base.signature(f"_backward_{v.name}", args + base.activation_arguments(spec)))
+        with src:
+            src(
+                f'"""BPTT for {v.describe()}.',
+                "",
+                "d_outputs: (T, B, units) gradient of each step's output, in processing order.",
+                f"d_states: {len(states)} tensors (B, units), gradients of the final states.",
+                "Returns (d_x (T, B, input_dim), d_initial_state, d_weights).",
+                '"""',
+            )
+            src(
+                'x, mask = tape["x"], tape["mask"]',
+                "T, B, input_dim = x.shape",
+                f'units = tape["{states[0]}"].shape[-1]',
+                'weights = tape["weights"]',
+                'zero_output_for_mask = tape["zero_output_for_mask"]',
+            )
+            self._bind(
+                src,
+                base.backward_weights(v),
+                base.sliced_vectors(v, backward=True),
+                base.backward_masks(v),
+                'tape["masks"]',
+            )
+            for s in base.backward_states(spec, v):
+                src(f'{naming.seq(s)} = tape["{s}"]')
+            for name, _ in v.stored:
+                src(f'{naming.seq(name)} = tape["{name}"]')
+            for operand in self.hoisted_operands():
+                src(f'{operand} = tape["{operand}"]')
+            for name in base.static_reads(v):
+                src(f'{name} = tape["{name}"]')
+            src("", "# gradients of the weight products, kept for every step")
+            for name, width in base.adjoint_buffers(v):
+                src(f"{naming.seq(name)} = x.new_zeros((T, B, {self.expr(width)}))")
+            for s in v.backward:
+                if isinstance(s, symbolic.Accumulate):
+                    src(
+                        f"{naming.adjoint(s.block.name)} = "
+                        f"x.new_zeros({self.expr(s.block.stop - s.block.start)})"
+                    )
+            for s in v.backward:
+                if isinstance(s, symbolic.AccumulateStatic):
+                    src(f"{naming.adjoint(s.name)} = x.new_zeros({self.expr(s.size)})")
+            if v.x_grad is not None:
+                src("d_x = torch.zeros_like(x)")
+            for i, s in enumerate(states):
+                src(f"{naming.adjoint(s)} = d_states[{i}].clone()")
+            src(f"{naming.CARRY} = torch.zeros_like({naming.adjoint(states[0])})")
+            for s in v.backward:
+                if isinstance(s, symbolic.OperandVJP):
+                    g = s.group
+                    src(
+                        f"{self.transposed_name(g)} = "
+                        f"{self.weight_slice(g)}.t().contiguous()  # read every step"
+                    )
+            src("for t in range(T - 1, -1, -1):")
+            with src:
+                src(*base.backward_reads(spec, v))
+                self._seed(src)
+                src(*self.emit(v.backward))
+                if v.x_grad is not None:
+                    src(f"d_x[t] += {self.expr(v.x_grad)}")
+                for s, e in v.state_grads:
+                    d_s = naming.adjoint(s)
+                    if e == symbolic.symbol(d_s):  # written by the transpose rule above
+                        continue
+                    src(f"{d_s} = {self.expr(e) if e != 0 else 'torch.zeros_like(' + d_s + ')'}")
+                src("if mask is not None:")
+                with src:
+                    for s in states:
+                        src(f"{naming.adjoint(s)} = {naming.adjoint(s)} + {naming.skipped(s)}")
+            src(
+                "",
+                "# input gradients and weight gradients: one matrix product each, over all steps",
+            )
+            src("d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}")
+            if v.static_backward:
+                src(
+                    "# values of the weights alone: "
+                    "their gradients summed over steps and batch, reversed once"
+                )
+                src(*self.emit(v.static_backward))
+            self._after_loop(src)
+            d_states = ", ".join(naming.adjoint(s) for s in states)
+            src(f"return d_x, [{d_states}], d_weights")
+        return src.text()
+
+    def _seed(self, src: Source) -> None:
+        """The output's gradient enters the step; a masked step passes gradients through."""
+        spec = self.spec
+        seed = naming.adjoint(spec.output)
+        src("if mask is None:")
+        with src:
+            src(
+                f"{seed} = {seed} + d_outputs[t]"
+                if spec.output in spec.states
+                else f"{seed} = d_outputs[t]"
+            )
+        src("else:")
+        with src:
+            src("keep = mask[t]", f"d_out = d_outputs[t] + {naming.CARRY}")
+            src(
+                f"{naming.CARRY} = torch.zeros_like(d_out) if zero_output_for_mask "
+                "else torch.where(keep, 0.0, d_out)"
+            )
+            for s in spec.states:
+                d_s = naming.adjoint(s)
+                kept = f"{d_s} + d_out" if s == spec.output else d_s
+                src(
+                    f"{naming.skipped(s)} = torch.where(keep, 0.0, {d_s})",
+                    f"{d_s} = torch.where(keep, {kept}, 0.0)",
+                )
+            if spec.output not in spec.states:
+                src(f"{seed} = torch.where(keep, d_out, 0.0)")
+
+    def _after_loop(self, src: Source) -> None:
+        """Input and weight gradients over every step: one matrix product each."""
+        v = self.variant
+        terms = base.hoisted_terms(v)
+        done = set()
+        for term in terms:
+            g = term["group"]
+            if g.name not in done:
+                done.add(g.name)
+                d_op = naming.input_gradient_of(g.operand, g.name)
+                src(f"{d_op} = {naming.seq(g.adjoint)} @ {self.weight_slice(g)}.t()")
+        for term in terms:
+            g = term["group"]
+            d_op = naming.input_gradient_of(g.operand, g.name)
+            if term["var"] == "x":
+                factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
+                src(f"d_x {'=' if term['first_x'] else '+='} {d_op}{factor}")
+            else:
+                b = term["block"]
+                src(
+                    f'd_weights["{b.weight}"]{self.block_index(b)} += '
+                    f"({d_op} * {self.factor(term['factor'])}).sum((0, 1))"
+                )
+        if v.x_grad is None and not any(t["var"] == "x" for t in terms):
+            src("d_x = torch.zeros_like(x)")
+        for g in v.groups:
+            cols = "" if g.full else f"[:, {self.expr(g.start)} : {self.expr(g.stop)}]"
+            src(
+                f'd_weights["{g.weight}"]{cols} += (',
+                f"    _all_steps({base.operand_seq(self.spec, g)}).t()"
+                f" @ _all_steps({naming.seq(g.adjoint)})",
+                ")",
+            )
+        for adjoint in dict.fromkeys(r.group.adjoint for r in v.reductions):
+            src(f"{naming.adjoint_sum(adjoint)} = _all_steps({naming.seq(adjoint)}).sum(0)")
+        src(*self.emit(v.reductions))
+        for s in v.backward:
+            if isinstance(s, symbolic.Accumulate):
+                b = s.block
+                src(f'd_weights["{b.weight}"]{self.block_index(b)} += {naming.adjoint(b.name)}')
+
+
+def writes_adjoint(g: symbolic.Group) -> bool:
+    """Whether ``g`` stores its products' gradient (groups with equal gradients share one)."""
+    return getattr(g, "writes_adjoint", g.adjoint == naming.adjoint(g.name))
