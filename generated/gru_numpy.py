@@ -681,6 +681,23 @@ def _check_rate(name, rate, declared):
     return value
 
 
+def _as_mask_list(value, count, shape, dtype, name):
+    if isinstance(value, list | tuple):
+        if len(value) != count:
+            raise ValueError(
+                f"`dropout_masks[{name!r}]` needs 1 or {count} masks, got {len(value)}"
+            )
+        masks = [np.asarray(m, dtype=dtype) for m in value]
+    else:
+        masks = [np.asarray(value, dtype=dtype)] * count
+    for m in masks:
+        if m.shape != shape:
+            raise ValueError(
+                f"`dropout_masks[{name!r}]` masks must have shape {shape}, received {m.shape}"
+            )
+    return masks
+
+
 # -- one function pair per variant: forward keeps what the backward needs -------------------------
 
 
@@ -4292,23 +4309,6 @@ def weight_shapes(input_dim, units, use_bias=True, reset_after=True):
     return shapes
 
 
-def _as_mask_list(value, count, shape, dtype, name):
-    if isinstance(value, list | tuple):
-        if len(value) != count:
-            raise ValueError(
-                f"`dropout_masks[{name!r}]` needs 1 or {count} masks, got {len(value)}"
-            )
-        masks = [np.asarray(m, dtype=dtype) for m in value]
-    else:
-        masks = [np.asarray(value, dtype=dtype)] * count
-    for m in masks:
-        if m.shape != shape:
-            raise ValueError(
-                f"`dropout_masks[{name!r}]` masks must have shape {shape}, received {m.shape}"
-            )
-    return masks
-
-
 def forward(
     x,
     weights,
@@ -4447,8 +4447,7 @@ class GRU:
     without it, it multiplies the previous state.
 
     A NumPy twin of ``keras.layers.GRU``: same constructor
-    arguments, call signature, weights and losses. Unlike Keras's SimpleRNN, the
-    ``activity_regularizer`` is always honoured.
+    arguments, call signature, weights and losses.
 
     Args:
         units: positive integer, size of the output and states.

@@ -442,6 +442,14 @@ def _seq_outer(a, b):
     )
 
 
+def _take(keep, value):
+    return tf.where(keep, value, tf.zeros_like(value))
+
+
+def _drop(keep, value):
+    return tf.where(keep, tf.zeros_like(value), value)
+
+
 def _place(value, shape, row, start, stop):
     """Zero-pad ``value`` so it lands at ``[row, ..., start:stop]`` of a tensor of ``shape``."""
     pad = [[start, shape[-1] - stop]]
@@ -451,14 +459,6 @@ def _place(value, shape, row, start, stop):
     elif len(shape) == 2:
         pad = [[0, 0]] + pad
     return tf.pad(value, pad)
-
-
-def _take(keep, value):
-    return tf.where(keep, value, tf.zeros_like(value))
-
-
-def _drop(keep, value):
-    return tf.where(keep, tf.zeros_like(value), value)
 
 
 def _zeros_cols(ref, width):
@@ -5140,8 +5140,7 @@ class GRU(keras.layers.RNN):
 
     A drop-in for ``keras.layers.GRU``: same constructor
     arguments and defaults, weights (names, shapes, ``get_weights()`` order), call signature,
-    masking, statefulness and config. Unlike Keras's SimpleRNN, ``activity_regularizer`` is
-    honoured, and ``seed`` is kept in the config.
+    masking, statefulness and config.
 
     ``implementation`` chooses how a call runs:
 

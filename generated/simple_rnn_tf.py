@@ -434,27 +434,12 @@ def _seq_outer(a, b):
     )
 
 
-def _place(value, shape, row, start, stop):
-    """Zero-pad ``value`` so it lands at ``[row, ..., start:stop]`` of a tensor of ``shape``."""
-    pad = [[start, shape[-1] - stop]]
-    if row is not None:
-        value = value[None]
-        pad = [[row, shape[0] - row - 1]] + pad
-    elif len(shape) == 2:
-        pad = [[0, 0]] + pad
-    return tf.pad(value, pad)
-
-
 def _take(keep, value):
     return tf.where(keep, value, tf.zeros_like(value))
 
 
 def _drop(keep, value):
     return tf.where(keep, tf.zeros_like(value), value)
-
-
-def _zeros_cols(ref, width):
-    return tf.zeros(tf.concat([tf.shape(ref)[:-1], [width]], 0), ref.dtype)
 
 
 def _ones_masks(template, count):
@@ -1758,8 +1743,9 @@ class SimpleRNN(keras.layers.RNN):
 
     A drop-in for ``keras.layers.SimpleRNN``: same constructor
     arguments and defaults, weights (names, shapes, ``get_weights()`` order), call signature,
-    masking, statefulness and config. Unlike Keras's SimpleRNN, ``activity_regularizer`` is
-    honoured, and ``seed`` is kept in the config.
+    masking, statefulness and config.
+    Unlike Keras's SimpleRNN, ``activity_regularizer`` is honoured, and ``seed`` is kept in
+    the config.
 
     ``implementation`` chooses how a call runs:
 
