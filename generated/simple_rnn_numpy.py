@@ -1664,7 +1664,7 @@ def forward(
     Args:
         x: (B, T, input_dim) float array (float32 or float64; the weights' dtype is used).
         weights: dict of Keras-layout arrays, see :func:`weight_shapes`.
-        initial_state: list of 1 arrays (B, units), or None for zeros.
+        initial_state: list of one array (B, units), or None for zeros.
         mask: (B, T) booleans, True where a step is used, or None.
         dropout_masks: {"dropout": m, "recurrent_dropout": m}; each m is one array or a list
             with one array per gate, already scaled by 1 / (1 - rate).
@@ -1724,7 +1724,7 @@ def backward(tape, d_outputs, d_states=None, *, truncate=None, norms=None):
     Args:
         tape: the third value returned by :func:`forward`.
         d_outputs: (B, T, units) gradient of the outputs, in the order forward returned them.
-        d_states: list of 1 arrays (B, units) (gradients of the final states), or None.
+        d_states: list of one array (B, units) (gradients of the final states), or None.
         truncate: backpropagate through the last ``truncate`` processed steps only.
         norms: None, or a (T,) array that receives, for each processed step t, the norm of
             the gradient with respect to the states entering step t (vanishing or exploding
@@ -1752,7 +1752,7 @@ class Gradients:
 
         Attributes:
             inputs: (B, T, input_dim) gradient with respect to the input sequence.
-            initial_state: list of 1 arrays (B, units).
+            initial_state: list of one array (B, units).
             weights: dict keyed by Keras weight name:
     ``kernel``, ``recurrent_kernel``, ``bias``.
             norm: global norm of the weight gradients before clipping.
