@@ -462,7 +462,15 @@ def _truncated(mean=0.0, stddev=0.05):
 
 
 def _identity(gain=1.0):
-    return lambda shape, dtype, rng: (gain * np.eye(*shape)).astype(dtype)
+    def init(shape, dtype, rng):
+        if len(shape) != 2:  # as Keras: np.eye would return a matrix for a vector weight
+            raise ValueError(
+                "Identity matrix initializer can only be used for 2D matrices. "
+                f"Received: shape={tuple(shape)} of rank {len(shape)}."
+            )
+        return (gain * np.eye(*shape)).astype(dtype)
+
+    return init
 
 
 INITIALIZERS = {
