@@ -112,7 +112,10 @@ def build(ctx: click.Context, specs: tuple[str, ...], out_dir: Path | None, chec
 @main.command()
 @click.argument("specs", nargs=-1)
 @click.option(
-    "--backend", default="numpy,tf", show_default=True, help="Comma-separated backends to verify."
+    "--backend",
+    default="numpy,tf",
+    show_default=True,
+    help="Comma-separated backends to verify: numpy, tf, torch.",
 )
 @click.option("--quick", is_flag=True, help="A small configuration matrix (about 30 s).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -21,6 +21,8 @@ from .modules import import_path, modules_folder, stale_generated
 from .refs import keras_class, run_equations, run_keras_layer
 from .results import CHECKS, CheckResult, ProgressTask, run_matrix
 from .tf_checks import tf_checks
+from .torch_checks import count as torch_count
+from .torch_checks import torch_checks
 
 
 def verify_spec(
@@ -86,6 +88,7 @@ def verify_spec(
             + (1 if full_jacobian and "numpy" in backends else 0)
             + (2 * len(cfgs) * per_backend if "tf" in backends and tf_path is not None else 0)
             + _extra_count(cs, checks, backends, quick, tf_path is not None)
+            + (torch_count(cs, checks, quick, defaults) if "torch" in backends else 0)
         )
         refs = _RefCache(cs, numpy_module, seed)
         prog = progress if progress is not None else ProgressTask(None, None)
@@ -124,6 +127,9 @@ def verify_spec(
                     hygiene.pop("tf", None),
                     quick=quick,
                 )
+            elif backend == "torch":
+                torch_path = mdir / f"{cs.name}_torch.py" if mdir else None
+                results += torch_checks(cs, torch_path, checks, quick, seed, prog, defaults)
             else:
                 results.append(
                     CheckResult(
