@@ -779,7 +779,6 @@ def _forward_v0(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v0",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -830,8 +829,8 @@ def _backward_v0(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -847,7 +846,7 @@ def _backward_v0(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
@@ -856,13 +855,13 @@ def _backward_v0(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_x_kernel[t, :, 0:units] = d_z_pre
-        d_x_kernel[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_pre
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -872,23 +871,20 @@ def _backward_v0(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_bias = np.zeros_like(bias)
+    d_bias[1, 2 * units : 3 * units] += _all_steps(d_h_prev_recurrent_kernel_seq).sum(axis=0)[
         2 * units : 3 * units
     ]
-    d_weights["bias"][0, 0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][1, 0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][0, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][1, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_bias[0, 0:units] += d_x_kernel_sum[0:units]
+    d_bias[1, 0:units] += d_x_kernel_sum[0:units]
+    d_bias[0, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[1, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[0, 2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -971,7 +967,6 @@ def _forward_v1(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v1",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1028,8 +1023,8 @@ def _backward_v1(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1048,7 +1043,7 @@ def _backward_v1(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
@@ -1057,13 +1052,13 @@ def _backward_v1(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_in
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_in * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_x_kernel[t, :, 0:units] = d_z_in
-        d_x_kernel[t, :, units : 2 * units] = d_r_in
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_in
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1073,23 +1068,20 @@ def _backward_v1(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_bias = np.zeros_like(bias)
+    d_bias[1, 2 * units : 3 * units] += _all_steps(d_h_prev_recurrent_kernel_seq).sum(axis=0)[
         2 * units : 3 * units
     ]
-    d_weights["bias"][0, 0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][1, 0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][0, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][1, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_bias[0, 0:units] += d_x_kernel_sum[0:units]
+    d_bias[1, 0:units] += d_x_kernel_sum[0:units]
+    d_bias[0, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[1, units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[0, 2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1188,7 +1180,6 @@ def _forward_v2(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v2",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1257,10 +1248,10 @@ def _backward_v2(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_pre_seq = np.zeros((T, B, units), dtype)
+    d_r_pre_seq = np.zeros((T, B, units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -1282,28 +1273,24 @@ def _backward_v2(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_pre_seq[t] = d_r_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
-        d_x_dropped2_kernel_h[t] = d_hh_pre
+        d_z_pre_seq[t] = d_z_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_hh_pre_seq[t] = d_hh_pre
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1318,53 +1305,33 @@ def _backward_v2(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_z_pre_sum = _all_steps(d_z_pre_seq).sum(axis=0)
+    d_r_pre_sum = _all_steps(d_r_pre_seq).sum(axis=0)
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_h_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_x_dropped2_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
-    d_h_prev_dropped2_recurrent_kernel_h_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_h).sum(
+    d_bias = np.zeros_like(bias)
+    d_bias[1, 2 * units : 3 * units] += _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq).sum(
         axis=0
     )
-    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
-        axis=0
-    )
-    d_x_dropped2_kernel_h_sum = _all_steps(d_x_dropped2_kernel_h).sum(axis=0)
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_h_sum
-    d_weights["bias"][0, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][1, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][0, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][1, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_dropped2_kernel_h_sum
+    d_bias[0, 0:units] += d_z_pre_sum
+    d_bias[1, 0:units] += d_z_pre_sum
+    d_bias[0, units : 2 * units] += d_r_pre_sum
+    d_bias[1, units : 2 * units] += d_r_pre_sum
+    d_bias[0, 2 * units : 3 * units] += _all_steps(d_hh_pre_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1470,7 +1437,6 @@ def _forward_v3(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v3",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1545,10 +1511,10 @@ def _backward_v3(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_in_seq = np.zeros((T, B, units), dtype)
+    d_r_in_seq = np.zeros((T, B, units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -1573,28 +1539,24 @@ def _backward_v3(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_in_seq[t] = d_r_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
-        d_x_dropped2_kernel_h[t] = d_hh_in
+        d_z_in_seq[t] = d_z_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_hh_in_seq[t] = d_hh_in
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1609,53 +1571,33 @@ def _backward_v3(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_z_in_sum = _all_steps(d_z_in_seq).sum(axis=0)
+    d_r_in_sum = _all_steps(d_r_in_seq).sum(axis=0)
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_h_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_x_dropped2_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
-    d_h_prev_dropped2_recurrent_kernel_h_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_h).sum(
+    d_bias = np.zeros_like(bias)
+    d_bias[1, 2 * units : 3 * units] += _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq).sum(
         axis=0
     )
-    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
-        axis=0
-    )
-    d_x_dropped2_kernel_h_sum = _all_steps(d_x_dropped2_kernel_h).sum(axis=0)
-    d_weights["bias"][1, 2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_h_sum
-    d_weights["bias"][0, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][1, 0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][0, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][1, units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][0, 2 * units : 3 * units] += d_x_dropped2_kernel_h_sum
+    d_bias[0, 0:units] += d_z_in_sum
+    d_bias[1, 0:units] += d_z_in_sum
+    d_bias[0, units : 2 * units] += d_r_in_sum
+    d_bias[1, units : 2 * units] += d_r_in_sum
+    d_bias[0, 2 * units : 3 * units] += _all_steps(d_hh_in_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1725,7 +1667,6 @@ def _forward_v4(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v4",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1774,9 +1715,9 @@ def _backward_v4(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel_zr = np.zeros((T, B, 2 * units), dtype)
-    d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_zr_seq = np.zeros((T, B, 2 * units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -1796,23 +1737,23 @@ def _backward_v4(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_r_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+        d_hh_pre_seq[t] = d_hh_pre
+        d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
-        d_x_kernel[t, :, 0:units] = d_z_pre
-        d_x_kernel[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
+        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_pre
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1822,20 +1763,21 @@ def _backward_v4(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel_zr
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr_seq
     )
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_r_seq
-    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
-    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
-    d_weights["bias"][0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_r_seq).T @ _all_steps(
+        d_hh_pre_seq
+    )
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += d_x_kernel_sum[0:units]
+    d_bias[units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1914,7 +1856,6 @@ def _forward_v5(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v5",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1969,9 +1910,9 @@ def _backward_v5(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel_zr = np.zeros((T, B, 2 * units), dtype)
-    d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_zr_seq = np.zeros((T, B, 2 * units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -1994,23 +1935,23 @@ def _backward_v5(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_r_recurrent_kernel_h[t] = d_hh_in
-        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+        d_hh_in_seq[t] = d_hh_in
+        d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
-        d_x_kernel[t, :, 0:units] = d_z_in
-        d_x_kernel[t, :, units : 2 * units] = d_r_in
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
+        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_in
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -2020,20 +1961,21 @@ def _backward_v5(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel_zr
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr_seq
     )
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_r_seq
-    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
-    d_x_kernel_sum = _all_steps(d_x_kernel).sum(axis=0)
-    d_weights["bias"][0:units] += d_x_kernel_sum[0:units]
-    d_weights["bias"][units : 2 * units] += d_x_kernel_sum[units : 2 * units]
-    d_weights["bias"][2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_r_seq).T @ _all_steps(
+        d_hh_in_seq
+    )
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += d_x_kernel_sum[0:units]
+    d_bias[units : 2 * units] += d_x_kernel_sum[units : 2 * units]
+    d_bias[2 * units : 3 * units] += d_x_kernel_sum[2 * units : 3 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -2125,7 +2067,6 @@ def _forward_v6(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v6",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2190,9 +2131,9 @@ def _backward_v6(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_pre_seq = np.zeros((T, B, units), dtype)
+    d_r_pre_seq = np.zeros((T, B, units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -2213,27 +2154,21 @@ def _backward_v6(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
-        )
+        d_hh_pre_seq[t] = d_hh_pre
+        d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_pre_seq[t] = d_r_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
+        d_z_pre_seq[t] = d_z_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2248,51 +2183,26 @@ def _backward_v6(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_dropped2_seq
-    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
-    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
-        axis=0
-    )
-    d_h_prev_r_dropped2_recurrent_kernel_h_sum = _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    ).sum(axis=0)
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h_sum
+    ).T @ _all_steps(d_hh_pre_seq)
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += _all_steps(d_z_pre_seq).sum(axis=0)
+    d_bias[units : 2 * units] += _all_steps(d_r_pre_seq).sum(axis=0)
+    d_bias[2 * units : 3 * units] += _all_steps(d_hh_pre_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -2393,7 +2303,6 @@ def _forward_v7(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v7",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2464,9 +2373,9 @@ def _backward_v7(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_in_seq = np.zeros((T, B, units), dtype)
+    d_r_in_seq = np.zeros((T, B, units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -2490,27 +2399,21 @@ def _backward_v7(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_in
-        d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
-        )
+        d_hh_in_seq[t] = d_hh_in
+        d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_in_seq[t] = d_r_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
+        d_z_in_seq[t] = d_z_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2525,51 +2428,26 @@ def _backward_v7(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_dropped2_seq
-    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
-    d_h_prev_dropped0_recurrent_kernel_z_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_z).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_r_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_r).sum(
-        axis=0
-    )
-    d_h_prev_r_dropped2_recurrent_kernel_h_sum = _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    ).sum(axis=0)
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_z_sum
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_r_sum
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_r_dropped2_recurrent_kernel_h_sum
+    ).T @ _all_steps(d_hh_in_seq)
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += _all_steps(d_z_in_seq).sum(axis=0)
+    d_bias[units : 2 * units] += _all_steps(d_r_in_seq).sum(axis=0)
+    d_bias[2 * units : 3 * units] += _all_steps(d_hh_in_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -2633,7 +2511,6 @@ def _forward_v8(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v8",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2682,8 +2559,8 @@ def _backward_v8(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -2699,7 +2576,7 @@ def _backward_v8(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
@@ -2708,13 +2585,13 @@ def _backward_v8(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_x_kernel[t, :, 0:units] = d_z_pre
-        d_x_kernel[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_pre
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -2724,13 +2601,10 @@ def _backward_v8(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -2803,7 +2677,6 @@ def _forward_v9(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v9",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2858,8 +2731,8 @@ def _backward_v9(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 3 * units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 3 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -2878,7 +2751,7 @@ def _backward_v9(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
@@ -2887,13 +2760,13 @@ def _backward_v9(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_r_in
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_hh_in * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_x_kernel[t, :, 0:units] = d_z_in
-        d_x_kernel[t, :, units : 2 * units] = d_r_in
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_in
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -2903,13 +2776,10 @@ def _backward_v9(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -2996,7 +2866,6 @@ def _forward_v10(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v10",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -3063,10 +2932,10 @@ def _backward_v10(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_pre_seq = np.zeros((T, B, units), dtype)
+    d_r_pre_seq = np.zeros((T, B, units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -3088,28 +2957,24 @@ def _backward_v10(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_pre_seq[t] = d_r_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
-        d_x_dropped2_kernel_h[t] = d_hh_pre
+        d_z_pre_seq[t] = d_z_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_hh_pre_seq[t] = d_hh_pre
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3124,37 +2989,22 @@ def _backward_v10(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_h_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_x_dropped2_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -3250,7 +3100,6 @@ def _forward_v11(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v11",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -3323,10 +3172,10 @@ def _backward_v11(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_x_dropped2_kernel_h = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_in_seq = np.zeros((T, B, units), dtype)
+    d_r_in_seq = np.zeros((T, B, units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -3351,28 +3200,24 @@ def _backward_v11(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_dropped2_recurrent_kernel_h[t] = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_in_seq[t] = d_r_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
-        d_x_dropped2_kernel_h[t] = d_hh_in
+        d_z_in_seq[t] = d_z_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_hh_in_seq[t] = d_hh_in
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3387,37 +3232,22 @@ def _backward_v11(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_h_prev_dropped2_recurrent_kernel_h_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_x_dropped2_kernel_h) @ kernel[:, 2 * units : 3 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_x_dropped2_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -3482,7 +3312,6 @@ def _forward_v12(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v12",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -3531,9 +3360,9 @@ def _backward_v12(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel_zr = np.zeros((T, B, 2 * units), dtype)
-    d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_zr_seq = np.zeros((T, B, 2 * units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -3553,23 +3382,23 @@ def _backward_v12(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_r_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+        d_hh_pre_seq[t] = d_hh_pre
+        d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
-        d_x_kernel[t, :, 0:units] = d_z_pre
-        d_x_kernel[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
+        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_pre
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -3579,16 +3408,16 @@ def _backward_v12(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel_zr
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr_seq
     )
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_r_seq
-    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_r_seq).T @ _all_steps(
+        d_hh_pre_seq
+    )
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -3662,7 +3491,6 @@ def _forward_v13(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v13",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -3717,9 +3545,9 @@ def _backward_v13(
     hh_seq = tape["hh"]
 
     # gradients of the weight products, kept for every step
-    d_x_kernel = np.zeros((T, B, 3 * units), dtype)
-    d_h_prev_recurrent_kernel_zr = np.zeros((T, B, 2 * units), dtype)
-    d_h_prev_r_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_x_kernel_seq = np.zeros((T, B, 3 * units), dtype)
+    d_h_prev_recurrent_kernel_zr_seq = np.zeros((T, B, 2 * units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -3742,23 +3570,23 @@ def _backward_v13(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_r_recurrent_kernel_h[t] = d_hh_in
-        d_h_prev_r_via_recurrent_kernel = d_h_prev_r_recurrent_kernel_h[t] @ recurrent_kernel_h_T
+        d_hh_in_seq[t] = d_hh_in
+        d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_zr[t, :, units : 2 * units] = d_r_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr[t] @ recurrent_kernel_zr_T
-        d_x_kernel[t, :, 0:units] = d_z_in
-        d_x_kernel[t, :, units : 2 * units] = d_r_in
-        d_x_kernel[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
+        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
+        d_x_kernel_seq[t, :, 0:units] = d_z_in
+        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
+        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -3768,16 +3596,16 @@ def _backward_v13(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_x_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_x_kernel)
-    d_weights["recurrent_kernel"][:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel_zr
+    d_x = _per_step(_all_steps(d_x_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0 : 2 * units] += _all_steps(h_seq[:-1]).T @ _all_steps(
+        d_h_prev_recurrent_kernel_zr_seq
     )
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_r_seq
-    ).T @ _all_steps(d_h_prev_r_recurrent_kernel_h)
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_r_seq).T @ _all_steps(
+        d_hh_in_seq
+    )
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -3862,7 +3690,6 @@ def _forward_v14(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v14",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -3927,9 +3754,9 @@ def _backward_v14(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_pre_seq = np.zeros((T, B, units), dtype)
+    d_r_pre_seq = np.zeros((T, B, units), dtype)
+    d_hh_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -3950,27 +3777,21 @@ def _backward_v14(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_pre
-        d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
-        )
+        d_hh_pre_seq[t] = d_hh_pre
+        d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_pre_seq[t] = d_r_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
+        d_z_pre_seq[t] = d_z_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3985,39 +3806,22 @@ def _backward_v14(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_dropped2_seq
-    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
+    ).T @ _all_steps(d_hh_pre_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -4111,7 +3915,6 @@ def _forward_v15(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v15",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -4182,9 +3985,9 @@ def _backward_v15(
     x_dropped2 = tape["x_dropped2"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_z = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_r = np.zeros((T, B, units), dtype)
-    d_h_prev_r_dropped2_recurrent_kernel_h = np.zeros((T, B, units), dtype)
+    d_z_in_seq = np.zeros((T, B, units), dtype)
+    d_r_in_seq = np.zeros((T, B, units), dtype)
+    d_hh_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_h_T = np.ascontiguousarray(
@@ -4208,27 +4011,21 @@ def _backward_v15(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_r_dropped2_recurrent_kernel_h[t] = d_hh_in
-        d_h_prev_r_dropped2_via_recurrent_kernel = (
-            d_h_prev_r_dropped2_recurrent_kernel_h[t] @ recurrent_kernel_h_T
-        )
+        d_hh_in_seq[t] = d_hh_in
+        d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_h_prev_dropped1_recurrent_kernel_r[t] = d_r_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_r[t] @ recurrent_kernel_r_T
-        )
+        d_r_in_seq[t] = d_r_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_dropped0_recurrent_kernel_z[t] = d_z_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_z[t] @ recurrent_kernel_z_T
-        )
+        d_z_in_seq[t] = d_z_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -4243,39 +4040,22 @@ def _backward_v15(
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_z = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_z) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_z_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_r_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_hh_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_z_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_r_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_r = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_r) @ kernel[:, units : 2 * units].T, T, B
-    )
-    d_x_dropped2_from_x_dropped2_kernel_h = _per_step(
-        _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h) @ kernel[:, 2 * units : 3 * units].T,
-        T,
-        B,
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_r
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_r_dropped2_recurrent_kernel_h
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_z
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_r)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(
         h_prev_r_dropped2_seq
-    ).T @ _all_steps(d_h_prev_r_dropped2_recurrent_kernel_h)
+    ).T @ _all_steps(d_hh_in_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 

@@ -507,8 +507,7 @@ def _step_v0(
     recurrent_bias_z = bias[1, 0:units]
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             input_bias_z + recurrent_bias_z,
             input_bias_r + recurrent_bias_r,
@@ -565,8 +564,7 @@ def _fused_v0(
         recurrent_bias_z = bias[1, 0:units]
         recurrent_bias_r = bias[1, units : 2 * units]
         recurrent_bias_h = bias[1, 2 * units : 3 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 input_bias_z + recurrent_bias_z,
                 input_bias_r + recurrent_bias_r,
@@ -626,7 +624,7 @@ def _fused_v0(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
                 z = z_seq[t]
@@ -672,64 +670,60 @@ def _fused_v0(
                 d_h = d_h * z + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel = tas[1].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_seq = tas[1].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                1,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, 0, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, 1, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                0,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                1,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                0,
-                2 * units,
-                3 * units,
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
+            d_bias = (
+                _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 2 * units : 3 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    1,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, 0, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, 1, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    0,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    1,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 2 * units : 3 * units], [0, 1]),
+                    bias.shape,
+                    0,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -764,8 +758,7 @@ def _step_v1(
     recurrent_bias_z = bias[1, 0:units]
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             input_bias_z + recurrent_bias_z,
             input_bias_r + recurrent_bias_r,
@@ -825,8 +818,7 @@ def _fused_v1(
         recurrent_bias_z = bias[1, 0:units]
         recurrent_bias_r = bias[1, units : 2 * units]
         recurrent_bias_h = bias[1, 2 * units : 3 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 input_bias_z + recurrent_bias_z,
                 input_bias_r + recurrent_bias_r,
@@ -895,7 +887,7 @@ def _fused_v1(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
                 z_in = z_in_seq[t]
@@ -944,64 +936,60 @@ def _fused_v1(
                 d_h = d_h * z + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel = tas[1].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_seq = tas[1].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                1,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, 0, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, 1, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                0,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                1,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                0,
-                2 * units,
-                3 * units,
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
+            d_bias = (
+                _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 2 * units : 3 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    1,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, 0, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, 1, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    0,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    1,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 2 * units : 3 * units], [0, 1]),
+                    bias.shape,
+                    0,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1043,17 +1031,13 @@ def _step_v2(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units] + input_bias_z + recurrent_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = (
+        x_dropped1 @ kernel[:, units : 2 * units] + input_bias_r + recurrent_bias_r
+    )
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + input_bias_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -1113,14 +1097,17 @@ def _fused_v2(
         x_mask_1 = masks["x"][1]
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
+        x_dropped0_kernel_z = (
+            _seq_matmul(x_dropped0, kernel[:, 0:units]) + input_bias_z + recurrent_bias_z
+        )
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
+        x_dropped1_kernel_r = (
+            _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + input_bias_r + recurrent_bias_r
+        )
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+        x_dropped2_kernel_h = (
+            _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + input_bias_h
+        )
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
@@ -1187,7 +1174,7 @@ def _fused_v2(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -1211,25 +1198,18 @@ def _fused_v2(
                 )
                 d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
                 d_r_pre = d_r * recurrent_activation_grad(r)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_pre = d_z * recurrent_activation_grad(z)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
-                d_x_dropped2_kernel_h = d_hh_pre
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_x_dropped2_kernel_h),
+                    tas[0].write(t, d_z_pre),
+                    tas[1].write(t, d_r_pre),
+                    tas[2].write(t, d_hh_pre),
                     tas[3].write(t, d_h_prev_dropped2_recurrent_kernel_h),
                 ]
                 d_h = (
@@ -1240,110 +1220,71 @@ def _fused_v2(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_x_dropped2_kernel_h = tas[2].stack()
-            d_h_prev_dropped2_recurrent_kernel_h = tas[3].stack()
+            d_h, _, tas = loop[1:]
+            d_z_pre_seq = tas[0].stack()
+            d_r_pre_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
+            d_h_prev_dropped2_recurrent_kernel_h_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_x_dropped2_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_h, [0, 1]),
-                bias.shape,
-                1,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]), bias.shape, 0, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]), bias.shape, 1, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                0,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                1,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_dropped2_kernel_h, [0, 1]), bias.shape, 0, 2 * units, 3 * units
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_h_seq, [0, 1]),
+                    bias.shape,
+                    1,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(tf.reduce_sum(d_z_pre_seq, [0, 1]), bias.shape, 0, 0, units)
+                + _place(tf.reduce_sum(d_z_pre_seq, [0, 1]), bias.shape, 1, 0, units)
+                + _place(tf.reduce_sum(d_r_pre_seq, [0, 1]), bias.shape, 0, units, 2 * units)
+                + _place(tf.reduce_sum(d_r_pre_seq, [0, 1]), bias.shape, 1, units, 2 * units)
+                + _place(tf.reduce_sum(d_hh_pre_seq, [0, 1]), bias.shape, 0, 2 * units, 3 * units)
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1385,17 +1326,13 @@ def _step_v3(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units] + input_bias_z + recurrent_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = (
+        x_dropped1 @ kernel[:, units : 2 * units] + input_bias_r + recurrent_bias_r
+    )
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + input_bias_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -1456,14 +1393,17 @@ def _fused_v3(
         x_mask_1 = masks["x"][1]
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
+        x_dropped0_kernel_z = (
+            _seq_matmul(x_dropped0, kernel[:, 0:units]) + input_bias_z + recurrent_bias_z
+        )
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
+        x_dropped1_kernel_r = (
+            _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + input_bias_r + recurrent_bias_r
+        )
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+        x_dropped2_kernel_h = (
+            _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + input_bias_h
+        )
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
@@ -1539,7 +1479,7 @@ def _fused_v3(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -1566,25 +1506,18 @@ def _fused_v3(
                 )
                 d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
                 d_r_in = d_r * recurrent_activation_grad(r_in)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_in = d_z * recurrent_activation_grad(z_in)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
-                d_x_dropped2_kernel_h = d_hh_in
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_x_dropped2_kernel_h),
+                    tas[0].write(t, d_z_in),
+                    tas[1].write(t, d_r_in),
+                    tas[2].write(t, d_hh_in),
                     tas[3].write(t, d_h_prev_dropped2_recurrent_kernel_h),
                 ]
                 d_h = (
@@ -1595,110 +1528,71 @@ def _fused_v3(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_x_dropped2_kernel_h = tas[2].stack()
-            d_h_prev_dropped2_recurrent_kernel_h = tas[3].stack()
+            d_h, _, tas = loop[1:]
+            d_z_in_seq = tas[0].stack()
+            d_r_in_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
+            d_h_prev_dropped2_recurrent_kernel_h_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_x_dropped2_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_h, [0, 1]),
-                bias.shape,
-                1,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]), bias.shape, 0, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]), bias.shape, 1, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                0,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                1,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_dropped2_kernel_h, [0, 1]), bias.shape, 0, 2 * units, 3 * units
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_h_seq, [0, 1]),
+                    bias.shape,
+                    1,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(tf.reduce_sum(d_z_in_seq, [0, 1]), bias.shape, 0, 0, units)
+                + _place(tf.reduce_sum(d_z_in_seq, [0, 1]), bias.shape, 1, 0, units)
+                + _place(tf.reduce_sum(d_r_in_seq, [0, 1]), bias.shape, 0, units, 2 * units)
+                + _place(tf.reduce_sum(d_r_in_seq, [0, 1]), bias.shape, 1, units, 2 * units)
+                + _place(tf.reduce_sum(d_hh_in_seq, [0, 1]), bias.shape, 0, 2 * units, 3 * units)
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1730,8 +1624,7 @@ def _step_v4(
     input_bias_z = bias[0:units]
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             input_bias_z,
             input_bias_r,
@@ -1786,8 +1679,7 @@ def _fused_v4(
         input_bias_z = bias[0:units]
         input_bias_r = bias[units : 2 * units]
         input_bias_h = bias[2 * units : 3 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 input_bias_z,
                 input_bias_r,
@@ -1848,7 +1740,7 @@ def _fused_v4(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -1863,11 +1755,8 @@ def _fused_v4(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_pre = d_hh * activation_grad(hh)
-                d_h_prev_r_recurrent_kernel_h = d_hh_pre
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
                 d_r_pre = d_r * recurrent_activation_grad(r)
@@ -1896,64 +1785,59 @@ def _fused_v4(
                 tas = [
                     tas[0].write(t, d_x_kernel),
                     tas[1].write(t, d_h_prev_recurrent_kernel_zr),
-                    tas[2].write(t, d_h_prev_r_recurrent_kernel_h),
+                    tas[2].write(t, d_hh_pre),
                 ]
                 d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel_zr = tas[1].stack()
-            d_h_prev_r_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_zr_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _place(
+                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr_seq),
                 recurrent_kernel.shape,
                 None,
                 0,
                 2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_seq, d_h_prev_r_recurrent_kernel_h),
+            ) + _place(
+                _seq_outer(h_prev_r_seq, d_hh_pre_seq),
                 recurrent_kernel.shape,
                 None,
                 2 * units,
                 3 * units,
             )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, None, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, None, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 2 * units : 3 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1985,8 +1869,7 @@ def _step_v5(
     input_bias_z = bias[0:units]
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             input_bias_z,
             input_bias_r,
@@ -2044,8 +1927,7 @@ def _fused_v5(
         input_bias_z = bias[0:units]
         input_bias_r = bias[units : 2 * units]
         input_bias_h = bias[2 * units : 3 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 input_bias_z,
                 input_bias_r,
@@ -2115,7 +1997,7 @@ def _fused_v5(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -2133,11 +2015,8 @@ def _fused_v5(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_in = d_hh * activation_grad(hh_in)
-                d_h_prev_r_recurrent_kernel_h = d_hh_in
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
                 d_r_in = d_r * recurrent_activation_grad(r_in)
@@ -2166,64 +2045,59 @@ def _fused_v5(
                 tas = [
                     tas[0].write(t, d_x_kernel),
                     tas[1].write(t, d_h_prev_recurrent_kernel_zr),
-                    tas[2].write(t, d_h_prev_r_recurrent_kernel_h),
+                    tas[2].write(t, d_hh_in),
                 ]
                 d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel_zr = tas[1].stack()
-            d_h_prev_r_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_zr_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _place(
+                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr_seq),
                 recurrent_kernel.shape,
                 None,
                 0,
                 2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_seq, d_h_prev_r_recurrent_kernel_h),
+            ) + _place(
+                _seq_outer(h_prev_r_seq, d_hh_in_seq),
                 recurrent_kernel.shape,
                 None,
                 2 * units,
                 3 * units,
             )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 0:units], [0, 1]), bias.shape, None, 0, units
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_x_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 0:units], [0, 1]), bias.shape, None, 0, units
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(d_x_kernel_seq[..., 2 * units : 3 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -2262,17 +2136,11 @@ def _step_v6(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units] + input_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units] + input_bias_r
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + input_bias_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -2327,14 +2195,13 @@ def _fused_v6(
         x_mask_1 = masks["x"][1]
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
+        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units]) + input_bias_z
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
+        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + input_bias_r
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+        x_dropped2_kernel_h = (
+            _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + input_bias_h
+        )
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
@@ -2397,7 +2264,7 @@ def _fused_v6(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -2412,32 +2279,23 @@ def _fused_v6(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_pre = d_hh * activation_grad(hh)
-                d_h_prev_r_dropped2_recurrent_kernel_h = d_hh_pre
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
                 d_r_pre = d_r * recurrent_activation_grad(r)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_pre = d_z * recurrent_activation_grad(z)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_h_prev_r_dropped2_recurrent_kernel_h),
+                    tas[0].write(t, d_z_pre),
+                    tas[1].write(t, d_r_pre),
+                    tas[2].write(t, d_hh_pre),
                 ]
                 d_h = (
                     d_h * z
@@ -2447,101 +2305,63 @@ def _fused_v6(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_h_prev_r_dropped2_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_z_pre_seq = tas[0].stack()
+            d_r_pre_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_h_prev_r_dropped2_recurrent_kernel_h,
-                tf.transpose(kernel[:, 2 * units : 3 * units]),
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_r_dropped2_seq, d_hh_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_r_dropped2_recurrent_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_dropped2_seq, d_h_prev_r_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_r_dropped2_recurrent_kernel_h, [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_bias = (
+                _place(tf.reduce_sum(d_z_pre_seq, [0, 1]), bias.shape, None, 0, units)
+                + _place(tf.reduce_sum(d_r_pre_seq, [0, 1]), bias.shape, None, units, 2 * units)
+                + _place(
+                    tf.reduce_sum(d_hh_pre_seq, [0, 1]), bias.shape, None, 2 * units, 3 * units
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -2580,17 +2400,11 @@ def _step_v7(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units] + input_bias_z
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units] + input_bias_r
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + input_bias_h
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -2648,14 +2462,13 @@ def _fused_v7(
         x_mask_1 = masks["x"][1]
         x_mask_2 = masks["x"][2]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
+        x_dropped0_kernel_z = _seq_matmul(x_dropped0, kernel[:, 0:units]) + input_bias_z
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
+        x_dropped1_kernel_r = _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + input_bias_r
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_h = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+        x_dropped2_kernel_h = (
+            _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + input_bias_h
+        )
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
@@ -2727,7 +2540,7 @@ def _fused_v7(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -2745,32 +2558,23 @@ def _fused_v7(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_in = d_hh * activation_grad(hh_in)
-                d_h_prev_r_dropped2_recurrent_kernel_h = d_hh_in
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
                 d_r_in = d_r * recurrent_activation_grad(r_in)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_in = d_z * recurrent_activation_grad(z_in)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_h_prev_r_dropped2_recurrent_kernel_h),
+                    tas[0].write(t, d_z_in),
+                    tas[1].write(t, d_r_in),
+                    tas[2].write(t, d_hh_in),
                 ]
                 d_h = (
                     d_h * z
@@ -2780,101 +2584,61 @@ def _fused_v7(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_h_prev_r_dropped2_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_z_in_seq = tas[0].stack()
+            d_r_in_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_h_prev_r_dropped2_recurrent_kernel_h,
-                tf.transpose(kernel[:, 2 * units : 3 * units]),
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_r_dropped2_seq, d_hh_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_r_dropped2_recurrent_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_dropped2_seq, d_h_prev_r_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_z, [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_r, [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_r_dropped2_recurrent_kernel_h, [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_bias = (
+                _place(tf.reduce_sum(d_z_in_seq, [0, 1]), bias.shape, None, 0, units)
+                + _place(tf.reduce_sum(d_r_in_seq, [0, 1]), bias.shape, None, units, 2 * units)
+                + _place(tf.reduce_sum(d_hh_in_seq, [0, 1]), bias.shape, None, 2 * units, 3 * units)
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -2999,7 +2763,7 @@ def _fused_v8(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
                 z = z_seq[t]
@@ -3045,30 +2809,23 @@ def _fused_v8(
                 d_h = d_h * z + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel = tas[1].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_seq = tas[1].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -3204,7 +2961,7 @@ def _fused_v9(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
                 z_in = z_in_seq[t]
@@ -3253,30 +3010,23 @@ def _fused_v9(
                 d_h = d_h * z + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(2)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel = tas[1].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_seq = tas[1].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -3310,14 +3060,11 @@ def _step_v10(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -3438,7 +3185,7 @@ def _fused_v10(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -3462,25 +3209,18 @@ def _fused_v10(
                 )
                 d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
                 d_r_pre = d_r * recurrent_activation_grad(r)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_pre = d_z * recurrent_activation_grad(z)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
-                d_x_dropped2_kernel_h = d_hh_pre
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_x_dropped2_kernel_h),
+                    tas[0].write(t, d_z_pre),
+                    tas[1].write(t, d_r_pre),
+                    tas[2].write(t, d_hh_pre),
                     tas[3].write(t, d_h_prev_dropped2_recurrent_kernel_h),
                 ]
                 d_h = (
@@ -3491,79 +3231,57 @@ def _fused_v10(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_x_dropped2_kernel_h = tas[2].stack()
-            d_h_prev_dropped2_recurrent_kernel_h = tas[3].stack()
+            d_h, _, tas = loop[1:]
+            d_z_pre_seq = tas[0].stack()
+            d_r_pre_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
+            d_h_prev_dropped2_recurrent_kernel_h_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_x_dropped2_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
@@ -3598,14 +3316,11 @@ def _step_v11(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -3738,7 +3453,7 @@ def _fused_v11(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -3765,25 +3480,18 @@ def _fused_v11(
                 )
                 d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
                 d_r_in = d_r * recurrent_activation_grad(r_in)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_in = d_z * recurrent_activation_grad(z_in)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
-                d_x_dropped2_kernel_h = d_hh_in
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_x_dropped2_kernel_h),
+                    tas[0].write(t, d_z_in),
+                    tas[1].write(t, d_r_in),
+                    tas[2].write(t, d_hh_in),
                     tas[3].write(t, d_h_prev_dropped2_recurrent_kernel_h),
                 ]
                 d_h = (
@@ -3794,79 +3502,57 @@ def _fused_v11(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_x_dropped2_kernel_h = tas[2].stack()
-            d_h_prev_dropped2_recurrent_kernel_h = tas[3].stack()
+            d_h, _, tas = loop[1:]
+            d_z_in_seq = tas[0].stack()
+            d_r_in_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
+            d_h_prev_dropped2_recurrent_kernel_h_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_x_dropped2_kernel_h, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_x_dropped2_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
@@ -3993,7 +3679,7 @@ def _fused_v12(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -4008,11 +3694,8 @@ def _fused_v12(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_pre = d_hh * activation_grad(hh)
-                d_h_prev_r_recurrent_kernel_h = d_hh_pre
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
                 d_r_pre = d_r * recurrent_activation_grad(r)
@@ -4041,42 +3724,36 @@ def _fused_v12(
                 tas = [
                     tas[0].write(t, d_x_kernel),
                     tas[1].write(t, d_h_prev_recurrent_kernel_zr),
-                    tas[2].write(t, d_h_prev_r_recurrent_kernel_h),
+                    tas[2].write(t, d_hh_pre),
                 ]
                 d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel_zr = tas[1].stack()
-            d_h_prev_r_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_zr_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _place(
+                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr_seq),
                 recurrent_kernel.shape,
                 None,
                 0,
                 2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_seq, d_h_prev_r_recurrent_kernel_h),
+            ) + _place(
+                _seq_outer(h_prev_r_seq, d_hh_pre_seq),
                 recurrent_kernel.shape,
                 None,
                 2 * units,
@@ -4219,7 +3896,7 @@ def _fused_v13(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -4237,11 +3914,8 @@ def _fused_v13(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_in = d_hh * activation_grad(hh_in)
-                d_h_prev_r_recurrent_kernel_h = d_hh_in
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
                 d_r_in = d_r * recurrent_activation_grad(r_in)
@@ -4270,42 +3944,36 @@ def _fused_v13(
                 tas = [
                     tas[0].write(t, d_x_kernel),
                     tas[1].write(t, d_h_prev_recurrent_kernel_zr),
-                    tas[2].write(t, d_h_prev_r_recurrent_kernel_h),
+                    tas[2].write(t, d_hh_in),
                 ]
                 d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_x_kernel = tas[0].stack()
-            d_h_prev_recurrent_kernel_zr = tas[1].stack()
-            d_h_prev_r_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_x_kernel_seq = tas[0].stack()
+            d_h_prev_recurrent_kernel_zr_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_x_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_x_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr),
+            d_x = _seq_matmul(d_x_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_x_kernel_seq)
+            d_recurrent_kernel = _place(
+                _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_zr_seq),
                 recurrent_kernel.shape,
                 None,
                 0,
                 2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_seq, d_h_prev_r_recurrent_kernel_h),
+            ) + _place(
+                _seq_outer(h_prev_r_seq, d_hh_in_seq),
                 recurrent_kernel.shape,
                 None,
                 2 * units,
@@ -4344,14 +4012,11 @@ def _step_v14(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -4470,7 +4135,7 @@ def _fused_v14(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z = z_seq[t]
                 r = r_seq[t]
@@ -4485,32 +4150,23 @@ def _fused_v14(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_pre = d_hh * activation_grad(hh)
-                d_h_prev_r_dropped2_recurrent_kernel_h = d_hh_pre
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
                 d_r_pre = d_r * recurrent_activation_grad(r)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_pre = d_z * recurrent_activation_grad(z)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_h_prev_r_dropped2_recurrent_kernel_h),
+                    tas[0].write(t, d_z_pre),
+                    tas[1].write(t, d_r_pre),
+                    tas[2].write(t, d_hh_pre),
                 ]
                 d_h = (
                     d_h * z
@@ -4520,79 +4176,56 @@ def _fused_v14(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_h_prev_r_dropped2_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_z_pre_seq = tas[0].stack()
+            d_r_pre_seq = tas[1].stack()
+            d_hh_pre_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_h_prev_r_dropped2_recurrent_kernel_h,
-                tf.transpose(kernel[:, 2 * units : 3 * units]),
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_r_dropped2_recurrent_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_dropped2_seq, d_h_prev_r_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_r_dropped2_seq, d_hh_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
@@ -4627,14 +4260,11 @@ def _step_v15(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z_t = x_dropped0_kernel_z
+    x_dropped0_kernel_z_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r_t = x_dropped1_kernel_r
+    x_dropped1_kernel_r_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h_t = x_dropped2_kernel_h
+    x_dropped2_kernel_h_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -4765,7 +4395,7 @@ def _fused_v15(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_prev = h_seq[t]
                 z_in = z_in_seq[t]
                 z = z_seq[t]
@@ -4783,32 +4413,23 @@ def _fused_v15(
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
                 d_hh_in = d_hh * activation_grad(hh_in)
-                d_h_prev_r_dropped2_recurrent_kernel_h = d_hh_in
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_r_dropped2_recurrent_kernel_h,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
                 d_r_in = d_r * recurrent_activation_grad(r_in)
-                d_h_prev_dropped1_recurrent_kernel_r = d_r_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_r,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
                 d_z_in = d_z * recurrent_activation_grad(z_in)
-                d_h_prev_dropped0_recurrent_kernel_z = d_z_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_z,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_z),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_r),
-                    tas[2].write(t, d_h_prev_r_dropped2_recurrent_kernel_h),
+                    tas[0].write(t, d_z_in),
+                    tas[1].write(t, d_r_in),
+                    tas[2].write(t, d_hh_in),
                 ]
                 d_h = (
                     d_h * z
@@ -4818,79 +4439,56 @@ def _fused_v15(
                 )
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(3)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_z = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_r = tas[1].stack()
-            d_h_prev_r_dropped2_recurrent_kernel_h = tas[2].stack()
+            d_h, _, tas = loop[1:]
+            d_z_in_seq = tas[0].stack()
+            d_r_in_seq = tas[1].stack()
+            d_hh_in_seq = tas[2].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_z = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_z, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_z_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_r_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_hh_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
             )
-            d_x_dropped1_from_x_dropped1_kernel_r = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_r, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_z_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_r_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_hh_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_h = _seq_matmul(
-                d_h_prev_r_dropped2_recurrent_kernel_h,
-                tf.transpose(kernel[:, 2 * units : 3 * units]),
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_z * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_r * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_h * x_mask_2
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_z),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_r),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_r_dropped2_recurrent_kernel_h),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_z),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_r),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_r_dropped2_seq, d_h_prev_r_dropped2_recurrent_kernel_h),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_z_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_r_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_r_dropped2_seq, d_hh_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
             )
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 

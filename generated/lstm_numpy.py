@@ -784,7 +784,6 @@ def _forward_v0(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v0",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -837,7 +836,7 @@ def _backward_v0(
     activation_c_seq = tape["activation_c"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 4 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -855,7 +854,7 @@ def _backward_v0(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -870,12 +869,11 @@ def _backward_v0(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
+        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -887,18 +885,16 @@ def _backward_v0(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel_sum[0:units]
-    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel_seq) @ kernel.T, T, B)
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += d_h_prev_recurrent_kernel_sum[0:units]
+    d_bias[units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
+    d_bias[2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
+    d_bias[3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -992,7 +988,6 @@ def _forward_v1(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v1",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1053,7 +1048,7 @@ def _backward_v1(
     activation_c_seq = tape["activation_c"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 4 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -1076,7 +1071,7 @@ def _backward_v1(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -1091,12 +1086,11 @@ def _backward_v1(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_in
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_in
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_in
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
+        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
+        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1108,18 +1102,16 @@ def _backward_v1(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_weights["bias"][0:units] += d_h_prev_recurrent_kernel_sum[0:units]
-    d_weights["bias"][units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel_seq) @ kernel.T, T, B)
+    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel_seq).sum(axis=0)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += d_h_prev_recurrent_kernel_sum[0:units]
+    d_bias[units : 2 * units] += d_h_prev_recurrent_kernel_sum[units : 2 * units]
+    d_bias[2 * units : 3 * units] += d_h_prev_recurrent_kernel_sum[2 * units : 3 * units]
+    d_bias[3 * units : 4 * units] += d_h_prev_recurrent_kernel_sum[3 * units : 4 * units]
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1236,7 +1228,6 @@ def _forward_v2(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v2",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1312,10 +1303,10 @@ def _backward_v2(
     x_dropped3 = tape["x_dropped3"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
+    d_i_pre_seq = np.zeros((T, B, units), dtype)
+    d_f_pre_seq = np.zeros((T, B, units), dtype)
+    d_g_pre_seq = np.zeros((T, B, units), dtype)
+    d_o_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -1342,7 +1333,7 @@ def _backward_v2(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -1351,28 +1342,20 @@ def _backward_v2(
         d_c = d_activation_c * activation_grad(activation_c) + d_c
         d_o = activation_c * d_h
         d_o_pre = d_o * recurrent_activation_grad(o)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
+        d_o_pre_seq[t] = d_o_pre
+        d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
+        d_g_pre_seq[t] = d_g_pre
+        d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
+        d_f_pre_seq[t] = d_f_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
+        d_i_pre_seq[t] = d_i_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
             + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
@@ -1390,63 +1373,32 @@ def _backward_v2(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_i_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_f_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_g_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_x += _per_step(_all_steps(d_o_pre_seq) @ kernel[:, 3 * units : 4 * units].T, T, B) * x_mask_3
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_i_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_f_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_g_pre_seq)
+    d_kernel[:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(d_o_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_i_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_f_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_g_pre_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_recurrent_kernel[:, 3 * units : 4 * units] += _all_steps(h_prev_dropped3_seq).T @ _all_steps(
+        d_o_pre_seq
     )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    d_h_prev_dropped0_recurrent_kernel_i_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_i).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_f_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_f).sum(
-        axis=0
-    )
-    d_h_prev_dropped2_recurrent_kernel_c_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_c).sum(
-        axis=0
-    )
-    d_h_prev_dropped3_recurrent_kernel_o_sum = _all_steps(d_h_prev_dropped3_recurrent_kernel_o).sum(
-        axis=0
-    )
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i_sum
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f_sum
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c_sum
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o_sum
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += _all_steps(d_i_pre_seq).sum(axis=0)
+    d_bias[units : 2 * units] += _all_steps(d_f_pre_seq).sum(axis=0)
+    d_bias[2 * units : 3 * units] += _all_steps(d_g_pre_seq).sum(axis=0)
+    d_bias[3 * units : 4 * units] += _all_steps(d_o_pre_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1575,7 +1527,6 @@ def _forward_v3(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v3",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1659,10 +1610,10 @@ def _backward_v3(
     x_dropped3 = tape["x_dropped3"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
+    d_i_in_seq = np.zeros((T, B, units), dtype)
+    d_f_in_seq = np.zeros((T, B, units), dtype)
+    d_g_in_seq = np.zeros((T, B, units), dtype)
+    d_o_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -1694,7 +1645,7 @@ def _backward_v3(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -1703,28 +1654,20 @@ def _backward_v3(
         d_c = d_activation_c * activation_grad(c) + d_c
         d_o = activation_c * d_h
         d_o_in = d_o * recurrent_activation_grad(o_in)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_in
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
+        d_o_in_seq[t] = d_o_in
+        d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_in = d_g * activation_grad(g_in)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_in
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
+        d_g_in_seq[t] = d_g_in
+        d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_in = d_f * recurrent_activation_grad(f_in)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
+        d_f_in_seq[t] = d_f_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
+        d_i_in_seq[t] = d_i_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
             + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
@@ -1742,63 +1685,32 @@ def _backward_v3(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_i_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_f_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_g_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_x += _per_step(_all_steps(d_o_in_seq) @ kernel[:, 3 * units : 4 * units].T, T, B) * x_mask_3
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_i_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_f_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_g_in_seq)
+    d_kernel[:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(d_o_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_i_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_f_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_g_in_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_recurrent_kernel[:, 3 * units : 4 * units] += _all_steps(h_prev_dropped3_seq).T @ _all_steps(
+        d_o_in_seq
     )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
-    d_h_prev_dropped0_recurrent_kernel_i_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel_i).sum(
-        axis=0
-    )
-    d_h_prev_dropped1_recurrent_kernel_f_sum = _all_steps(d_h_prev_dropped1_recurrent_kernel_f).sum(
-        axis=0
-    )
-    d_h_prev_dropped2_recurrent_kernel_c_sum = _all_steps(d_h_prev_dropped2_recurrent_kernel_c).sum(
-        axis=0
-    )
-    d_h_prev_dropped3_recurrent_kernel_o_sum = _all_steps(d_h_prev_dropped3_recurrent_kernel_o).sum(
-        axis=0
-    )
-    d_weights["bias"][0:units] += d_h_prev_dropped0_recurrent_kernel_i_sum
-    d_weights["bias"][units : 2 * units] += d_h_prev_dropped1_recurrent_kernel_f_sum
-    d_weights["bias"][2 * units : 3 * units] += d_h_prev_dropped2_recurrent_kernel_c_sum
-    d_weights["bias"][3 * units : 4 * units] += d_h_prev_dropped3_recurrent_kernel_o_sum
+    d_bias = np.zeros_like(weights["bias"])
+    d_bias[0:units] += _all_steps(d_i_in_seq).sum(axis=0)
+    d_bias[units : 2 * units] += _all_steps(d_f_in_seq).sum(axis=0)
+    d_bias[2 * units : 3 * units] += _all_steps(d_g_in_seq).sum(axis=0)
+    d_bias[3 * units : 4 * units] += _all_steps(d_o_in_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -1874,7 +1786,6 @@ def _forward_v4(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v4",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1927,7 +1838,7 @@ def _backward_v4(
     activation_c_seq = tape["activation_c"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 4 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -1945,7 +1856,7 @@ def _backward_v4(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -1960,12 +1871,11 @@ def _backward_v4(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
+        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
+        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1977,13 +1887,10 @@ def _backward_v4(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -2071,7 +1978,6 @@ def _forward_v5(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v5",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2132,7 +2038,7 @@ def _backward_v5(
     activation_c_seq = tape["activation_c"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, 4 * units), dtype)
+    d_h_prev_recurrent_kernel_seq = np.zeros((T, B, 4 * units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -2155,7 +2061,7 @@ def _backward_v5(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -2170,12 +2076,11 @@ def _backward_v5(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel[t, :, 0:units] = d_i_in
-        d_h_prev_recurrent_kernel[t, :, units : 2 * units] = d_f_in
-        d_h_prev_recurrent_kernel[t, :, 2 * units : 3 * units] = d_g_in
-        d_h_prev_recurrent_kernel[t, :, 3 * units : 4 * units] = d_o_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
+        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
+        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
+        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
+        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -2187,13 +2092,10 @@ def _backward_v5(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_prev_recurrent_kernel_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -2301,7 +2203,6 @@ def _forward_v6(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v6",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2377,10 +2278,10 @@ def _backward_v6(
     x_dropped3 = tape["x_dropped3"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
+    d_i_pre_seq = np.zeros((T, B, units), dtype)
+    d_f_pre_seq = np.zeros((T, B, units), dtype)
+    d_g_pre_seq = np.zeros((T, B, units), dtype)
+    d_o_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -2407,7 +2308,7 @@ def _backward_v6(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -2416,28 +2317,20 @@ def _backward_v6(
         d_c = d_activation_c * activation_grad(activation_c) + d_c
         d_o = activation_c * d_h
         d_o_pre = d_o * recurrent_activation_grad(o)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_pre
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
+        d_o_pre_seq[t] = d_o_pre
+        d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_pre
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
+        d_g_pre_seq[t] = d_g_pre
+        d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_pre
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
+        d_f_pre_seq[t] = d_f_pre
+        d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
+        d_i_pre_seq[t] = d_i_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
             + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
@@ -2455,47 +2348,27 @@ def _backward_v6(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_i_pre_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_f_pre_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_g_pre_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_x += _per_step(_all_steps(d_o_pre_seq) @ kernel[:, 3 * units : 4 * units].T, T, B) * x_mask_3
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_i_pre_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_f_pre_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_g_pre_seq)
+    d_kernel[:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(d_o_pre_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_i_pre_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_f_pre_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_g_pre_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_recurrent_kernel[:, 3 * units : 4 * units] += _all_steps(h_prev_dropped3_seq).T @ _all_steps(
+        d_o_pre_seq
     )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h, d_c], d_weights
 
 
@@ -2615,7 +2488,6 @@ def _forward_v7(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v7",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -2699,10 +2571,10 @@ def _backward_v7(
     x_dropped3 = tape["x_dropped3"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel_i = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped1_recurrent_kernel_f = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped2_recurrent_kernel_c = np.zeros((T, B, units), dtype)
-    d_h_prev_dropped3_recurrent_kernel_o = np.zeros((T, B, units), dtype)
+    d_i_in_seq = np.zeros((T, B, units), dtype)
+    d_f_in_seq = np.zeros((T, B, units), dtype)
+    d_g_in_seq = np.zeros((T, B, units), dtype)
+    d_o_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_c = np.array(d_states[1], dtype=dtype)
     d_carry = np.zeros_like(d_h)
@@ -2734,7 +2606,7 @@ def _backward_v7(
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
             d_c_skip = np.where(keep, 0.0, d_c)
@@ -2743,28 +2615,20 @@ def _backward_v7(
         d_c = d_activation_c * activation_grad(c) + d_c
         d_o = activation_c * d_h
         d_o_in = d_o * recurrent_activation_grad(o_in)
-        d_h_prev_dropped3_recurrent_kernel_o[t] = d_o_in
-        d_h_prev_dropped3_via_recurrent_kernel = (
-            d_h_prev_dropped3_recurrent_kernel_o[t] @ recurrent_kernel_o_T
-        )
+        d_o_in_seq[t] = d_o_in
+        d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_in = d_g * activation_grad(g_in)
-        d_h_prev_dropped2_recurrent_kernel_c[t] = d_g_in
-        d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_c[t] @ recurrent_kernel_c_T
-        )
+        d_g_in_seq[t] = d_g_in
+        d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_in = d_f * recurrent_activation_grad(f_in)
-        d_h_prev_dropped1_recurrent_kernel_f[t] = d_f_in
-        d_h_prev_dropped1_via_recurrent_kernel = (
-            d_h_prev_dropped1_recurrent_kernel_f[t] @ recurrent_kernel_f_T
-        )
+        d_f_in_seq[t] = d_f_in
+        d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_dropped0_recurrent_kernel_i[t] = d_i_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel_i[t] @ recurrent_kernel_i_T
-        )
+        d_i_in_seq[t] = d_i_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
             + d_h_prev_dropped1_via_recurrent_kernel * h_prev_mask_1
@@ -2782,47 +2646,27 @@ def _backward_v7(
         d_c = np.zeros_like(d_c)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel_i = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel_i) @ kernel[:, 0:units].T, T, B
+    d_x = _per_step(_all_steps(d_i_in_seq) @ kernel[:, 0:units].T, T, B) * x_mask_0
+    d_x += _per_step(_all_steps(d_f_in_seq) @ kernel[:, units : 2 * units].T, T, B) * x_mask_1
+    d_x += _per_step(_all_steps(d_g_in_seq) @ kernel[:, 2 * units : 3 * units].T, T, B) * x_mask_2
+    d_x += _per_step(_all_steps(d_o_in_seq) @ kernel[:, 3 * units : 4 * units].T, T, B) * x_mask_3
+    d_kernel = np.zeros_like(kernel)
+    d_kernel[:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(d_i_in_seq)
+    d_kernel[:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(d_f_in_seq)
+    d_kernel[:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(d_g_in_seq)
+    d_kernel[:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(d_o_in_seq)
+    d_recurrent_kernel = np.zeros_like(recurrent_kernel)
+    d_recurrent_kernel[:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_i_in_seq)
+    d_recurrent_kernel[:, units : 2 * units] += _all_steps(h_prev_dropped1_seq).T @ _all_steps(
+        d_f_in_seq
     )
-    d_x_dropped1_from_x_dropped1_kernel_f = _per_step(
-        _all_steps(d_h_prev_dropped1_recurrent_kernel_f) @ kernel[:, units : 2 * units].T, T, B
+    d_recurrent_kernel[:, 2 * units : 3 * units] += _all_steps(h_prev_dropped2_seq).T @ _all_steps(
+        d_g_in_seq
     )
-    d_x_dropped2_from_x_dropped2_kernel_c = _per_step(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_c) @ kernel[:, 2 * units : 3 * units].T, T, B
+    d_recurrent_kernel[:, 3 * units : 4 * units] += _all_steps(h_prev_dropped3_seq).T @ _all_steps(
+        d_o_in_seq
     )
-    d_x_dropped3_from_x_dropped3_kernel_o = _per_step(
-        _all_steps(d_h_prev_dropped3_recurrent_kernel_o) @ kernel[:, 3 * units : 4 * units].T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-    d_x += d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-    d_x += d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-    d_x += d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-    d_weights["kernel"][:, 0:units] += _all_steps(x_dropped0).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["kernel"][:, units : 2 * units] += _all_steps(x_dropped1).T @ _all_steps(
-        d_h_prev_dropped1_recurrent_kernel_f
-    )
-    d_weights["kernel"][:, 2 * units : 3 * units] += _all_steps(x_dropped2).T @ _all_steps(
-        d_h_prev_dropped2_recurrent_kernel_c
-    )
-    d_weights["kernel"][:, 3 * units : 4 * units] += _all_steps(x_dropped3).T @ _all_steps(
-        d_h_prev_dropped3_recurrent_kernel_o
-    )
-    d_weights["recurrent_kernel"][:, 0:units] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel_i
-    )
-    d_weights["recurrent_kernel"][:, units : 2 * units] += _all_steps(
-        h_prev_dropped1_seq
-    ).T @ _all_steps(d_h_prev_dropped1_recurrent_kernel_f)
-    d_weights["recurrent_kernel"][:, 2 * units : 3 * units] += _all_steps(
-        h_prev_dropped2_seq
-    ).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_c)
-    d_weights["recurrent_kernel"][:, 3 * units : 4 * units] += _all_steps(
-        h_prev_dropped3_seq
-    ).T @ _all_steps(d_h_prev_dropped3_recurrent_kernel_o)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h, d_c], d_weights
 
 

@@ -505,8 +505,7 @@ def _step_v0(
     bias_f = bias[units : 2 * units]
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             bias_i,
             bias_f,
@@ -567,8 +566,7 @@ def _fused_v0(
         bias_f = bias[units : 2 * units]
         bias_c = bias[2 * units : 3 * units]
         bias_o = bias[3 * units : 4 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 bias_i,
                 bias_f,
@@ -639,7 +637,7 @@ def _fused_v0(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 i = i_seq[t]
                 f = f_seq[t]
@@ -675,68 +673,63 @@ def _fused_v0(
                     ],
                     -1,
                 )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_prev_recurrent_kernel),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 d_c = d_c * f
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_h_prev_recurrent_kernel_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 0:units], [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 3 * units : 4 * units], [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_x = _seq_matmul(d_h_prev_recurrent_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_prev_recurrent_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_h_prev_recurrent_kernel_seq[..., 0:units], [0, 1]),
+                    bias.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    tf.reduce_sum(d_h_prev_recurrent_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 2 * units : 3 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 3 * units : 4 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -769,8 +762,7 @@ def _step_v1(
     bias_f = bias[units : 2 * units]
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + tf.concat(
+    x_kernel = x @ kernel + tf.concat(
         [
             bias_i,
             bias_f,
@@ -835,8 +827,7 @@ def _fused_v1(
         bias_f = bias[units : 2 * units]
         bias_c = bias[2 * units : 3 * units]
         bias_o = bias[3 * units : 4 * units]
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + tf.concat(
+        x_kernel = _seq_matmul(x, kernel) + tf.concat(
             [
                 bias_i,
                 bias_f,
@@ -919,7 +910,7 @@ def _fused_v1(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 c = c_seq[t + 1]
                 i_in = i_in_seq[t]
@@ -960,68 +951,63 @@ def _fused_v1(
                     ],
                     -1,
                 )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_prev_recurrent_kernel),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 d_c = d_c * f
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_h_prev_recurrent_kernel_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 0:units], [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., units : 2 * units], [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 2 * units : 3 * units], [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_recurrent_kernel[..., 3 * units : 4 * units], [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_x = _seq_matmul(d_h_prev_recurrent_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_prev_recurrent_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
+            d_bias = (
+                _place(
+                    tf.reduce_sum(d_h_prev_recurrent_kernel_seq[..., 0:units], [0, 1]),
+                    bias.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    tf.reduce_sum(d_h_prev_recurrent_kernel_seq[..., units : 2 * units], [0, 1]),
+                    bias.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 2 * units : 3 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    tf.reduce_sum(
+                        d_h_prev_recurrent_kernel_seq[..., 3 * units : 4 * units], [0, 1]
+                    ),
+                    bias.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1063,21 +1049,13 @@ def _step_v2(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped0_kernel_i_t = x_dropped0 @ kernel[:, 0:units] + bias_i
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped1_kernel_f_t = x_dropped1 @ kernel[:, units : 2 * units] + bias_f
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped2_kernel_c_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + bias_c
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    x_dropped3_kernel_o_t = x_dropped3 @ kernel[:, 3 * units : 4 * units] + bias_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
@@ -1142,17 +1120,13 @@ def _fused_v2(
         x_mask_2 = masks["x"][2]
         x_mask_3 = masks["x"][3]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units]) + bias_i
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + bias_f
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + bias_c
         x_dropped3 = x * x_mask_3
-        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
-        x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units]) + bias_o
 
         def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
@@ -1232,7 +1206,7 @@ def _fused_v2(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 i = i_seq[t]
                 f = f_seq[t]
@@ -1253,41 +1227,29 @@ def _fused_v2(
                 d_c = d_activation_c * activation_grad(activation_c) + d_c
                 d_o = activation_c * d_h
                 d_o_pre = d_o * recurrent_activation_grad(o)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_pre
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
+                    d_o_pre, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
                 d_g_pre = d_g * activation_grad(g)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_pre
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_g_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
                 d_f_pre = d_f * recurrent_activation_grad(f)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_f_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
                 d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_i_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                    tas[0].write(t, d_i_pre),
+                    tas[1].write(t, d_f_pre),
+                    tas[2].write(t, d_g_pre),
+                    tas[3].write(t, d_o_pre),
                 ]
                 d_h = (
                     d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1299,126 +1261,75 @@ def _fused_v2(
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_i_pre_seq = tas[0].stack()
+            d_f_pre_seq = tas[1].stack()
+            d_g_pre_seq = tas[2].stack()
+            d_o_pre_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_i_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_f_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_g_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
+                + _seq_matmul(d_o_pre_seq, tf.transpose(kernel[:, 3 * units : 4 * units]))
+                * x_mask_3
             )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_i_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_f_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_g_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
+                + _place(
+                    _seq_outer(x_dropped3, d_o_pre_seq), kernel.shape, None, 3 * units, 4 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_i_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_f_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_g_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped3_seq, d_o_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_i, [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_f, [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_c, [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped3_recurrent_kernel_o, [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_bias = (
+                _place(tf.reduce_sum(d_i_pre_seq, [0, 1]), bias.shape, None, 0, units)
+                + _place(tf.reduce_sum(d_f_pre_seq, [0, 1]), bias.shape, None, units, 2 * units)
+                + _place(tf.reduce_sum(d_g_pre_seq, [0, 1]), bias.shape, None, 2 * units, 3 * units)
+                + _place(tf.reduce_sum(d_o_pre_seq, [0, 1]), bias.shape, None, 3 * units, 4 * units)
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1460,21 +1371,13 @@ def _step_v3(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped0_kernel_i_t = x_dropped0 @ kernel[:, 0:units] + bias_i
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped1_kernel_f_t = x_dropped1 @ kernel[:, units : 2 * units] + bias_f
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped2_kernel_c_t = x_dropped2 @ kernel[:, 2 * units : 3 * units] + bias_c
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    x_dropped3_kernel_o_t = x_dropped3 @ kernel[:, 3 * units : 4 * units] + bias_o
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
@@ -1543,17 +1446,13 @@ def _fused_v3(
         x_mask_2 = masks["x"][2]
         x_mask_3 = masks["x"][3]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units])
-        x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+        x_dropped0_kernel_i = _seq_matmul(x_dropped0, kernel[:, 0:units]) + bias_i
         x_dropped1 = x * x_mask_1
-        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units])
-        x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+        x_dropped1_kernel_f = _seq_matmul(x_dropped1, kernel[:, units : 2 * units]) + bias_f
         x_dropped2 = x * x_mask_2
-        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units])
-        x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+        x_dropped2_kernel_c = _seq_matmul(x_dropped2, kernel[:, 2 * units : 3 * units]) + bias_c
         x_dropped3 = x * x_mask_3
-        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units])
-        x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+        x_dropped3_kernel_o = _seq_matmul(x_dropped3, kernel[:, 3 * units : 4 * units]) + bias_o
 
         def body(t, h_prev, c_prev, out_prev, loop_tas):
             x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
@@ -1645,7 +1544,7 @@ def _fused_v3(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 c = c_seq[t + 1]
                 i_in = i_in_seq[t]
@@ -1671,41 +1570,29 @@ def _fused_v3(
                 d_c = d_activation_c * activation_grad(c) + d_c
                 d_o = activation_c * d_h
                 d_o_in = d_o * recurrent_activation_grad(o_in)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_in
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
+                    d_o_in, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
                 d_g_in = d_g * activation_grad(g_in)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_in
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_g_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
                 d_f_in = d_f * recurrent_activation_grad(f_in)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_f_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
                 d_i_in = d_i * recurrent_activation_grad(i_in)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_i_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                    tas[0].write(t, d_i_in),
+                    tas[1].write(t, d_f_in),
+                    tas[2].write(t, d_g_in),
+                    tas[3].write(t, d_o_in),
                 ]
                 d_h = (
                     d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1717,126 +1604,73 @@ def _fused_v3(
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_i_in_seq = tas[0].stack()
+            d_f_in_seq = tas[1].stack()
+            d_g_in_seq = tas[2].stack()
+            d_o_in_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_i_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_f_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_g_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units])) * x_mask_2
+                + _seq_matmul(d_o_in_seq, tf.transpose(kernel[:, 3 * units : 4 * units])) * x_mask_3
             )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_i_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_f_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_g_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
+                + _place(
+                    _seq_outer(x_dropped3, d_o_in_seq), kernel.shape, None, 3 * units, 4 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_i_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_f_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_g_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped3_seq, d_o_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel_i, [0, 1]),
-                bias.shape,
-                None,
-                0,
-                units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped1_recurrent_kernel_f, [0, 1]),
-                bias.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped2_recurrent_kernel_c, [0, 1]),
-                bias.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_bias = d_bias + _place(
-                tf.reduce_sum(d_h_prev_dropped3_recurrent_kernel_o, [0, 1]),
-                bias.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_bias = (
+                _place(tf.reduce_sum(d_i_in_seq, [0, 1]), bias.shape, None, 0, units)
+                + _place(tf.reduce_sum(d_f_in_seq, [0, 1]), bias.shape, None, units, 2 * units)
+                + _place(tf.reduce_sum(d_g_in_seq, [0, 1]), bias.shape, None, 2 * units, 3 * units)
+                + _place(tf.reduce_sum(d_o_in_seq, [0, 1]), bias.shape, None, 3 * units, 4 * units)
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1976,7 +1810,7 @@ def _fused_v4(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 i = i_seq[t]
                 f = f_seq[t]
@@ -2012,40 +1846,30 @@ def _fused_v4(
                     ],
                     -1,
                 )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_prev_recurrent_kernel),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 d_c = d_c * f
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_h_prev_recurrent_kernel_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_prev_recurrent_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_prev_recurrent_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -2200,7 +2024,7 @@ def _fused_v5(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 c = c_seq[t + 1]
                 i_in = i_in_seq[t]
@@ -2241,40 +2065,30 @@ def _fused_v5(
                     ],
                     -1,
                 )
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_prev_recurrent_kernel),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 d_c = d_c * f
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_h_prev_recurrent_kernel_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_prev_recurrent_kernel_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_prev_recurrent_kernel_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_prev_recurrent_kernel_seq)
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -2310,17 +2124,13 @@ def _step_v6(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped0_kernel_i_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped1_kernel_f_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped2_kernel_c_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    x_dropped3_kernel_o_t = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
@@ -2467,7 +2277,7 @@ def _fused_v6(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 i = i_seq[t]
                 f = f_seq[t]
@@ -2488,41 +2298,29 @@ def _fused_v6(
                 d_c = d_activation_c * activation_grad(activation_c) + d_c
                 d_o = activation_c * d_h
                 d_o_pre = d_o * recurrent_activation_grad(o)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_pre
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
+                    d_o_pre, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
                 d_g_pre = d_g * activation_grad(g)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_pre
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_g_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
                 d_f_pre = d_f * recurrent_activation_grad(f)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_pre
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_f_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
                 d_i_pre = d_i * recurrent_activation_grad(i)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_i_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                    tas[0].write(t, d_i_pre),
+                    tas[1].write(t, d_f_pre),
+                    tas[2].write(t, d_g_pre),
+                    tas[3].write(t, d_o_pre),
                 ]
                 d_h = (
                     d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2534,97 +2332,69 @@ def _fused_v6(
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_i_pre_seq = tas[0].stack()
+            d_f_pre_seq = tas[1].stack()
+            d_g_pre_seq = tas[2].stack()
+            d_o_pre_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_i_pre_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_f_pre_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_g_pre_seq, tf.transpose(kernel[:, 2 * units : 3 * units]))
+                * x_mask_2
+                + _seq_matmul(d_o_pre_seq, tf.transpose(kernel[:, 3 * units : 4 * units]))
+                * x_mask_3
             )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_i_pre_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_f_pre_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_g_pre_seq), kernel.shape, None, 2 * units, 3 * units
+                )
+                + _place(
+                    _seq_outer(x_dropped3, d_o_pre_seq), kernel.shape, None, 3 * units, 4 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_i_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_f_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_g_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped3_seq, d_o_pre_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
 
@@ -2661,17 +2431,13 @@ def _step_v7(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i_t = x_dropped0_kernel_i
+    x_dropped0_kernel_i_t = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
-    x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f_t = x_dropped1_kernel_f
+    x_dropped1_kernel_f_t = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
-    x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c_t = x_dropped2_kernel_c
+    x_dropped2_kernel_c_t = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped3 = x * x_mask_3
-    x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o_t = x_dropped3_kernel_o
+    x_dropped3_kernel_o_t = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
     i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
@@ -2834,7 +2600,7 @@ def _fused_v7(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_c, d_carry, acc, tas):
+            def back(t, d_h, d_c, d_carry, tas):
                 c_prev = c_seq[t]
                 c = c_seq[t + 1]
                 i_in = i_in_seq[t]
@@ -2860,41 +2626,29 @@ def _fused_v7(
                 d_c = d_activation_c * activation_grad(c) + d_c
                 d_o = activation_c * d_h
                 d_o_in = d_o * recurrent_activation_grad(o_in)
-                d_h_prev_dropped3_recurrent_kernel_o = d_o_in
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped3_recurrent_kernel_o,
-                    recurrent_kernel[:, 3 * units : 4 * units],
-                    transpose_b=True,
+                    d_o_in, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
                 d_g_in = d_g * activation_grad(g_in)
-                d_h_prev_dropped2_recurrent_kernel_c = d_g_in
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped2_recurrent_kernel_c,
-                    recurrent_kernel[:, 2 * units : 3 * units],
-                    transpose_b=True,
+                    d_g_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
                 d_f_in = d_f * recurrent_activation_grad(f_in)
-                d_h_prev_dropped1_recurrent_kernel_f = d_f_in
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped1_recurrent_kernel_f,
-                    recurrent_kernel[:, units : 2 * units],
-                    transpose_b=True,
+                    d_f_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
                 d_i_in = d_i * recurrent_activation_grad(i_in)
-                d_h_prev_dropped0_recurrent_kernel_i = d_i_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel_i,
-                    recurrent_kernel[:, 0:units],
-                    transpose_b=True,
+                    d_i_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel_i),
-                    tas[1].write(t, d_h_prev_dropped1_recurrent_kernel_f),
-                    tas[2].write(t, d_h_prev_dropped2_recurrent_kernel_c),
-                    tas[3].write(t, d_h_prev_dropped3_recurrent_kernel_o),
+                    tas[0].write(t, d_i_in),
+                    tas[1].write(t, d_f_in),
+                    tas[2].write(t, d_g_in),
+                    tas[3].write(t, d_o_in),
                 ]
                 d_h = (
                     d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2906,97 +2660,67 @@ def _fused_v7(
                 if mask is not None:
                     d_h = d_h + d_h_skip
                     d_c = d_c + d_c_skip
-                return t - 1, d_h, d_c, d_carry, acc, tas
+                return t - 1, d_h, d_c, d_carry, tas
 
             tas = [tf.TensorArray(dtype, size=T) for _ in range(4)]
-            acc = []
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, d_c, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel_i = tas[0].stack()
-            d_h_prev_dropped1_recurrent_kernel_f = tas[1].stack()
-            d_h_prev_dropped2_recurrent_kernel_c = tas[2].stack()
-            d_h_prev_dropped3_recurrent_kernel_o = tas[3].stack()
+            d_h, d_c, _, tas = loop[1:]
+            d_i_in_seq = tas[0].stack()
+            d_f_in_seq = tas[1].stack()
+            d_g_in_seq = tas[2].stack()
+            d_o_in_seq = tas[3].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel_i = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel_i, tf.transpose(kernel[:, 0:units])
+            d_x = (
+                _seq_matmul(d_i_in_seq, tf.transpose(kernel[:, 0:units])) * x_mask_0
+                + _seq_matmul(d_f_in_seq, tf.transpose(kernel[:, units : 2 * units])) * x_mask_1
+                + _seq_matmul(d_g_in_seq, tf.transpose(kernel[:, 2 * units : 3 * units])) * x_mask_2
+                + _seq_matmul(d_o_in_seq, tf.transpose(kernel[:, 3 * units : 4 * units])) * x_mask_3
             )
-            d_x_dropped1_from_x_dropped1_kernel_f = _seq_matmul(
-                d_h_prev_dropped1_recurrent_kernel_f, tf.transpose(kernel[:, units : 2 * units])
+            d_kernel = (
+                _place(_seq_outer(x_dropped0, d_i_in_seq), kernel.shape, None, 0, units)
+                + _place(_seq_outer(x_dropped1, d_f_in_seq), kernel.shape, None, units, 2 * units)
+                + _place(
+                    _seq_outer(x_dropped2, d_g_in_seq), kernel.shape, None, 2 * units, 3 * units
+                )
+                + _place(
+                    _seq_outer(x_dropped3, d_o_in_seq), kernel.shape, None, 3 * units, 4 * units
+                )
             )
-            d_x_dropped2_from_x_dropped2_kernel_c = _seq_matmul(
-                d_h_prev_dropped2_recurrent_kernel_c, tf.transpose(kernel[:, 2 * units : 3 * units])
-            )
-            d_x_dropped3_from_x_dropped3_kernel_o = _seq_matmul(
-                d_h_prev_dropped3_recurrent_kernel_o, tf.transpose(kernel[:, 3 * units : 4 * units])
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel_i * x_mask_0
-            d_x = d_x + d_x_dropped1_from_x_dropped1_kernel_f * x_mask_1
-            d_x = d_x + d_x_dropped2_from_x_dropped2_kernel_c * x_mask_2
-            d_x = d_x + d_x_dropped3_from_x_dropped3_kernel_o * x_mask_3
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel_i),
-                kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped1, d_h_prev_dropped1_recurrent_kernel_f),
-                kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped2, d_h_prev_dropped2_recurrent_kernel_c),
-                kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_kernel = d_kernel + _place(
-                _seq_outer(x_dropped3, d_h_prev_dropped3_recurrent_kernel_o),
-                kernel.shape,
-                None,
-                3 * units,
-                4 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel_i),
-                recurrent_kernel.shape,
-                None,
-                0,
-                units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped1_seq, d_h_prev_dropped1_recurrent_kernel_f),
-                recurrent_kernel.shape,
-                None,
-                units,
-                2 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped2_seq, d_h_prev_dropped2_recurrent_kernel_c),
-                recurrent_kernel.shape,
-                None,
-                2 * units,
-                3 * units,
-            )
-            d_recurrent_kernel = d_recurrent_kernel + _place(
-                _seq_outer(h_prev_dropped3_seq, d_h_prev_dropped3_recurrent_kernel_o),
-                recurrent_kernel.shape,
-                None,
-                3 * units,
-                4 * units,
+            d_recurrent_kernel = (
+                _place(
+                    _seq_outer(h_prev_dropped0_seq, d_i_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    0,
+                    units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped1_seq, d_f_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    units,
+                    2 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped2_seq, d_g_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    2 * units,
+                    3 * units,
+                )
+                + _place(
+                    _seq_outer(h_prev_dropped3_seq, d_o_in_seq),
+                    recurrent_kernel.shape,
+                    None,
+                    3 * units,
+                    4 * units,
+                )
             )
             return [d_x, d_h, d_c, d_kernel, d_recurrent_kernel]
 

@@ -703,7 +703,8 @@ def _backward_v0(
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -961,7 +962,8 @@ def _backward_v1(
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
         d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
-        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1925,7 +1927,8 @@ def _backward_v4(
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
         d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -2166,7 +2169,8 @@ def _backward_v5(
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
         d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
-        d_h = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip

@@ -738,7 +738,6 @@ def _forward_v0(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v0",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -769,7 +768,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_seq = tape["h"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -781,13 +780,12 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_prev_recurrent_kernel[t] = d_h_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_pre_seq[t] = d_h_pre
+        d_h = d_h_pre @ recurrent_kernel_T
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -796,15 +794,11 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_weights["bias"] += d_h_prev_recurrent_kernel_sum
+    d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_pre_seq)
+    d_bias = _all_steps(d_h_pre_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -848,7 +842,6 @@ def _forward_v1(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v1",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -881,7 +874,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_in_seq = tape["h_in"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -893,13 +886,12 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_prev_recurrent_kernel[t] = d_h_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_in_seq[t] = d_h_in
+        d_h = d_h_in @ recurrent_kernel_T
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -908,15 +900,11 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
-    d_h_prev_recurrent_kernel_sum = _all_steps(d_h_prev_recurrent_kernel).sum(axis=0)
-    d_weights["bias"] += d_h_prev_recurrent_kernel_sum
+    d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_in_seq)
+    d_bias = _all_steps(d_h_in_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -963,7 +951,6 @@ def _forward_v2(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v2",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1000,7 +987,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
     x_dropped0 = tape["x_dropped0"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1012,14 +999,12 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_prev_dropped0_recurrent_kernel[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
-        )
+        d_h_pre_seq[t] = d_h_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1029,19 +1014,11 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel
-    )
-    d_h_prev_dropped0_recurrent_kernel_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel).sum(
-        axis=0
-    )
-    d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel_sum
+    d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B) * x_mask_0
+    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_pre_seq)
+    d_bias = _all_steps(d_h_pre_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1091,7 +1068,6 @@ def _forward_v3(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v3",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1129,7 +1105,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
     x_dropped0 = tape["x_dropped0"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1141,14 +1117,12 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_prev_dropped0_recurrent_kernel[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
-        )
+        d_h_in_seq[t] = d_h_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1158,19 +1132,11 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel
-    )
-    d_h_prev_dropped0_recurrent_kernel_sum = _all_steps(d_h_prev_dropped0_recurrent_kernel).sum(
-        axis=0
-    )
-    d_weights["bias"] += d_h_prev_dropped0_recurrent_kernel_sum
+    d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B) * x_mask_0
+    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_in_seq)
+    d_bias = _all_steps(d_h_in_seq).sum(axis=0)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
 
@@ -1209,7 +1175,6 @@ def _forward_v4(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v4",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1240,7 +1205,7 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_seq = tape["h"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1252,13 +1217,12 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_prev_recurrent_kernel[t] = d_h_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_pre_seq[t] = d_h_pre
+        d_h = d_h_pre @ recurrent_kernel_T
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1267,13 +1231,10 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_pre_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -1315,7 +1276,6 @@ def _forward_v5(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v5",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1348,7 +1308,7 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_in_seq = tape["h_in"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1360,13 +1320,12 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_prev_recurrent_kernel[t] = d_h_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel[t] @ recurrent_kernel_T
-        d_h = d_h_prev_via_recurrent_kernel
+        d_h_in_seq[t] = d_h_in
+        d_h = d_h_in @ recurrent_kernel_T
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1375,13 +1334,10 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_from_x_kernel = _per_step(_all_steps(d_h_prev_recurrent_kernel) @ kernel.T, T, B)
-    d_x = d_x_from_x_kernel
-    d_weights["kernel"] += _all_steps(x).T @ _all_steps(d_h_prev_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_seq[:-1]).T @ _all_steps(
-        d_h_prev_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B)
+    d_kernel = _all_steps(x).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_in_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -1426,7 +1382,6 @@ def _forward_v6(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v6",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1463,7 +1418,7 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
     x_dropped0 = tape["x_dropped0"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_pre_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1475,14 +1430,12 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_prev_dropped0_recurrent_kernel[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
-        )
+        d_h_pre_seq[t] = d_h_pre
+        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1492,15 +1445,10 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B) * x_mask_0
+    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_pre_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 
@@ -1548,7 +1496,6 @@ def _forward_v7(
             out_seq[t] = np.where(keep, h, previous)
     outputs = h_seq[1:] if mask is None else out_seq
     tape = {
-        "variant": "v7",
         "x": x,
         "mask": mask,
         "masks": masks,
@@ -1586,7 +1533,7 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
     x_dropped0 = tape["x_dropped0"]
 
     # gradients of the weight products, kept for every step
-    d_h_prev_dropped0_recurrent_kernel = np.zeros((T, B, units), dtype)
+    d_h_in_seq = np.zeros((T, B, units), dtype)
     d_h = np.array(d_states[0], dtype=dtype)
     d_carry = np.zeros_like(d_h)
     recurrent_kernel_T = np.ascontiguousarray(recurrent_kernel.T)  # read every step
@@ -1598,14 +1545,12 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
         else:
             keep = mask[t]
             d_out = d_outputs[t] + d_carry
-            d_carry = 0.0 * d_out if zero_output_for_mask else np.where(keep, 0.0, d_out)
+            d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_prev_dropped0_recurrent_kernel[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = (
-            d_h_prev_dropped0_recurrent_kernel[t] @ recurrent_kernel_T
-        )
+        d_h_in_seq[t] = d_h_in
+        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
@@ -1615,15 +1560,10 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
         d_h = np.zeros_like(d_h)
 
     # input gradients and weight gradients: one matrix product each, over all steps
-    d_weights = {name: np.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = _per_step(
-        _all_steps(d_h_prev_dropped0_recurrent_kernel) @ kernel.T, T, B
-    )
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).T @ _all_steps(d_h_prev_dropped0_recurrent_kernel)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).T @ _all_steps(
-        d_h_prev_dropped0_recurrent_kernel
-    )
+    d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B) * x_mask_0
+    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_in_seq)
+    d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
 

@@ -468,9 +468,7 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + bias
-    x_kernel_t = x_kernel
+    x_kernel_t = x @ kernel + bias
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
     return h, [h]
@@ -495,8 +493,7 @@ def _fused_v0(
         kernel, recurrent_kernel, bias = args[1:]
         T = tf.shape(x)[0]
         dtype = x.dtype
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + bias
+        x_kernel = _seq_matmul(x, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
             x_kernel_t = x_kernel[t]
@@ -533,7 +530,7 @@ def _fused_v0(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h = h_seq[t + 1]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -544,41 +541,29 @@ def _fused_v0(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_recurrent_kernel = d_h_pre
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_pre, recurrent_kernel, transpose_b=True)
                 tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                    tas[0].write(t, d_h_pre),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_pre_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + tf.reduce_sum(d_h_prev_recurrent_kernel, [0, 1])
+            d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_pre_seq)
+            d_bias = tf.reduce_sum(d_h_pre_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
         return (outputs, *final), grad
@@ -596,9 +581,7 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
-    x_kernel = x @ kernel
-    x_kernel = x_kernel + bias
-    x_kernel_t = x_kernel
+    x_kernel_t = x @ kernel + bias
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h_in = h_prev_recurrent_kernel + x_kernel_t
     h = activation(h_in)
@@ -624,8 +607,7 @@ def _fused_v1(
         kernel, recurrent_kernel, bias = args[1:]
         T = tf.shape(x)[0]
         dtype = x.dtype
-        x_kernel = _seq_matmul(x, kernel)
-        x_kernel = x_kernel + bias
+        x_kernel = _seq_matmul(x, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
             x_kernel_t = x_kernel[t]
@@ -665,7 +647,7 @@ def _fused_v1(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_in = h_in_seq[t]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -676,41 +658,29 @@ def _fused_v1(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_recurrent_kernel = d_h_in
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_in, recurrent_kernel, transpose_b=True)
                 tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                    tas[0].write(t, d_h_in),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_in_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
-            d_bias = d_bias + tf.reduce_sum(d_h_prev_recurrent_kernel, [0, 1])
+            d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_in_seq)
+            d_bias = tf.reduce_sum(d_h_in_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
         return (outputs, *final), grad
@@ -731,9 +701,7 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
-    x_dropped0_kernel_t = x_dropped0_kernel
+    x_dropped0_kernel_t = x_dropped0 @ kernel + bias
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
@@ -762,8 +730,7 @@ def _fused_v2(
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
-        x_dropped0_kernel = x_dropped0_kernel + bias
+        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_t = x_dropped0_kernel[t]
@@ -803,7 +770,7 @@ def _fused_v2(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h = h_seq[t + 1]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -814,43 +781,32 @@ def _fused_v2(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_dropped0_recurrent_kernel = d_h_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel, recurrent_kernel, transpose_b=True
+                    d_h_pre, recurrent_kernel, transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel),
+                    tas[0].write(t, d_h_pre),
                 ]
                 d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_pre_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-            d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel
-            )
-            d_bias = d_bias + tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel, [0, 1])
+            d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel)) * x_mask_0
+            d_kernel = _seq_outer(x_dropped0, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_pre_seq)
+            d_bias = tf.reduce_sum(d_h_pre_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
         return (outputs, *final), grad
@@ -871,9 +827,7 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
-    x_dropped0_kernel_t = x_dropped0_kernel
+    x_dropped0_kernel_t = x_dropped0 @ kernel + bias
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
@@ -903,8 +857,7 @@ def _fused_v3(
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
         x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
-        x_dropped0_kernel = x_dropped0_kernel + bias
+        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
             x_dropped0_kernel_t = x_dropped0_kernel[t]
@@ -947,7 +900,7 @@ def _fused_v3(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_in = h_in_seq[t]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -958,43 +911,32 @@ def _fused_v3(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_dropped0_recurrent_kernel = d_h_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel, recurrent_kernel, transpose_b=True
+                    d_h_in, recurrent_kernel, transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel),
+                    tas[0].write(t, d_h_in),
                 ]
                 d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_in_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_bias = tf.zeros_like(bias)
-            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-            d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel
-            )
-            d_bias = d_bias + tf.reduce_sum(d_h_prev_dropped0_recurrent_kernel, [0, 1])
+            d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel)) * x_mask_0
+            d_kernel = _seq_outer(x_dropped0, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_in_seq)
+            d_bias = tf.reduce_sum(d_h_in_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
         return (outputs, *final), grad
@@ -1011,8 +953,7 @@ def _step_v4(x, states, weights, masks, activation, activation_grad):
     (h_prev,) = states
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    x_kernel = x @ kernel
-    x_kernel_t = x_kernel
+    x_kernel_t = x @ kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h = activation(h_prev_recurrent_kernel + x_kernel_t)
     return h, [h]
@@ -1074,7 +1015,7 @@ def _fused_v4(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h = h_seq[t + 1]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -1085,39 +1026,28 @@ def _fused_v4(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_recurrent_kernel = d_h_pre
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_pre, recurrent_kernel, transpose_b=True)
                 tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                    tas[0].write(t, d_h_pre),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_pre_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_pre_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -1134,8 +1064,7 @@ def _step_v5(x, states, weights, masks, activation, activation_grad):
     (h_prev,) = states
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    x_kernel = x @ kernel
-    x_kernel_t = x_kernel
+    x_kernel_t = x @ kernel
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
     h_in = h_prev_recurrent_kernel + x_kernel_t
     h = activation(h_in)
@@ -1201,7 +1130,7 @@ def _fused_v5(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_in = h_in_seq[t]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -1212,39 +1141,28 @@ def _fused_v5(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_recurrent_kernel = d_h_in
-                d_h_prev_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_recurrent_kernel, recurrent_kernel, transpose_b=True
-                )
+                d_h = tf.matmul(d_h_in, recurrent_kernel, transpose_b=True)
                 tas = [
-                    tas[0].write(t, d_h_prev_recurrent_kernel),
+                    tas[0].write(t, d_h_in),
                 ]
-                d_h = d_h_prev_via_recurrent_kernel
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_in_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_from_x_kernel = _seq_matmul(d_h_prev_recurrent_kernel, tf.transpose(kernel))
-            d_x = d_x + d_x_from_x_kernel
-            d_kernel = d_kernel + _seq_outer(x, d_h_prev_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_seq[:-1], d_h_prev_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel))
+            d_kernel = _seq_outer(x, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_seq[:-1], d_h_in_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -1264,8 +1182,7 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel_t = x_dropped0_kernel
+    x_dropped0_kernel_t = x_dropped0 @ kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
@@ -1334,7 +1251,7 @@ def _fused_v6(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h = h_seq[t + 1]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -1345,41 +1262,31 @@ def _fused_v6(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_dropped0_recurrent_kernel = d_h_pre
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel, recurrent_kernel, transpose_b=True
+                    d_h_pre, recurrent_kernel, transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel),
+                    tas[0].write(t, d_h_pre),
                 ]
                 d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_pre_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-            d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel)) * x_mask_0
+            d_kernel = _seq_outer(x_dropped0, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_pre_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -1399,8 +1306,7 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
     x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel_t = x_dropped0_kernel
+    x_dropped0_kernel_t = x_dropped0 @ kernel
     h_prev_dropped0 = h_prev * h_prev_mask_0
     h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
     h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
@@ -1473,7 +1379,7 @@ def _fused_v7(
                 tf.zeros_like(f) if d is None else d for d, f in zip(d_final, final, strict=True)
             ]
 
-            def back(t, d_h, d_carry, acc, tas):
+            def back(t, d_h, d_carry, tas):
                 h_in = h_in_seq[t]
                 if mask is None:
                     d_h = d_h + d_outputs[t]
@@ -1484,41 +1390,31 @@ def _fused_v7(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_dropped0_recurrent_kernel = d_h_in
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
-                    d_h_prev_dropped0_recurrent_kernel, recurrent_kernel, transpose_b=True
+                    d_h_in, recurrent_kernel, transpose_b=True
                 )
                 tas = [
-                    tas[0].write(t, d_h_prev_dropped0_recurrent_kernel),
+                    tas[0].write(t, d_h_in),
                 ]
                 d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
-                return t - 1, d_h, d_carry, acc, tas
+                return t - 1, d_h, d_carry, tas
 
-            tas = [tf.TensorArray(dtype, size=T) for _ in range(1)]
-            acc = []
+            tas = [tf.TensorArray(dtype, size=T)]
             loop = tf.while_loop(
                 lambda t, *_: t >= 0,
                 back,
-                (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),
+                (T - 1, *d_final, tf.zeros_like(d_final[0]), tas),
                 maximum_iterations=T,
             )
-            d_h, _, acc, tas = loop[1:]
-            d_h_prev_dropped0_recurrent_kernel = tas[0].stack()
+            d_h, _, tas = loop[1:]
+            d_h_in_seq = tas[0].stack()
 
             # input and weight gradients: one matrix product each, over all steps
-            d_x = tf.zeros_like(x)
-            d_kernel = tf.zeros_like(kernel)
-            d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-            d_x_dropped0_from_x_dropped0_kernel = _seq_matmul(
-                d_h_prev_dropped0_recurrent_kernel, tf.transpose(kernel)
-            )
-            d_x = d_x + d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-            d_kernel = d_kernel + _seq_outer(x_dropped0, d_h_prev_dropped0_recurrent_kernel)
-            d_recurrent_kernel = d_recurrent_kernel + _seq_outer(
-                h_prev_dropped0_seq, d_h_prev_dropped0_recurrent_kernel
-            )
+            d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel)) * x_mask_0
+            d_kernel = _seq_outer(x_dropped0, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_in_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad

@@ -590,7 +590,8 @@ def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h = d_h_pre @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
@@ -710,7 +711,8 @@ def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h = d_h_in @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
@@ -1087,7 +1089,8 @@ def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h = d_h_pre @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
@@ -1201,7 +1204,8 @@ def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h = d_h_in @ recurrent_kernel_T
+        d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 

@@ -26,7 +26,7 @@ from itertools import product as cartesian
 
 import sympy as sp
 
-from . import functions
+from . import functions, naming
 from .grammar import RowReduction, WeightProduct, symbol
 from .resolve import Block, resolve
 from .spec import CellSpec, Layout
@@ -57,7 +57,13 @@ class Group:
     products: tuple[tuple[str, Block], ...]
     hoisted: bool
     folded: tuple[tuple[str, tuple[Block, ...]], ...] = ()
-    adjoint: str = ""  # name of the buffer holding d_<group> for every step
+    # the gradient of the group's products at one step: a name the backward step binds (the
+    # buffer of every step is ``naming.seq(adjoint)``); groups whose gradients are equal share
+    # it, and only the first of them (``writes_adjoint``) stores it
+    adjoint: str = ""
+    writes_adjoint: bool = True
+    # the adjoint is a value the backward step computes anyway (``d_h_pre``), not a new one
+    adjoint_bound: bool = False
     # the operand does not change over time (weights only): computed once, before the loop
     static: bool = False
 
@@ -92,10 +98,16 @@ class StoreAdjoint:
 
 @dataclass(frozen=True)
 class OperandVJP:
-    """Backward: ``target = d_<group> @ weight[..., cols].T`` (the transpose rule)."""
+    """Backward: ``target = d_<group> @ weight[..., cols].T`` (the transpose rule).
+
+    ``into_state``: the target is all of that state's gradient for the step before, so a
+    backend may write it straight into ``d_<state>`` (nothing later in the step reads the old
+    value) and skip the state's own assignment.
+    """
 
     target: str
     group: Group
+    into_state: str = ""
 
 
 @dataclass(frozen=True)
@@ -763,15 +775,29 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
 
     # share an adjoint buffer between groups whose stored values are identical
     # (the owner is the group stored first, so reads in the same step follow its write)
+    # The per-step value is named after what it holds: the stored value itself when that is
+    # one named gradient (``d_h_pre``), else ``d_<group>``; the buffer is ``<that>_seq``.
     first_with: dict = {}
-    renamed = {}
+    renamed, owners, buffers, bound = {}, set(), set(), set()
     store_order = [s.group for s in backward if isinstance(s, StoreAdjoint)]
     for g in store_order:
         key = (group_values[g.name], g.start, g.stop)
-        owner = first_with.setdefault(key, g.name)
-        renamed[g.name] = f"d_{owner}"
-    backward = [_with_adjoint(s, renamed) for s in backward]
-    groups[:] = [g if g.static else _regroup(g, renamed) for g in groups]
+        if key not in first_with:
+            values = group_values[g.name]
+            name = naming.adjoint(g.name)
+            if (
+                len(values) == 1
+                and isinstance(values[0], sp.Symbol)
+                and str(values[0]) not in buffers
+            ):
+                name = str(values[0])
+                bound.add(name)
+            buffers.add(name)
+            first_with[key] = name
+            owners.add(g.name)
+        renamed[g.name] = first_with[key]
+    backward = [_with_adjoint(s, renamed, owners, bound) for s in backward]
+    groups[:] = [g if g.static else _regroup(g, renamed, owners, bound) for g in groups]
 
     # vector weights: reduce from a stored adjoint buffer when equal, else accumulate per step
     reductions = []
@@ -842,7 +868,54 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
             break
     x_terms = adj.pop("x", [])
     x_grad = sp.Add(*x_terms) if x_terms else None
+    _vjps_into_states(backward, state_grads, x_grad)
     return backward, state_grads, x_grad, reductions, static_backward
+
+
+def _statement_reads(stmt) -> set[str]:
+    exprs = []
+    if isinstance(stmt, Assign | Accumulate | AccumulateStatic):
+        exprs = [stmt.expr]
+    elif isinstance(stmt, StoreAdjoint):
+        exprs = list(stmt.values)
+    elif isinstance(stmt, OperandVJP):
+        return {stmt.group.adjoint}
+    return {str(s) for e in exprs for s in sp.sympify(e).free_symbols}
+
+
+def _vjps_into_states(backward: list, state_grads: list, x_grad) -> None:
+    """Where a state's gradient is exactly one transpose-rule product (``d_h =
+    d_h_prev_via_recurrent_kernel``), the product is written to ``d_<state>`` directly, as
+    min-char-rnn's ``dhnext = np.dot(Whh.T, dhraw)``, unless something after it in the step
+    still reads the old ``d_<state>``. (Backends may write stored gradients and per-step sums
+    at the end of the step, so those count as read after it.)"""
+    late = set().union(
+        *(_statement_reads(s) for s in backward if isinstance(s, StoreAdjoint | Accumulate)),
+        *(_statement_reads(s) for s in backward if isinstance(s, AccumulateStatic)),
+    )
+    if x_grad is not None:
+        late |= {str(s) for s in x_grad.free_symbols}
+    for i, (state, grad) in enumerate(state_grads):
+        if not isinstance(grad, sp.Symbol):
+            continue
+        at = next(
+            (
+                k
+                for k, s in enumerate(backward)
+                if isinstance(s, OperandVJP) and s.target == grad.name
+            ),
+            None,
+        )
+        if at is None:
+            continue
+        d_state = naming.adjoint(state)
+        others = [e for j, (_, e) in enumerate(state_grads) if j != i]
+        after = set().union(*(_statement_reads(s) for s in backward[at + 1 :]))
+        after |= late | {str(s) for e in others for s in sp.sympify(e).free_symbols}
+        before = set().union(*(_statement_reads(s) for k, s in enumerate(backward) if k != at))
+        if d_state in after or grad.name in before | after:
+            continue
+        backward[at] = OperandVJP(grad.name, backward[at].group, into_state=state)
 
 
 def _nested_calls(expr: sp.Expr) -> set:
@@ -851,14 +924,17 @@ def _nested_calls(expr: sp.Expr) -> set:
     return {a for a in sp.preorder_traversal(inner) if isinstance(a, functions._Call)}
 
 
-def _with_adjoint(stmt, renamed):
+def _with_adjoint(stmt, renamed, owners, bound):
     if isinstance(stmt, StoreAdjoint | OperandVJP):
-        return type(stmt)(**{**stmt.__dict__, "group": _regroup(stmt.group, renamed)})
+        group = _regroup(stmt.group, renamed, owners, bound)
+        return type(stmt)(**{**stmt.__dict__, "group": group})
     return stmt
 
 
-def _regroup(g: Group, renamed) -> Group:
-    return Group(**{**g.__dict__, "adjoint": renamed[g.name]})
+def _regroup(g: Group, renamed, owners, bound) -> Group:
+    name = renamed[g.name]
+    changes = {"adjoint": name, "writes_adjoint": g.name in owners, "adjoint_bound": name in bound}
+    return Group(**{**g.__dict__, **changes})
 
 
 def _reverse_substitutions(values: dict[str, sp.Expr]) -> dict:

@@ -118,7 +118,7 @@ def test_cli_json(tmp_path):
 def test_numpy_module_argument_injects_a_module(tmp_path):
     source = (GENERATED / "simple_rnn_numpy.py").read_text(encoding="utf-8")
     path = tmp_path / "mutant.py"
-    path.write_text(source.replace("d_x = d_x_from_", "d_x = -d_x_from_"), "utf-8")
+    path.write_text(source.replace("d_x = _per_step(", "d_x = -_per_step("), "utf-8")
     module = verify.import_path(path)
     results = verify.verify_spec(
         SPEC_DIR / "simple_rnn.yaml", quick=True, numpy_module=module, checks=("autodiff",)
@@ -138,12 +138,12 @@ MUTANTS = {
     # name: (spec, mutate(text) -> text, checks that must fail)
     "gradient sign": (
         "simple_rnn",
-        lambda t: t.replace("d_x = d_x_from_", "d_x = -d_x_from_"),
+        lambda t: t.replace("d_x = _per_step(", "d_x = -_per_step("),
         {"keras", "autodiff", "finite_diff"},
     ),
     "missing bias gradient": (
         "simple_rnn",
-        lambda t: re.sub(r'd_weights\["bias"\] \+= .*\n', "pass\n", t),
+        lambda t: re.sub(r"d_bias = .*\n", 'd_bias = np.zeros_like(weights["bias"])\n', t),
         {"keras", "autodiff", "finite_diff"},
     ),
     "recurrent dropout mask on the wrong gate": (
@@ -222,9 +222,9 @@ def test_mutant_is_caught(mutant, tmp_path):
 def _fused_v0_grad_sign(text):
     """Flip the sign of the input gradient in the ``grad`` of ``_fused_v0`` only."""
     head, sep, tail = text.partition("def _step_v1(")
-    line = "d_x = d_x + d_x_from_x_kernel"
+    line = "d_x = _seq_matmul("
     assert head.count(line) == 1
-    return head.replace(line, line.replace("d_x + ", "d_x - ")) + sep + tail
+    return head.replace(line, "d_x = -_seq_matmul(") + sep + tail
 
 
 TF_MUTANTS = {
@@ -287,9 +287,7 @@ def test_tf_mutant_is_caught(mutant, tmp_path):
 def test_finite_difference_failure_names_tensor_and_index(tmp_path):
     """A wrong bias gradient: the finite-difference row points at `bias` and an entry of it."""
     source = (GENERATED / "simple_rnn_numpy.py").read_text(encoding="utf-8")
-    mutated = re.sub(
-        r'(d_weights\["bias"\] \+= .*)\n', r"\1\n    d_weights['bias'][1] += 0.5\n", source
-    )
+    mutated = re.sub(r"(d_bias = .*)\n", r"\1\n    d_bias[1] += 0.5\n", source)
     assert mutated != source
     (tmp_path / "simple_rnn_numpy.py").write_text(mutated, encoding="utf-8")
     results = verify.verify_spec(

@@ -302,3 +302,14 @@ def activation_arguments(spec: CellSpec) -> list[str]:
 
 def signature(name: str, arguments: list[str]) -> str:
     return f"def {name}({', '.join(arguments)}):"
+
+
+def vjp_target(s: symbolic.OperandVJP) -> str:
+    """Where a backend writes a transpose-rule product: ``d_<state>`` itself when it is all of
+    that state's gradient, else its own name."""
+    return naming.adjoint(s.into_state) if s.into_state else s.target
+
+
+def written_by_vjp(v: symbolic.Variant) -> set[str]:
+    """States whose gradient for the step before is written by a transpose-rule product."""
+    return {s.into_state for s in v.backward if isinstance(s, symbolic.OperandVJP) and s.into_state}

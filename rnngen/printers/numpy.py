@@ -20,6 +20,7 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         super().__init__(settings)
         self.spec = spec
         self.variant = variant
+        self.weight_terms: dict[str, list[tuple[str, str]]] = {}
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -37,18 +38,21 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
 
     def _print_StoreAdjoint(self, s: symbolic.StoreAdjoint) -> str:
         g = s.group
-        if g.adjoint != naming.adjoint(g.name):  # shares the buffer of the group it aliases
+        if not g.writes_adjoint:  # equal to the gradient another group stores
             return ""
+        buffer = naming.seq(g.adjoint)
         if len(g.products) == 1:
-            return f"{g.adjoint}[t] = {self.expr(s.values[0])}"
+            return f"{buffer}[t] = {self.expr(s.values[0])}"
         return "\n".join(
-            f"{g.adjoint}[t, :, {self.columns(g, b)}] = {self.expr(value)}"
+            f"{buffer}[t, :, {self.columns(g, b)}] = {self.expr(value)}"
             for (_, b), value in zip(g.products, s.values, strict=True)
             if value != 0
         )
 
     def _print_OperandVJP(self, s: symbolic.OperandVJP) -> str:
-        return f"{s.target} = {s.group.adjoint}[t] @ {self.transposed_name(s.group)}"
+        g = s.group
+        d_products = g.adjoint if g.adjoint_bound else f"{naming.seq(g.adjoint)}[t]"
+        return f"{base.vjp_target(s)} = {d_products} @ {self.transposed_name(g)}"
 
     def _print_Accumulate(self, s: symbolic.Accumulate) -> str:
         return f"{naming.adjoint(s.block.name)} += ({self.expr(s.expr)}).sum(axis=0)"
@@ -60,22 +64,60 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         b = s.block
         cols = "" if b.full else f"[:, {self.expr(b.start)} : {self.expr(b.stop)}]"
         d_product = naming.adjoint(s.product)
-        return (
-            f'd_weights["{b.weight}"]{cols} += np.outer({s.group.operand}, {d_product})\n'
-            f"{s.target} = {b.weight}{cols} @ {d_product}"
-        )
+        self.add_weight_term(b.weight, cols, f"np.outer({s.group.operand}, {d_product})")
+        return f"{s.target} = {b.weight}{cols} @ {d_product}"
 
     def _print_StaticGrad(self, s: symbolic.StaticGrad) -> str:
-        b = s.block
-        return f'd_weights["{b.weight}"]{self.block_index(b)} += {self.expr(s.expr)}'
+        self.add_weight_term(s.block.weight, self.block_index(s.block), self.expr(s.expr))
+        return ""
 
     def _print_Reduce(self, r: symbolic.Reduce) -> str:
         g = r.group
-        value = naming.adjoint_sum(g.adjoint)
+        if self.summed[g.adjoint]:
+            value = naming.adjoint_sum(g.adjoint)
+        else:
+            value = f"_all_steps({naming.seq(g.adjoint)}).sum(axis=0)"
         if len(g.products) > 1:
             block = next(b for p, b in g.products if p == r.product)
             value += f"[{self.columns(g, block)}]"
-        return f'd_weights["{r.block.weight}"]{self.block_index(r.block)} += {value}'
+        self.add_weight_term(r.block.weight, self.block_index(r.block), value)
+        return ""
+
+    # -- weight gradients: each weight's terms, summed into ``d_<weight>`` after the loop --------
+
+    def add_weight_term(self, weight: str, index: str, value: str) -> None:
+        """``d_<weight>[index] += value`` (``index`` empty for the whole weight)."""
+        self.weight_terms.setdefault(weight, []).append((index, value))
+
+    def weight_gradients(self, src: Source) -> None:
+        """``d_<weight>`` for every weight, in Keras order: one assignment where one does."""
+        bound = set(base.backward_weights(self.variant))
+        for weight, _ in self.variant.weights:
+            d_w = naming.adjoint(weight)
+            array = weight if weight in bound else f'weights["{weight}"]'
+            terms = self.weight_terms.get(weight, [])
+            # a vector weight's own per-step sum may already be called d_<weight>
+            terms.sort(key=lambda term: term[1] != d_w)
+            if not terms or any(index for index, _ in terms):
+                if terms and terms[0] == ("", d_w):  # already summed into d_<weight> in the loop
+                    terms = terms[1:]
+                else:
+                    src(f"{d_w} = np.zeros_like({array})")
+                for index, value in terms:
+                    src(f"{d_w}{index} += {value}")
+                continue
+            values = [value for _, value in terms]
+            if values[0] == d_w:  # already summed into d_<weight> in the loop
+                values = values[1:]
+                for value in values:
+                    src(f"{d_w} += {value}")
+            elif len(values) == 1 and values[0].split("[", 1)[0].isidentifier():
+                # a name (or a slice of one) that another gradient may share: a copy of its own
+                src(f"{d_w} = {values[0]}.copy()")
+            else:
+                src(f"{d_w} = {' + '.join(values)}")
+        pairs = ", ".join(f'"{w}": {naming.adjoint(w)}' for w, _ in self.variant.weights)
+        src(f"d_weights = {{{pairs}}}")
 
     def transposed_name(self, g: symbolic.Group) -> str:
         """A group's weight slice, transposed and contiguous, for the per-step VJP."""
@@ -182,7 +224,6 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
                 src("outputs = out_seq")
             src("tape = {")
             with src:
-                src(f'"variant": "{v.name}",')
                 for key in ("x", "mask", "masks", "zero_output_for_mask", "weights"):
                     src(f'"{key}": {key},')
                 for s in states:
@@ -256,7 +297,7 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
                 src(f'{name} = tape["{name}"]')
             src("", "# gradients of the weight products, kept for every step")
             for name, width in base.adjoint_buffers(v):
-                src(f"{name} = np.zeros((T, B, {self.expr(width)}), dtype)")
+                src(f"{naming.seq(name)} = np.zeros((T, B, {self.expr(width)}), dtype)")
             for s in v.backward:
                 if isinstance(s, symbolic.Accumulate):
                     src(
@@ -282,13 +323,20 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
             src("for t in range(T - 1, stop - 1, -1):")
             with src:
                 src(*base.backward_reads(spec, v))
-                self._seed(src, "np.where(keep, 0.0, {})", "np.where(keep, {}, 0.0)", "0.0 * d_out")
+                self._seed(
+                    src,
+                    "np.where(keep, 0.0, {})",
+                    "np.where(keep, {}, 0.0)",
+                    "np.zeros_like(d_out)",
+                )
                 src(*self.emit(v.backward))
                 if v.x_grad is not None:
-                    src(f"d_x[t] += {self.expr(v.x_grad)}")
+                    src(f"d_x[t] = {self.expr(v.x_grad)}")
                 for s, e in v.state_grads:
                     d_s = naming.adjoint(s)
-                    src(f"{d_s} = {self.expr(e) if e != 0 else '0.0 * ' + d_s}")
+                    if s in base.written_by_vjp(v):  # by the transpose rule, above
+                        continue
+                    src(f"{d_s} = {self.expr(e) if e != 0 else f'np.zeros_like({d_s})'}")
                 src("if mask is not None:")
                 with src:
                     for s in states:
@@ -306,7 +354,6 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
                 "",
                 "# input gradients and weight gradients: one matrix product each, over all steps",
             )
-            src("d_weights = {name: np.zeros_like(w) for name, w in weights.items()}")
             if v.static_backward:
                 src(
                     "# values of the weights alone: "
@@ -344,38 +391,50 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         """Input and weight gradients over every step: one matrix product each."""
         v = self.variant
         terms = base.hoisted_terms(v)
-        done = set()
+        uses: dict[str, int] = {}
+        for term in terms:
+            uses[term["group"].name] = uses.get(term["group"].name, 0) + 1
+        d_operand = {}
         for term in terms:
             g = term["group"]
-            if g.name not in done:
-                done.add(g.name)
-                d_op = naming.input_gradient_of(g.operand, g.name)
-                src(f"{d_op} = _per_step(_all_steps({g.adjoint}) @ {self.weight_slice(g)}.T, T, B)")
+            if g.name in d_operand:
+                continue
+            value = (
+                f"_per_step(_all_steps({naming.seq(g.adjoint)}) @ {self.weight_slice(g)}.T, T, B)"
+            )
+            if uses[g.name] > 1:  # read by several terms: computed once
+                d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
+                src(f"{d_operand[g.name]} = {value}")
+            else:
+                d_operand[g.name] = value
         for term in terms:
-            g = term["group"]
-            d_op = naming.input_gradient_of(g.operand, g.name)
+            d_op = d_operand[term["group"].name]
             if term["var"] == "x":
                 factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
                 src(f"d_x {'=' if term['first_x'] else '+='} {d_op}{factor}")
             else:
                 b = term["block"]
-                src(
-                    f'd_weights["{b.weight}"]{self.block_index(b)} += '
-                    f"({d_op} * {self.factor(term['factor'])}).sum(axis=(0, 1))"
-                )
+                value = f"({d_op} * {self.factor(term['factor'])}).sum(axis=(0, 1))"
+                self.add_weight_term(b.weight, self.block_index(b), value)
         if v.x_grad is None and not any(t["var"] == "x" for t in terms):
             src("d_x = np.zeros_like(x)")
         for g in v.groups:
             cols = "" if g.full else f"[:, {self.expr(g.start)} : {self.expr(g.stop)}]"
-            src(
-                f'd_weights["{g.weight}"]{cols} += (',
-                f"    _all_steps({base.operand_seq(self.spec, g)}).T @ _all_steps({g.adjoint})",
-                ")",
+            operand = f"_all_steps({base.operand_seq(self.spec, g)})"
+            self.add_weight_term(
+                g.weight, cols, f"{operand}.T @ _all_steps({naming.seq(g.adjoint)})"
             )
-        for adjoint in dict.fromkeys(r.group.adjoint for r in v.reductions):
-            src(f"{naming.adjoint_sum(adjoint)} = _all_steps({adjoint}).sum(axis=0)")
+        reduced: dict[str, int] = {}
+        for r in v.reductions:
+            reduced[r.group.adjoint] = reduced.get(r.group.adjoint, 0) + 1
+        for adjoint, count in reduced.items():
+            total = f"_all_steps({naming.seq(adjoint)}).sum(axis=0)"
+            if count > 1:  # several bias blocks read it: summed once
+                src(f"{naming.adjoint_sum(adjoint)} = {total}")
+        self.summed = {a: count > 1 for a, count in reduced.items()}
         src(*self.emit(v.reductions))
         for s in v.backward:
             if isinstance(s, symbolic.Accumulate):
                 b = s.block
-                src(f'd_weights["{b.weight}"]{self.block_index(b)} += {naming.adjoint(b.name)}')
+                self.add_weight_term(b.weight, self.block_index(b), naming.adjoint(b.name))
+        self.weight_gradients(src)

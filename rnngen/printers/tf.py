@@ -22,6 +22,7 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         self.spec = spec
         self.variant = variant
         self.read: set[str] = set()  # symbols printed so far (so sizes know what to bind)
+        self.weight_terms: dict[str, list[str]] = {}
 
     def _print_Symbol(self, expr):
         self.read.add(expr.name)
@@ -55,8 +56,8 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
 
     def _print_StoreAdjoint(self, s: symbolic.StoreAdjoint) -> str:
         g = s.group
-        if g.adjoint != naming.adjoint(g.name):
-            return ""
+        if not g.writes_adjoint or g.adjoint_bound:  # stored by another group, or a value
+            return ""  # the step computes anyway: written to the buffer at the end of the step
         if len(g.products) == 1:
             return f"{g.adjoint} = {self.expr(s.values[0])}"
         first = naming.adjoint(self.spec.states[0])
@@ -70,7 +71,8 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
 
     def _print_OperandVJP(self, s: symbolic.OperandVJP) -> str:
         g = s.group
-        return f"{s.target} = tf.matmul({g.adjoint}, {self.weight_slice(g)}, transpose_b=True)"
+        target = base.vjp_target(s)
+        return f"{target} = tf.matmul({g.adjoint}, {self.weight_slice(g)}, transpose_b=True)"
 
     def _print_Accumulate(self, s) -> str:
         return ""  # summed in the loop's accumulators (see ``fused_function``)
@@ -82,27 +84,33 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         d_product = naming.adjoint(s.product)
         outer = f"tf.tensordot({s.group.operand}, {d_product}, axes=0)"
         cols = "" if b.full else f"[:, {self.expr(b.start)} : {self.expr(b.stop)}]"
-        d_w = naming.adjoint(b.weight)
-        return (
-            f"{d_w} = {d_w} + {self.place(outer, b.weight, None, b)}\n"
-            f"{s.target} = tf.linalg.matvec({b.weight}{cols}, {d_product})"
-        )
+        self.add_weight_term(b.weight, self.place(outer, b.weight, None, b))
+        return f"{s.target} = tf.linalg.matvec({b.weight}{cols}, {d_product})"
 
     def _print_StaticGrad(self, s: symbolic.StaticGrad) -> str:
         b = s.block
-        d_w = naming.adjoint(b.weight)
-        return f"{d_w} = {d_w} + {self.place(self.expr(s.expr), b.weight, b.row, b)}"
+        self.add_weight_term(b.weight, self.place(self.expr(s.expr), b.weight, b.row, b))
+        return ""
 
     def _print_Reduce(self, r: symbolic.Reduce) -> str:
         g, b = r.group, r.block
-        value = g.adjoint
+        value = naming.seq(g.adjoint)
         if len(g.products) > 1:
             block = next(bb for p, bb in g.products if p == r.product)
             value += f"[..., {self.columns(g, block)}]"
-        d_w = naming.adjoint(b.weight)
-        return (
-            f"{d_w} = {d_w} + {self.place(f'tf.reduce_sum({value}, [0, 1])', b.weight, b.row, b)}"
-        )
+        summed = f"tf.reduce_sum({value}, [0, 1])"
+        self.add_weight_term(b.weight, self.place(summed, b.weight, b.row, b))
+        return ""
+
+    def add_weight_term(self, weight: str, value: str) -> None:
+        """A term of ``d_<weight>`` (already placed where it belongs in the weight)."""
+        self.weight_terms.setdefault(weight, []).append(value)
+
+    def weight_gradients(self, src: Source) -> None:
+        """``d_<weight>``: the sum of its terms, or zeros for a weight nothing reaches."""
+        for weight, _ in self.variant.weights:
+            terms = self.weight_terms.get(weight) or [f"tf.zeros_like({weight})"]
+            src(f"{naming.adjoint(weight)} = {' + '.join(terms)}")
 
     def place(self, value: str, weight: str, row, b) -> str:
         """``value`` zero-padded to the place of block (or group) ``b`` inside ``weight``."""
@@ -114,27 +122,27 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
 
     # -- pieces shared by the step and the fused op -------------------------------------------
 
-    def hoist(self, g: symbolic.Group, seq: bool, first: bool) -> list[str]:
-        """The input projection of ``g`` (every step when ``seq``), biases folded in."""
+    def hoist(self, g: symbolic.Group, seq: bool, first: bool, target: str = "") -> list[str]:
+        """The input projection of ``g`` (every step when ``seq``) into ``target`` (default: the
+        group's name), biases folded in."""
+        target = target or g.name
         lines = []
         if g.operand != "x" and first:
             lines.append(f"{g.operand} = {self.expr(g.operand_expr)}")
         w = self.weight_slice(g)
         product = f"_seq_matmul({g.operand}, {w})" if seq else f"{g.operand} @ {w}"
-        lines.append(f"{g.name} = {product}")
         if not g.folded:
-            return lines
+            return [*lines, f"{target} = {product}"]
         if len(g.products) == 1:
-            for _, folded in g.folded:
-                lines.append(f"{g.name} = {g.name}" + "".join(f" + {b.name}" for b in folded))
-            return lines
+            (_, folded), *_ = g.folded
+            return [*lines, f"{target} = {product}" + "".join(f" + {b.name}" for b in folded)]
         folded = dict(g.folded)
-        lines.append(f"{g.name} = {g.name} + tf.concat([")
+        lines.append(f"{target} = {product} + tf.concat([")
         for p, b in g.products:
             if folded.get(p):
                 lines.append("    " + " + ".join(fb.name for fb in folded[p]) + ",")
             else:
-                lines.append(f"    tf.zeros([{self.expr(b.stop - b.start)}], {g.name}.dtype),")
+                lines.append(f"    tf.zeros([{self.expr(b.stop - b.start)}], {g.operand}.dtype),")
         lines.append("], 0)")
         return lines
 
@@ -171,12 +179,12 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
             body(f'{m} = masks["{tensor}"][{gate}]')
         body(*self.emit(v.prelude))
         for g in v.hoisted:
-            body(*self.hoist(g, False, base.first_operand(v, g)))
             if len(g.products) > 1:
+                body(*self.hoist(g, False, base.first_operand(v, g)))
                 for p, b in g.products:
                     body(f"{p} = {g.name}[:, {self.columns(g, b)}]")
-            else:
-                body(f"{naming.at_step(g.name)} = {g.name}")
+            else:  # read in the step as this step's slice of the projection
+                body(*self.hoist(g, False, base.first_operand(v, g), naming.at_step(g.name)))
         body(*self.step_body())
 
         src = Source()
@@ -327,57 +335,66 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
             )
             src("")
             d_states = "".join(f"{naming.adjoint(s)}, " for s in states)
-            src(f"def back(t, {d_states}{naming.CARRY}, acc, tas):")
+            n_tas = len(buffers) + (v.x_grad is not None)
+            carried = (
+                d_states + naming.CARRY + (", acc" if accs else "") + (", tas" if n_tas else "")
+            )
+            src(f"def back(t, {carried}):")
             with src:
                 src(*base.backward_reads(spec, v))
                 self._seed(src)
                 src(*self.emit(v.backward))
-                for i, s in enumerate(accs):
-                    src(
-                        "acc = list(acc)",
-                        f"acc[{i}] = acc[{i}] + tf.reduce_sum({self.expr(s.expr)}, 0)",
-                    )
-                src("tas = [")
-                for i, (name, _) in enumerate(buffers):
-                    src(f"    tas[{i}].write(t, {name}),")
-                if v.x_grad is not None:
-                    src(f"    tas[{len(buffers)}].write(t, {self.expr(v.x_grad)}),")
-                src("]")
+                if accs:
+                    src("acc = [")
+                    for i, s in enumerate(accs):
+                        src(f"    acc[{i}] + tf.reduce_sum({self.expr(s.expr)}, 0),")
+                    src("]")
+                if n_tas:
+                    src("tas = [")
+                    for i, (name, _) in enumerate(buffers):
+                        src(f"    tas[{i}].write(t, {name}),")
+                    if v.x_grad is not None:
+                        src(f"    tas[{len(buffers)}].write(t, {self.expr(v.x_grad)}),")
+                    src("]")
                 for s, e in v.state_grads:
                     d_s = naming.adjoint(s)
+                    if s in base.written_by_vjp(v):  # by the transpose rule, above
+                        continue
                     src(f"{d_s} = {self.expr(e) if e != 0 else f'tf.zeros_like({d_s})'}")
                 src("if mask is not None:")
                 with src:
                     for s in states:
                         src(f"{naming.adjoint(s)} = {naming.adjoint(s)} + {naming.skipped(s)}")
-                src(f"return t - 1, {d_states}{naming.CARRY}, acc, tas")
-            src("", "tas = [", "    tf.TensorArray(dtype, size=T)")
-            src(f"    for _ in range({len(buffers) + (1 if v.x_grad is not None else 0)})", "]")
-            src("acc = [")
-            for s in accs:
-                size = (
-                    s.block.stop - s.block.start if isinstance(s, symbolic.Accumulate) else s.size
-                )
-                src(f"    tf.zeros([{self.expr(size)}], dtype),")
+                src(f"return t - 1, {carried}")
+            src("")
+            if n_tas == 1:
+                src("tas = [tf.TensorArray(dtype, size=T)]")
+            elif n_tas:
+                src(f"tas = [tf.TensorArray(dtype, size=T) for _ in range({n_tas})]")
+            if accs:
+                src("acc = [")
+                for s in accs:
+                    size = (
+                        s.block.stop - s.block.start
+                        if isinstance(s, symbolic.Accumulate)
+                        else s.size
+                    )
+                    src(f"    tf.zeros([{self.expr(size)}], dtype),")
+                src("]")
+            initial = "T - 1, *d_final, tf.zeros_like(d_final[0])"
+            initial += (", acc" if accs else "") + (", tas" if n_tas else "")
             src(
-                "]",
                 "loop = tf.while_loop(",
                 "    lambda t, *_: t >= 0,",
                 "    back,",
-                "    (T - 1, *d_final, tf.zeros_like(d_final[0]), acc, tas),",
+                f"    ({initial}),",
                 "    maximum_iterations=T,",
                 ")",
-                f"{d_states}_, acc, tas = loop[1:]",
+                f"{d_states}_{', acc' if accs else ''}{', tas' if n_tas else ''} = loop[1:]",
             )
             for i, (name, _) in enumerate(buffers):
-                src(f"{name} = tas[{i}].stack()")
+                src(f"{naming.seq(name)} = tas[{i}].stack()")
             src("", "# input and weight gradients: one matrix product each, over all steps")
-            if v.x_grad is not None:
-                src(f"d_x = tas[{len(buffers)}].stack()")
-            else:
-                src("d_x = tf.zeros_like(x)")
-            for name, _ in v.weights:
-                src(f"{naming.adjoint(name)} = tf.zeros_like({name})")
             if v.static_backward:
                 src(
                     "# values of the weights alone: "
@@ -387,7 +404,7 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
                     if isinstance(s, symbolic.AccumulateStatic):
                         src(f"{naming.adjoint(s.name)} = acc[{i}]")
                 src(*self.emit(v.static_backward))
-            self._after_loop(src, accs)
+            self._after_loop(src, accs, len(buffers))
             weights = ", ".join(naming.adjoint(name) for name, _ in v.weights)
             src(f"return [d_x, {d_states}{weights}]")
         src("")
@@ -416,33 +433,40 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
             if spec.output not in spec.states:
                 src(f"{seed} = _take(keep, d_out)")
 
-    def _after_loop(self, src: Source, accs) -> None:
+    def _after_loop(self, src: Source, accs, n_buffers: int) -> None:
         v = self.variant
         terms = base.hoisted_terms(v)
-        done = set()
+        uses: dict[str, int] = {}
+        for term in terms:
+            uses[term["group"].name] = uses.get(term["group"].name, 0) + 1
+        d_operand = {}
         for term in terms:
             g = term["group"]
-            if g.name not in done:
-                done.add(g.name)
-                d_op = naming.input_gradient_of(g.operand, g.name)
-                src(f"{d_op} = _seq_matmul({g.adjoint}, tf.transpose({self.weight_slice(g)}))")
+            if g.name in d_operand:
+                continue
+            value = f"_seq_matmul({naming.seq(g.adjoint)}, tf.transpose({self.weight_slice(g)}))"
+            if uses[g.name] > 1:  # read by several terms: computed once
+                d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
+                src(f"{d_operand[g.name]} = {value}")
+            else:
+                d_operand[g.name] = value
+        d_x = [f"tas[{n_buffers}].stack()"] if v.x_grad is not None else []
         for term in terms:
-            g = term["group"]
-            d_op = naming.input_gradient_of(g.operand, g.name)
+            d_op = d_operand[term["group"].name]
             if term["var"] == "x":
                 factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
-                src(f"d_x = d_x + {d_op}{factor}")
+                d_x.append(f"{d_op}{factor}")
             else:
                 b = term["block"]
-                d_w = naming.adjoint(b.weight)
                 value = f"tf.reduce_sum({d_op} * {self.factor(term['factor'])}, [0, 1])"
-                src(f"{d_w} = {d_w} + {self.place(value, b.weight, b.row, b)}")
+                self.add_weight_term(b.weight, self.place(value, b.weight, b.row, b))
+        src(f"d_x = {' + '.join(d_x) if d_x else 'tf.zeros_like(x)'}")
         for g in v.groups:
-            d_w = naming.adjoint(g.weight)
-            value = f"_seq_outer({base.operand_seq(self.spec, g)}, {g.adjoint})"
-            src(f"{d_w} = {d_w} + {self.place(value, g.weight, None, g)}")
+            value = f"_seq_outer({base.operand_seq(self.spec, g)}, {naming.seq(g.adjoint)})"
+            self.add_weight_term(g.weight, self.place(value, g.weight, None, g))
         src(*self.emit(v.reductions))
-        for i, s in enumerate(s for s in v.backward if isinstance(s, symbolic.Accumulate)):
-            b = s.block
-            d_w = naming.adjoint(b.weight)
-            src(f"{d_w} = {d_w} + {self.place(f'acc[{i}]', b.weight, b.row, b)}")
+        for i, s in enumerate(accs):
+            if isinstance(s, symbolic.Accumulate):
+                b = s.block
+                self.add_weight_term(b.weight, self.place(f"acc[{i}]", b.weight, b.row, b))
+        self.weight_gradients(src)
