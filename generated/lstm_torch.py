@@ -20,8 +20,9 @@ Two implementations (``implementation=``): ``"fused"`` (the default) runs the se
 and whose backward is the BPTT derived from these equations (see lstm.md);
 ``"autograd"`` is a plain loop over the step that torch autograd differentiates. Under
 ``torch.compile`` the fused op is left out of the graph (``torch.compiler.disable``) and runs
-eagerly; under ``torch.func`` transforms the call falls back to the plain loop. The fused
-backward is not itself differentiable (no double backward): use ``"autograd"`` for that.
+eagerly; under ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) the call
+falls back to the plain loop. The fused backward is not itself differentiable (no double
+backward, ``create_graph=True``): use ``"autograd"`` for that.
 """
 
 import numpy as np

@@ -15,8 +15,9 @@ Two implementations (``implementation=``): ``"fused"`` (the default) runs the se
 and whose backward is the BPTT derived from these equations (see simple_rnn.md);
 ``"autograd"`` is a plain loop over the step that torch autograd differentiates. Under
 ``torch.compile`` the fused op is left out of the graph (``torch.compiler.disable``) and runs
-eagerly; under ``torch.func`` transforms the call falls back to the plain loop. The fused
-backward is not itself differentiable (no double backward): use ``"autograd"`` for that.
+eagerly; under ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) the call
+falls back to the plain loop. The fused backward is not itself differentiable (no double
+backward, ``create_graph=True``): use ``"autograd"`` for that.
 """
 
 import numpy as np
@@ -738,13 +739,13 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
-    x_dropped0_kernel_t = x_dropped0_kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_t = x_dropped_kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
     return h, [h]
 
 
@@ -766,22 +767,22 @@ def _forward_v2(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel = x_dropped_kernel + bias
 
     # state sequences: index t holds the state entering step t
     h_seq = x.new_empty((T + 1, B, units))
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
+    h_prev_dropped_seq = x.new_empty((T, B, units))
     out_seq = None if mask is None else x.new_zeros((T, B, units))
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
+        h_prev_dropped_seq[t] = h_prev_dropped
         if mask is None:
             h_seq[t + 1] = h
         else:
@@ -797,8 +798,8 @@ def _forward_v2(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "x_dropped0": x_dropped0,
+        "h_prev_dropped": h_prev_dropped_seq,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -820,8 +821,8 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_seq = tape["h"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    x_dropped0 = tape["x_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_pre_seq = x.new_zeros((T, B, units))
@@ -842,17 +843,17 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = d_h_pre_seq @ kernel.t()
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).t() @ _all_steps(d_h_pre_seq)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).t() @ _all_steps(d_h_pre_seq)
+    d_x_dropped_from_x_dropped_kernel = d_h_pre_seq @ kernel.t()
+    d_x = d_x_dropped_from_x_dropped_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped).t() @ _all_steps(d_h_pre_seq)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped_seq).t() @ _all_steps(d_h_pre_seq)
     d_h_pre_sum = _all_steps(d_h_pre_seq).sum(0)
     d_weights["bias"] += d_h_pre_sum
     return d_x, [d_h], d_weights
@@ -869,13 +870,13 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
-    x_dropped0_kernel_t = x_dropped0_kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_t = x_dropped_kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
     h = activation(h_in)
     return h, [h]
 
@@ -898,24 +899,24 @@ def _forward_v3(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel = x_dropped0_kernel + bias
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel = x_dropped_kernel + bias
 
     # state sequences: index t holds the state entering step t
     h_seq = x.new_empty((T + 1, B, units))
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
+    h_prev_dropped_seq = x.new_empty((T, B, units))
     h_in_seq = x.new_empty((T, B, units))
     out_seq = None if mask is None else x.new_zeros((T, B, units))
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_prev_dropped_seq[t] = h_prev_dropped
         h_in_seq[t] = h_in
         if mask is None:
             h_seq[t + 1] = h
@@ -932,9 +933,9 @@ def _forward_v3(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_prev_dropped": h_prev_dropped_seq,
         "h_in": h_in_seq,
-        "x_dropped0": x_dropped0,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -955,9 +956,9 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
     h_in_seq = tape["h_in"]
-    x_dropped0 = tape["x_dropped0"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_in_seq = x.new_zeros((T, B, units))
@@ -978,17 +979,17 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = d_h_in_seq @ kernel.t()
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).t() @ _all_steps(d_h_in_seq)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).t() @ _all_steps(d_h_in_seq)
+    d_x_dropped_from_x_dropped_kernel = d_h_in_seq @ kernel.t()
+    d_x = d_x_dropped_from_x_dropped_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped).t() @ _all_steps(d_h_in_seq)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped_seq).t() @ _all_steps(d_h_in_seq)
     d_h_in_sum = _all_steps(d_h_in_seq).sum(0)
     d_weights["bias"] += d_h_in_sum
     return d_x, [d_h], d_weights
@@ -1228,12 +1229,12 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel_t = x_dropped0_kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel_t = x_dropped_kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
     return h, [h]
 
 
@@ -1254,21 +1255,21 @@ def _forward_v6(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
 
     # state sequences: index t holds the state entering step t
     h_seq = x.new_empty((T + 1, B, units))
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
+    h_prev_dropped_seq = x.new_empty((T, B, units))
     out_seq = None if mask is None else x.new_zeros((T, B, units))
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
+        h_prev_dropped_seq[t] = h_prev_dropped
         if mask is None:
             h_seq[t + 1] = h
         else:
@@ -1284,8 +1285,8 @@ def _forward_v6(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "x_dropped0": x_dropped0,
+        "h_prev_dropped": h_prev_dropped_seq,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1307,8 +1308,8 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_seq = tape["h"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    x_dropped0 = tape["x_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_pre_seq = x.new_zeros((T, B, units))
@@ -1329,17 +1330,17 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = d_h_pre_seq @ kernel.t()
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).t() @ _all_steps(d_h_pre_seq)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).t() @ _all_steps(d_h_pre_seq)
+    d_x_dropped_from_x_dropped_kernel = d_h_pre_seq @ kernel.t()
+    d_x = d_x_dropped_from_x_dropped_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped).t() @ _all_steps(d_h_pre_seq)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped_seq).t() @ _all_steps(d_h_pre_seq)
     return d_x, [d_h], d_weights
 
 
@@ -1353,12 +1354,12 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
-    x_dropped0_kernel_t = x_dropped0_kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel_t = x_dropped_kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
     h = activation(h_in)
     return h, [h]
 
@@ -1380,23 +1381,23 @@ def _forward_v7(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = x_dropped0 @ kernel
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = x_dropped @ kernel
 
     # state sequences: index t holds the state entering step t
     h_seq = x.new_empty((T + 1, B, units))
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
+    h_prev_dropped_seq = x.new_empty((T, B, units))
     h_in_seq = x.new_empty((T, B, units))
     out_seq = None if mask is None else x.new_zeros((T, B, units))
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_prev_dropped_seq[t] = h_prev_dropped
         h_in_seq[t] = h_in
         if mask is None:
             h_seq[t + 1] = h
@@ -1413,9 +1414,9 @@ def _forward_v7(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_prev_dropped": h_prev_dropped_seq,
         "h_in": h_in_seq,
-        "x_dropped0": x_dropped0,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1436,9 +1437,9 @@ def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
     h_in_seq = tape["h_in"]
-    x_dropped0 = tape["x_dropped0"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_in_seq = x.new_zeros((T, B, units))
@@ -1459,17 +1460,17 @@ def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
-    d_x_dropped0_from_x_dropped0_kernel = d_h_in_seq @ kernel.t()
-    d_x = d_x_dropped0_from_x_dropped0_kernel * x_mask_0
-    d_weights["kernel"] += _all_steps(x_dropped0).t() @ _all_steps(d_h_in_seq)
-    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped0_seq).t() @ _all_steps(d_h_in_seq)
+    d_x_dropped_from_x_dropped_kernel = d_h_in_seq @ kernel.t()
+    d_x = d_x_dropped_from_x_dropped_kernel * x_mask_0
+    d_weights["kernel"] += _all_steps(x_dropped).t() @ _all_steps(d_h_in_seq)
+    d_weights["recurrent_kernel"] += _all_steps(h_prev_dropped_seq).t() @ _all_steps(d_h_in_seq)
     return d_x, [d_h], d_weights
 
 

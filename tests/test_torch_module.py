@@ -137,9 +137,10 @@ def test_callable_activation_differentiated_by_autograd_in_the_fused_backward(ki
 
 
 @pytest.mark.parametrize("kind", list(SHIPPED))
-def test_torch_func_grad_falls_back_to_the_loop(kind):
+def test_torch_func_falls_back_to_the_loop(kind):
     """Under torch.func transforms the fused op is replaced by the plain loop: the gradient
-    torch.func.grad returns equals the fused op's derived one."""
+    torch.func.grad returns equals the fused op's derived one, and vmap over a stack of
+    batches equals a Python loop over them."""
     mod, cls, _ = classes(kind)
     layer = cls(INPUT, UNITS, dtype=torch.float64, seed=5)
     weights = [p.detach() for p in layer.parameters()]
@@ -154,6 +155,10 @@ def test_torch_func_grad_falls_back_to_the_loop(kind):
     expected = torch.autograd.grad(loss(ws), ws)
     for a, b in zip(got, expected, strict=True):
         assert float((a - b).abs().max() / b.abs().max()) <= GRAD_RTOL
+    batches = torch.randn(2, B, T, INPUT, dtype=torch.float64)
+    mapped = torch.func.vmap(lambda x: mod.forward(x, weights)[0])(batches)
+    looped = torch.stack([mod.forward(x, weights)[0] for x in batches])
+    assert float((mapped - looped).abs().max()) <= 1e-12
 
 
 @pytest.mark.slow
