@@ -926,22 +926,22 @@ def _forward_v2(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
-    x_dropped0_kernel += bias
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = _per_step(_all_steps(x_dropped) @ kernel, T, B)
+    x_dropped_kernel += bias
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_prev_dropped_seq = np.empty((T, B, units), dtype)
     out_seq = None if mask is None else np.zeros((T, B, units), dtype)
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
+        h_prev_dropped_seq[t] = h_prev_dropped
         if mask is None:
             h_seq[t + 1] = h
         else:
@@ -957,8 +957,8 @@ def _forward_v2(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "x_dropped0": x_dropped0,
+        "h_prev_dropped": h_prev_dropped_seq,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -983,8 +983,8 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_seq = tape["h"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    x_dropped0 = tape["x_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_pre_seq = np.zeros((T, B, units), dtype)
@@ -1004,8 +1004,8 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1015,8 +1015,8 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B) * x_mask_0
-    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_pre_seq)
+    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_pre_seq)
     d_bias = _all_steps(d_h_pre_seq).sum(axis=0)
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
@@ -1040,24 +1040,24 @@ def _forward_v3(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
-    x_dropped0_kernel += bias
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = _per_step(_all_steps(x_dropped) @ kernel, T, B)
+    x_dropped_kernel += bias
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_prev_dropped_seq = np.empty((T, B, units), dtype)
     h_in_seq = np.empty((T, B, units), dtype)
     out_seq = None if mask is None else np.zeros((T, B, units), dtype)
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_prev_dropped_seq[t] = h_prev_dropped
         h_in_seq[t] = h_in
         if mask is None:
             h_seq[t + 1] = h
@@ -1074,9 +1074,9 @@ def _forward_v3(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_prev_dropped": h_prev_dropped_seq,
         "h_in": h_in_seq,
-        "x_dropped0": x_dropped0,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1100,9 +1100,9 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
     h_in_seq = tape["h_in"]
-    x_dropped0 = tape["x_dropped0"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_in_seq = np.zeros((T, B, units), dtype)
@@ -1122,8 +1122,8 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1133,8 +1133,8 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B) * x_mask_0
-    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_in_seq)
+    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_in_seq)
     d_bias = _all_steps(d_h_in_seq).sum(axis=0)
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
@@ -1358,21 +1358,21 @@ def _forward_v6(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = _per_step(_all_steps(x_dropped) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_prev_dropped_seq = np.empty((T, B, units), dtype)
     out_seq = None if mask is None else np.zeros((T, B, units), dtype)
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
+        h_prev_dropped_seq[t] = h_prev_dropped
         if mask is None:
             h_seq[t + 1] = h
         else:
@@ -1388,8 +1388,8 @@ def _forward_v6(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
-        "x_dropped0": x_dropped0,
+        "h_prev_dropped": h_prev_dropped_seq,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1414,8 +1414,8 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_seq = tape["h"]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    x_dropped0 = tape["x_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_pre_seq = np.zeros((T, B, units), dtype)
@@ -1435,8 +1435,8 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
         d_h_pre_seq[t] = d_h_pre
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1446,8 +1446,8 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = _per_step(_all_steps(d_h_pre_seq) @ kernel.T, T, B) * x_mask_0
-    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_pre_seq)
+    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_pre_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_pre_seq)
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -1469,23 +1469,23 @@ def _forward_v7(
     x_mask_0 = masks["x"][0]
 
     # input projections for every step at once
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel = _per_step(_all_steps(x_dropped0) @ kernel, T, B)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel = _per_step(_all_steps(x_dropped) @ kernel, T, B)
 
     # state sequences: index t holds the state entering step t
     h_seq = np.empty((T + 1, B, units), dtype)
     h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = np.empty((T, B, units), dtype)
+    h_prev_dropped_seq = np.empty((T, B, units), dtype)
     h_in_seq = np.empty((T, B, units), dtype)
     out_seq = None if mask is None else np.zeros((T, B, units), dtype)
     for t in range(T):
         h_prev = h_seq[t]
-        x_dropped0_kernel_t = x_dropped0_kernel[t]
-        h_prev_dropped0 = h_prev * h_prev_mask_0
-        h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-        h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev_dropped = h_prev * h_prev_mask_0
+        h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+        h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
+        h_prev_dropped_seq[t] = h_prev_dropped
         h_in_seq[t] = h_in
         if mask is None:
             h_seq[t + 1] = h
@@ -1502,9 +1502,9 @@ def _forward_v7(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_dropped0": h_prev_dropped0_seq,
+        "h_prev_dropped": h_prev_dropped_seq,
         "h_in": h_in_seq,
-        "x_dropped0": x_dropped0,
+        "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1528,9 +1528,9 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
-    h_prev_dropped0_seq = tape["h_prev_dropped0"]
+    h_prev_dropped_seq = tape["h_prev_dropped"]
     h_in_seq = tape["h_in"]
-    x_dropped0 = tape["x_dropped0"]
+    x_dropped = tape["x_dropped"]
 
     # gradients of the weight products, kept for every step
     d_h_in_seq = np.zeros((T, B, units), dtype)
@@ -1550,8 +1550,8 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
         d_h_in_seq[t] = d_h_in
-        d_h_prev_dropped0_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
-        d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+        d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
         if norms is not None:
@@ -1561,8 +1561,8 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_x = _per_step(_all_steps(d_h_in_seq) @ kernel.T, T, B) * x_mask_0
-    d_kernel = _all_steps(x_dropped0).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_h_in_seq)
+    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_in_seq)
+    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_in_seq)
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 

@@ -700,11 +700,11 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_t = x_dropped0 @ kernel + bias
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel_t = x_dropped @ kernel + bias
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
     return h, [h]
 
 
@@ -729,14 +729,14 @@ def _fused_v2(
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel) + bias
+        x_dropped = x * x_mask_0
+        x_dropped_kernel = _seq_matmul(x_dropped, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
-            x_dropped0_kernel_t = x_dropped0_kernel[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-            h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+            x_dropped_kernel_t = x_dropped_kernel[t]
+            h_prev_dropped = h_prev * h_prev_mask_0
+            h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+            h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
             out = h
             if mask is not None:
                 keep = mask[t]
@@ -744,7 +744,7 @@ def _fused_v2(
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
                 loop_tas[0].write(t, h),
-                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[1].write(t, h_prev_dropped),
             ]
             if mask is not None:  # without a mask the outputs are the h states
                 tas.append(loop_tas[2].write(t, out))
@@ -760,7 +760,7 @@ def _fused_v2(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        h_prev_dropped0_seq = tas[1].stack()
+        h_prev_dropped_seq = tas[1].stack()
         outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
@@ -781,13 +781,13 @@ def _fused_v2(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_pre, recurrent_kernel, transpose_b=True
                 )
                 tas = [
                     tas[0].write(t, d_h_pre),
                 ]
-                d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
                 return t - 1, d_h, d_carry, tas
@@ -804,8 +804,8 @@ def _fused_v2(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel)) * x_mask_0
-            d_kernel = _seq_outer(x_dropped0, d_h_pre_seq)
-            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_pre_seq)
+            d_kernel = _seq_outer(x_dropped, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped_seq, d_h_pre_seq)
             d_bias = tf.reduce_sum(d_h_pre_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -826,11 +826,11 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
     bias = weights["bias"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_t = x_dropped0 @ kernel + bias
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+    x_dropped = x * x_mask_0
+    x_dropped_kernel_t = x_dropped @ kernel + bias
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
     h = activation(h_in)
     return h, [h]
 
@@ -856,14 +856,14 @@ def _fused_v3(
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel) + bias
+        x_dropped = x * x_mask_0
+        x_dropped_kernel = _seq_matmul(x_dropped, kernel) + bias
 
         def body(t, h_prev, out_prev, loop_tas):
-            x_dropped0_kernel_t = x_dropped0_kernel[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-            h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+            x_dropped_kernel_t = x_dropped_kernel[t]
+            h_prev_dropped = h_prev * h_prev_mask_0
+            h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+            h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
             h = activation(h_in)
             out = h
             if mask is not None:
@@ -872,7 +872,7 @@ def _fused_v3(
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
                 loop_tas[0].write(t, h),
-                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[1].write(t, h_prev_dropped),
                 loop_tas[2].write(t, h_in),
             ]
             if mask is not None:  # without a mask the outputs are the h states
@@ -889,7 +889,7 @@ def _fused_v3(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        h_prev_dropped0_seq = tas[1].stack()
+        h_prev_dropped_seq = tas[1].stack()
         h_in_seq = tas[2].stack()
         outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
@@ -911,13 +911,13 @@ def _fused_v3(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_in, recurrent_kernel, transpose_b=True
                 )
                 tas = [
                     tas[0].write(t, d_h_in),
                 ]
-                d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
                 return t - 1, d_h, d_carry, tas
@@ -934,8 +934,8 @@ def _fused_v3(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel)) * x_mask_0
-            d_kernel = _seq_outer(x_dropped0, d_h_in_seq)
-            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_in_seq)
+            d_kernel = _seq_outer(x_dropped, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped_seq, d_h_in_seq)
             d_bias = tf.reduce_sum(d_h_in_seq, [0, 1])
             return [d_x, d_h, d_kernel, d_recurrent_kernel, d_bias]
 
@@ -1181,11 +1181,11 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_t = x_dropped0 @ kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+    x_dropped = x * x_mask_0
+    x_dropped_kernel_t = x_dropped @ kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
     return h, [h]
 
 
@@ -1210,14 +1210,14 @@ def _fused_v6(
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
+        x_dropped = x * x_mask_0
+        x_dropped_kernel = _seq_matmul(x_dropped, kernel)
 
         def body(t, h_prev, out_prev, loop_tas):
-            x_dropped0_kernel_t = x_dropped0_kernel[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-            h = activation(h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t)
+            x_dropped_kernel_t = x_dropped_kernel[t]
+            h_prev_dropped = h_prev * h_prev_mask_0
+            h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+            h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
             out = h
             if mask is not None:
                 keep = mask[t]
@@ -1225,7 +1225,7 @@ def _fused_v6(
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
                 loop_tas[0].write(t, h),
-                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[1].write(t, h_prev_dropped),
             ]
             if mask is not None:  # without a mask the outputs are the h states
                 tas.append(loop_tas[2].write(t, out))
@@ -1241,7 +1241,7 @@ def _fused_v6(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        h_prev_dropped0_seq = tas[1].stack()
+        h_prev_dropped_seq = tas[1].stack()
         outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
 
@@ -1262,13 +1262,13 @@ def _fused_v6(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_pre = d_h * activation_grad(h)
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_pre, recurrent_kernel, transpose_b=True
                 )
                 tas = [
                     tas[0].write(t, d_h_pre),
                 ]
-                d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
                 return t - 1, d_h, d_carry, tas
@@ -1285,8 +1285,8 @@ def _fused_v6(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = _seq_matmul(d_h_pre_seq, tf.transpose(kernel)) * x_mask_0
-            d_kernel = _seq_outer(x_dropped0, d_h_pre_seq)
-            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_pre_seq)
+            d_kernel = _seq_outer(x_dropped, d_h_pre_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped_seq, d_h_pre_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad
@@ -1305,11 +1305,11 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
-    x_dropped0 = x * x_mask_0
-    x_dropped0_kernel_t = x_dropped0 @ kernel
-    h_prev_dropped0 = h_prev * h_prev_mask_0
-    h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-    h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+    x_dropped = x * x_mask_0
+    x_dropped_kernel_t = x_dropped @ kernel
+    h_prev_dropped = h_prev * h_prev_mask_0
+    h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+    h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
     h = activation(h_in)
     return h, [h]
 
@@ -1335,14 +1335,14 @@ def _fused_v7(
         dtype = x.dtype
         h_prev_mask_0 = masks["h_prev"][0]
         x_mask_0 = masks["x"][0]
-        x_dropped0 = x * x_mask_0
-        x_dropped0_kernel = _seq_matmul(x_dropped0, kernel)
+        x_dropped = x * x_mask_0
+        x_dropped_kernel = _seq_matmul(x_dropped, kernel)
 
         def body(t, h_prev, out_prev, loop_tas):
-            x_dropped0_kernel_t = x_dropped0_kernel[t]
-            h_prev_dropped0 = h_prev * h_prev_mask_0
-            h_prev_dropped0_recurrent_kernel = h_prev_dropped0 @ recurrent_kernel
-            h_in = h_prev_dropped0_recurrent_kernel + x_dropped0_kernel_t
+            x_dropped_kernel_t = x_dropped_kernel[t]
+            h_prev_dropped = h_prev * h_prev_mask_0
+            h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
+            h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
             h = activation(h_in)
             out = h
             if mask is not None:
@@ -1351,7 +1351,7 @@ def _fused_v7(
                 out = tf.where(keep, out, tf.zeros_like(out) if zero_output_for_mask else out_prev)
             tas = [
                 loop_tas[0].write(t, h),
-                loop_tas[1].write(t, h_prev_dropped0),
+                loop_tas[1].write(t, h_prev_dropped),
                 loop_tas[2].write(t, h_in),
             ]
             if mask is not None:  # without a mask the outputs are the h states
@@ -1368,7 +1368,7 @@ def _fused_v7(
         )
         tas = loop[-1]
         h_seq = tf.concat([h_0[None], tas[0].stack()], 0)
-        h_prev_dropped0_seq = tas[1].stack()
+        h_prev_dropped_seq = tas[1].stack()
         h_in_seq = tas[2].stack()
         outputs = h_seq[1:] if mask is None else tas[-1].stack()
         final = [h_seq[-1]]
@@ -1390,13 +1390,13 @@ def _fused_v7(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_h_in = d_h * activation_grad(h_in)
-                d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
+                d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_in, recurrent_kernel, transpose_b=True
                 )
                 tas = [
                     tas[0].write(t, d_h_in),
                 ]
-                d_h = d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
+                d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
                 if mask is not None:
                     d_h = d_h + d_h_skip
                 return t - 1, d_h, d_carry, tas
@@ -1413,8 +1413,8 @@ def _fused_v7(
 
             # input and weight gradients: one matrix product each, over all steps
             d_x = _seq_matmul(d_h_in_seq, tf.transpose(kernel)) * x_mask_0
-            d_kernel = _seq_outer(x_dropped0, d_h_in_seq)
-            d_recurrent_kernel = _seq_outer(h_prev_dropped0_seq, d_h_in_seq)
+            d_kernel = _seq_outer(x_dropped, d_h_in_seq)
+            d_recurrent_kernel = _seq_outer(h_prev_dropped_seq, d_h_in_seq)
             return [d_x, d_h, d_kernel, d_recurrent_kernel]
 
         return (outputs, *final), grad

@@ -75,6 +75,11 @@ def mask(tensor: str, gate: int) -> str:
     return f"{tensor}{MASK}{gate}"
 
 
+def dropped(operand: str, gates: str = "") -> str:
+    """An operand multiplied by its dropout mask (``gates``: the gate, where masks are per gate)."""
+    return f"{operand}_dropped{gates}"
+
+
 def derivative(option: str) -> str:
     """The run-time derivative of activation option ``option``."""
     return option + DERIVATIVE

@@ -32,8 +32,7 @@ from .resolve import Block, resolve
 from .spec import CellSpec, Layout
 
 UNITS = symbol("units")
-#: longest generated name stem, so every generated line fits in 100 characters
-NAME_LIMIT = 32
+NAME_LIMIT = naming.LIMIT
 
 
 # -- the program -----------------------------------------------------------------------------
@@ -334,7 +333,7 @@ def _derive_variant(
     )
 
 
-X_T = {symbol("x"): symbol("x_t")}
+X_T = {symbol("x"): symbol(naming.X_T)}
 
 
 def _at_step(expr: sp.Expr) -> sp.Expr:
@@ -432,7 +431,7 @@ def _unnest_products(equations: list, taken: set) -> tuple[list, list[str]]:
         args = [unnest(a) for a in expr.args]
         if isinstance(expr, WeightProduct) and args[0].atoms(WeightProduct):
             if args[0] not in names:
-                names[args[0]] = symbol(_fresh(_math_name(args[0]), taken))
+                names[args[0]] = symbol(naming.fresh(_math_name(args[0]), taken))
                 out.append((str(names[args[0]]), args[0]))
             args[0] = names[args[0]]
         return expr.func(*args)
@@ -455,7 +454,7 @@ def _name_reductions(equations: list, taken: set) -> tuple[list, dict[str, str]]
 
     def name_of(expr: sp.Expr, stem: str, comment: str) -> sp.Symbol:
         if expr not in names:
-            names[expr] = symbol(_fresh(_short(stem), taken))
+            names[expr] = symbol(naming.fresh(naming.short(stem), taken))
             out.append((str(names[expr]), expr))
             comments[str(names[expr])] = comment
         return names[expr]
@@ -515,7 +514,7 @@ def _name_option_inputs(equations: list, option_names: set, taken: set) -> list:
             if not calls:
                 break
             call = min(calls, key=sp.default_sort_key)
-            var = symbol(_fresh(f"{name}_in", taken))
+            var = symbol(naming.fresh(f"{name}_in", taken))
             out.append((str(var), call.args[0]))
             rhs = rhs.xreplace({call: type(call)(var)})
         out.append((name, rhs))
@@ -523,7 +522,7 @@ def _name_option_inputs(equations: list, option_names: set, taken: set) -> list:
 
 
 def _prev_names(spec: CellSpec) -> set[str]:
-    return {f"{s}_prev" for s in spec.states}
+    return {naming.prev(s) for s in spec.states}
 
 
 def _group_products(spec, options, equations, blocks, dropout_tensors, taken, constant=()):
@@ -538,7 +537,7 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken, co
         reps = {}
         for s in operand.free_symbols:
             if str(s) in dropout_tensors:
-                m = masks.setdefault((str(s), gate), symbol(f"{s}_mask_{gate}"))
+                m = masks.setdefault((str(s), gate), symbol(naming.mask(str(s), gate)))
                 reps[s] = s * m
         return operand.xreplace(reps) if reps else operand
 
@@ -565,7 +564,7 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken, co
         if operand not in operand_names:
             is_symbol = isinstance(operand, sp.Symbol)
             operand_names[operand] = (
-                str(operand) if is_symbol else _fresh(_operand_name(operand), taken)
+                str(operand) if is_symbol else naming.fresh(_operand_name(operand, masks), taken)
             )
         oname = operand_names[operand]
         static = _static_expr(operand, set(constant))
@@ -576,15 +575,19 @@ def _group_products(spec, options, equations, blocks, dropout_tensors, taken, co
                 all(b.full for _, b in run) or _covers(spec, weight, options, last.stop)
             )
             if full:
-                gname = _fresh(f"{oname}_{weight}", taken)
+                gname = naming.fresh(naming.product(oname, weight), taken)
             elif len(run) == 1:  # one block: its name says which part of the weight
-                gname = _fresh(f"{oname}_{first.name}", taken)
+                gname = naming.fresh(naming.product(oname, first.name), taken)
             else:
                 suffix = "".join(_block_suffix(b.name, weight) for _, b in run)
-                gname = _fresh(f"{oname}_{weight}_{suffix}", taken)
+                gname = naming.fresh(naming.product(oname, f"{weight}_{suffix}"), taken)
             prods = []
             for wp, block in run:
-                pname = gname if len(run) == 1 else _fresh(f"{oname}_{block.name}", taken)
+                pname = (
+                    gname
+                    if len(run) == 1
+                    else naming.fresh(naming.product(oname, block.name), taken)
+                )
                 product_symbol[wp] = symbol(pname)
                 prods.append((pname, block))
             groups.append(
@@ -641,7 +644,9 @@ def _fold_and_name(equations, groups, product_symbol, blocks, vector_blocks, tak
         rhs = fold(rhs.xreplace(product_symbol))
         while calls := _nested_calls(rhs):  # innermost first, so outer calls see the names
             call = min(calls, key=lambda c: (sp.count_ops(c), sp.default_sort_key(c)))
-            node = _fresh(_short(f"{type(call).__name__}_{_operand_name(call.args[0])}"), taken)
+            node = naming.fresh(
+                naming.short(f"{type(call).__name__}_{_operand_name(call.args[0])}"), taken
+            )
             resolved.append((node, call))
             rhs = rhs.xreplace({call: symbol(node)})
         resolved.append((name, rhs))
@@ -702,7 +707,7 @@ def _stored_values(
     return tuple(
         (n, sizes[n])
         for n in hoisted_products + _forward_order(forward)
-        if n in needed and n not in available and not n.startswith("d_")
+        if n in needed and n not in available
     )
 
 
@@ -716,12 +721,12 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
     adj: dict[str, list[sp.Expr]] = defaultdict(list)
     states = set(spec.states)
     for s in spec.states:
-        adj[s].append(symbol(f"d_{s}"))
+        adj[s].append(symbol(naming.adjoint(s)))
     if spec.output not in states:
-        adj[spec.output].append(symbol(f"d_{spec.output}"))
+        adj[spec.output].append(symbol(naming.adjoint(spec.output)))
     forward_values = {name: expr for name, expr in node_values.items()}
     backward: list = []
-    diff_vars = set(node_values) | {f"{s}_prev" for s in spec.states} | {"x"} | vector_blocks
+    diff_vars = set(node_values) | _prev_names(spec) | {"x"} | vector_blocks
     diff_vars |= {p for g in groups for p, _ in g.products}
     reverse_subs = _reverse_substitutions(forward_values)
     group_values: dict[str, tuple] = {}
@@ -731,19 +736,19 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         terms = adj.pop(stmt.target, [])
         if not terms:
             return
-        d_y = symbol(f"d_{stmt.target}")
+        d_y = symbol(naming.adjoint(stmt.target))
         total = sp.Add(*terms)
         if isinstance(total, sp.Symbol):
             d_y = total
         elif total != d_y:
-            out.append(Assign(f"d_{stmt.target}", total))
+            out.append(Assign(naming.adjoint(stmt.target), total))
         seed, arg, pre = d_y, stmt.expr, None
         if isinstance(arg, RowReduction):
             # y = sum(a) broadcast: d_a = sum(d_y) broadcast (the mean: mean(d_y))
             seed, arg = arg.func(d_y), arg.args[0]
         elif isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
             # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
-            pre = symbol(f"d_{stmt.target}_pre")
+            pre = symbol(naming.pre_adjoint(stmt.target))
             grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)
             out.append(Assign(str(pre), d_y * grad, f"through {type(arg).__name__}"))
             seed, arg = pre, arg.args[0]
@@ -762,7 +767,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
             values = tuple(sp.Add(*adj.pop(p, [])) for p, _ in g.products)
             group_values[g.name] = values
             backward.append(StoreAdjoint(g, values))
-            target = _fresh(f"d_{g.operand}_via_{g.weight}", vjp_names)
+            target = naming.fresh(naming.operand_adjoint(g.operand, g.weight), vjp_names)
             backward.append(OperandVJP(target, g))
             adj[g.operand].append(symbol(target))
 
@@ -833,7 +838,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         terms = adj.pop(name, [])
         if terms:
             backward.append(AccumulateStatic(name, sizes[name], sp.Add(*terms)))
-            adj[name] = [symbol(f"d_{name}")]
+            adj[name] = [symbol(naming.adjoint(name))]
     for stmt in reversed(prelude):
         if isinstance(stmt, Assign):
             reverse_assign(stmt, static_backward)
@@ -844,9 +849,9 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
             if not terms:
                 continue
             total = sp.Add(*terms)
-            if total != symbol(f"d_{p}"):
-                static_backward.append(Assign(f"d_{p}", total))
-            target = _fresh(f"d_{g.operand}_via_{b.name}", vjp_names)
+            if total != symbol(naming.adjoint(p)):
+                static_backward.append(Assign(naming.adjoint(p), total))
+            target = naming.fresh(naming.operand_adjoint(g.operand, b.name), vjp_names)
             static_backward.append(StaticVJP(p, b, g, target))
             adj[g.operand].append(symbol(target))
     for name in sorted(vector_blocks):
@@ -854,17 +859,17 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         if terms:
             static_backward.append(StaticGrad(blocks[name], sp.Add(*terms)))
 
-    state_grads = [(s, sp.Add(*adj.pop(f"{s}_prev", []))) for s in spec.states]
+    state_grads = [(s, sp.Add(*adj.pop(naming.prev(s), []))) for s in spec.states]
     # the templates assign d_<state> = <its d_<state>_prev expression> state by state: one that
     # reads the d_<state> of a state assigned before it (``c: m_prev`` passes d_c straight on)
     # is computed into a temporary first
     for i, (_, e) in enumerate(state_grads):
-        earlier = {f"d_{o}" for o, _ in state_grads[:i]}
+        earlier = {naming.adjoint(o) for o, _ in state_grads[:i]}
         if earlier & {str(v) for v in e.free_symbols}:
             for j, (o, eo) in enumerate(state_grads[i:], start=i):
                 if eo != 0:
-                    backward.append(Assign(f"d_{o}_prev", eo))
-                    state_grads[j] = (o, symbol(f"d_{o}_prev"))
+                    backward.append(Assign(naming.adjoint(naming.prev(o)), eo))
+                    state_grads[j] = (o, symbol(naming.adjoint(naming.prev(o))))
             break
     x_terms = adj.pop("x", [])
     x_grad = sp.Add(*x_terms) if x_terms else None
@@ -956,23 +961,26 @@ def _forward_order(forward) -> list[str]:
     return out
 
 
-def _fresh(name: str, taken: set) -> str:
-    out, k = name, 2
-    while out in taken:
-        out, k = f"{name}{k}", k + 1
-    taken.add(out)
-    return out
+def _operand_name(expr: sp.Expr, masks: dict | None = None) -> str:
+    """``h_prev`` for ``h_prev``; ``x_dropped`` for ``x * x_mask_0`` (with the gate, ``x_dropped1``,
+    when the tensor has a mask per gate). ``masks``: (tensor, gate) -> mask symbol."""
+    masks = masks or {}
+    gate_of = {m: gate for (_, gate), m in masks.items()}
+    per_gate = {t for (t, gate) in masks if gate > 0}
+    names = sorted(str(s) for s in expr.free_symbols if s not in gate_of)
+    gates = sorted(
+        str(gate_of[s])
+        for s in expr.free_symbols
+        if s in gate_of and _mask_tensor(masks, s) in per_gate
+    )
+    base = naming.short("_".join(names) or "operand", NAME_LIMIT - 12)
+    if not any(s in gate_of for s in expr.free_symbols):
+        return base
+    return naming.dropped(base, "".join(gates))
 
 
-def _operand_name(expr: sp.Expr) -> str:
-    names = sorted(str(s) for s in expr.free_symbols if "_mask_" not in str(s))
-    gates = sorted(str(s).rsplit("_", 1)[1] for s in expr.free_symbols if "_mask_" in str(s))
-    base = _short("_".join(names) or "operand", NAME_LIMIT - 12)
-    return f"{base}_dropped{''.join(gates)}" if gates else base
-
-
-def _short(name: str, limit: int = NAME_LIMIT) -> str:
-    return name if len(name) <= limit else name[:limit].rstrip("_")
+def _mask_tensor(masks: dict, m: sp.Symbol) -> str:
+    return next(t for (t, _), mm in masks.items() if mm == m)
 
 
 def _block_suffix(block: str, weight: str) -> str:
