@@ -18,11 +18,14 @@ Step equations (x is the input, *_prev the states before the step):
 Two implementations (``implementation=``): ``"fused"`` (the default) runs the sequence as one
 ``torch.autograd.Function`` whose forward hoists the input projection out of the time loop
 and whose backward is the BPTT derived from these equations (see lstm.md);
-``"autograd"`` is a plain loop over the step that torch autograd differentiates. Under
-``torch.compile`` the fused op is left out of the graph (``torch.compiler.disable``) and runs
-eagerly; under ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) the call
-falls back to the plain loop. The fused backward is not itself differentiable (no double
-backward, ``create_graph=True``): use ``"autograd"`` for that.
+``"autograd"`` is a plain loop over the step that torch autograd differentiates.
+
+Under ``torch.compile`` the fused op is left out of the graph (``torch.compiler.disable``)
+and runs eagerly, so ``fullgraph=True`` is refused by torch; ``"autograd"`` compiles with
+``fullgraph=True`` (the time loop is unrolled, so compiling takes longer). Under
+``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) the call falls back to
+the plain loop. The fused backward is not itself differentiable (no double backward,
+``create_graph=True``): use ``"autograd"`` for that.
 """
 
 import numpy as np

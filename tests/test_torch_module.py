@@ -180,6 +180,16 @@ def test_torch_compile_runs_the_fused_op_eagerly():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_torch_compile_fullgraph_of_the_loop():
+    """implementation="autograd" compiles as one graph (fullgraph=True), same outputs."""
+    _, cls, _ = classes("LSTM")
+    layer = cls(INPUT, UNITS, implementation="autograd", seed=0)
+    x = torch.randn(B, 4, INPUT)
+    out = torch.compile(layer, fullgraph=True)(x)
+    torch.testing.assert_close(out, layer(x), rtol=0, atol=1e-6)
+
+
 def test_bad_input_is_a_clear_error():
     mod, cls, _ = classes("LSTM")
     layer = cls(INPUT, UNITS)
