@@ -21,17 +21,8 @@ import sympy as sp
 
 from . import functions, resolve, symbolic
 from .printers import base as printers_base
-from .printers.expressions import (  # noqa: F401  (re-exported for templates and tests)
-    NumpyCode,
-    TensorflowCode,
-    latex_name,
-    py,
-    pyfactor,
-    tex,
-    tex_products,
-    tfpy,
-    tfpyfactor,
-)
+from .printers.expressions import py, tex, tfpy  # noqa: F401  (tex: re-exported for tests)
+from .printers.latex import DerivationPrinter
 from .printers.numpy import NumpyPrinter
 from .printers.tf import TensorflowPrinter
 from .printers.torch import TorchPrinter
@@ -102,34 +93,11 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(
-        py=py,
-        tfpy=tfpy,
-        pyfactor=pyfactor,
-        tfpyfactor=tfpyfactor,
-        tex=tex,
-        latex_name=latex_name,
-        pyrepr=repr,
-    )
-    env.globals.update(tex_products=tex_products, tex=tex)
+    env.filters.update(py=py, tfpy=tfpy, pyrepr=repr)
     env.globals.update(
-        isinstance=isinstance,
-        Assign=symbolic.Assign,
-        Product=symbolic.GroupProduct,
-        StoreAdjoint=symbolic.StoreAdjoint,
-        OperandVJP=symbolic.OperandVJP,
-        Accumulate=symbolic.Accumulate,
-        AccumulateStatic=symbolic.AccumulateStatic,
-        StaticVJP=symbolic.StaticVJP,
-        StaticGrad=symbolic.StaticGrad,
         TABLE=functions.TABLE,
         ACTIVATION_ALIASES=functions.ALIASES,
         REFUSED_ACTIVATIONS=functions.REFUSED,
-        enumerate=enumerate,
-        zip=zip,
-        sorted=sorted,
-        len=len,
-        sp=sp,
     )
     return env
 
@@ -257,6 +225,7 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
     env = environment()
     env.globals.update(
         {f"{b.name}_functions": b.functions(spec) for b in BACKENDS},
+        derivation_printer=lambda v: DerivationPrinter(spec, v),
         condition=condition,
         gates=lambda tensor: printers_base.gates(derivation, tensor),
         placements=resolve.placements,

@@ -73,11 +73,17 @@ class Group:
 
 @dataclass(frozen=True)
 class Assign:
-    """``target = expr`` (elementwise)."""
+    """``target = expr`` (elementwise).
+
+    ``gradient_of``: for a backward statement, the value whose gradient ``target`` is, and
+    ``pre``: whether it is the gradient with respect to the argument of that value's function.
+    """
 
     target: str
     expr: sp.Expr
     comment: str = ""
+    gradient_of: str = ""
+    pre: bool = False
 
 
 @dataclass(frozen=True)
@@ -741,7 +747,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         if isinstance(total, sp.Symbol):
             d_y = total
         elif total != d_y:
-            out.append(Assign(naming.adjoint(stmt.target), total))
+            out.append(Assign(naming.adjoint(stmt.target), total, gradient_of=stmt.target))
         seed, arg, pre = d_y, stmt.expr, None
         if isinstance(arg, RowReduction):
             # y = sum(a) broadcast: d_a = sum(d_y) broadcast (the mean: mean(d_y))
@@ -750,7 +756,8 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
             # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
             pre = symbol(naming.pre_adjoint(stmt.target))
             grad = _simplify(arg.fdiff(1).xreplace({arg: symbol(stmt.target)}), reverse_subs)
-            out.append(Assign(str(pre), d_y * grad, f"through {type(arg).__name__}"))
+            through = f"through {type(arg).__name__}"
+            out.append(Assign(str(pre), d_y * grad, through, gradient_of=stmt.target, pre=True))
             seed, arg = pre, arg.args[0]
         for v in sorted(arg.free_symbols, key=str):
             if str(v) not in diff_vars:
@@ -850,7 +857,7 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
                 continue
             total = sp.Add(*terms)
             if total != symbol(naming.adjoint(p)):
-                static_backward.append(Assign(naming.adjoint(p), total))
+                static_backward.append(Assign(naming.adjoint(p), total, gradient_of=p))
             target = naming.fresh(naming.operand_adjoint(g.operand, b.name), vjp_names)
             static_backward.append(StaticVJP(p, b, g, target))
             adj[g.operand].append(symbol(target))
@@ -868,7 +875,8 @@ def _reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=
         if earlier & {str(v) for v in e.free_symbols}:
             for j, (o, eo) in enumerate(state_grads[i:], start=i):
                 if eo != 0:
-                    backward.append(Assign(naming.adjoint(naming.prev(o)), eo))
+                    prev = naming.prev(o)
+                    backward.append(Assign(naming.adjoint(prev), eo, gradient_of=prev))
                     state_grads[j] = (o, symbol(naming.adjoint(naming.prev(o))))
             break
     x_terms = adj.pop("x", [])

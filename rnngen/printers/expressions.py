@@ -73,35 +73,17 @@ def tfpyfactor(expr) -> str:
 
 
 def tex(expr, names: dict | None = None) -> str:
-    """LaTeX for an expression, with step-indexed names (h_prev -> h_{t-1}).
-
-    ``names`` maps symbol names to LaTeX, e.g. a weight product to ``h_{t-1} U``.
-    """
+    """LaTeX for an expression; ``names`` maps symbol names to LaTeX (``h_prev`` -> ``h_{t-1}``,
+    a weight product -> ``h_{t-1} U``), and any other name prints as an identifier."""
     expr = sp.sympify(expr)
     names = names or {}
-    symbol_names = {s: names.get(str(s)) or latex_name(str(s)) for s in expr.free_symbols}
+    symbol_names = {s: names.get(str(s)) or tex_ident(str(s)) for s in expr.free_symbols}
     return LatexPrinter({"symbol_names": symbol_names, "mul_symbol": "dot"}).doprint(expr)
 
 
-def latex_name(name: str) -> str:
-    """``d_z_pre`` -> ``\\delta z^{pre}``, ``h_prev`` -> ``h_{t-1}``, ``kernel_z`` -> kernel_z."""
-    if name.startswith("d_"):
-        rest = name[2:]
-        if rest.endswith("_pre"):
-            return rf"\delta {latex_name(rest[:-4])}^{{\mathrm{{pre}}}}"
-        if "_via_" in rest:
-            operand, weight = rest.split("_via_", 1)
-            return rf"\delta {latex_name(operand)}^{{({_tex_ident(weight)})}}"
-        return r"\delta " + latex_name(rest)
-    if name.endswith("_prev"):
-        ident = _tex_ident(name[:-5])
-        return f"{{{ident}}}_{{t-1}}" if "_{" in ident else f"{ident}_{{t-1}}"
-    return _tex_ident(name)
-
-
-def _tex_ident(name: str) -> str:
-    """One-letter names in italics; a one-letter suffix (a gate) as a subscript (one level:
-    ``tanh_b_e`` is ``\\mathrm{tanh\\_b}_{e}``, never a double subscript)."""
+def tex_ident(name: str) -> str:
+    """An identifier: one letter in italics; a one-letter suffix (a gate) as a subscript (one
+    level: ``tanh_b_e`` is ``\\mathrm{tanh\\_b}_{e}``, never a double subscript)."""
     if len(name) == 1:
         return name
     base, _, last = name.rpartition("_")
@@ -111,17 +93,17 @@ def _tex_ident(name: str) -> str:
     return rf"\mathrm{{{name}}}".replace("_", r"\_")
 
 
-def tex_products(v: symbolic.Variant) -> dict[str, str]:
+def tex_products(v: symbolic.Variant, names: dict | None = None) -> dict[str, str]:
     """LaTeX for a variant's product symbols and operands: the product itself, ``h_{t-1} U_z``."""
     out: dict[str, str] = {}
     for g in v.groups + v.static_groups:
-        operand = tex(g.operand_expr)
+        operand = tex(g.operand_expr, names)
         if not isinstance(g.operand_expr, sp.Symbol):
             operand = rf"\left({operand}\right)"
         out[g.operand] = operand
         for p, b in g.products:
-            out[p] = rf"{operand} \, {_tex_ident(b.name)}"
-        weight = _tex_ident(g.weight)
+            out[p] = rf"{operand} \, {tex_ident(b.name)}"
+        weight = tex_ident(g.weight)
         if not g.full:
             weight = rf"{weight}[{tex(g.start)}:{tex(g.stop)}]"
         out[g.name] = rf"{operand} \, {weight}"
