@@ -236,7 +236,7 @@ TF_MUTANTS = {
         False,
     ),
     "recurrent dropout mask ignored": (
-        lambda t: t.replace("h_prev_dropped = h_prev * h_prev_mask_0", "h_prev_dropped = h_prev"),
+        lambda t: t.replace("h_prev_dropped0 = h_prev * h_prev_mask_0", "h_prev_dropped0 = h_prev"),
         {"keras/loop", "keras/fused", "autodiff/loop", "autodiff/fused"},
         set(),
         True,
@@ -416,10 +416,10 @@ def test_verify_builds_what_rnngen_build_writes(tmp_path, monkeypatch):
     shutil.copytree(SPEC_DIR, fake_root / "spec")
     shutil.copytree(GENERATED, fake_root / "generated")
     broken = fake_root / "generated" / "simple_rnn_numpy.py"
-    broken.write_text(
-        broken.read_text(encoding="utf-8").replace("d_x = d_x_from_", "d_x = -d_x_from_"),
-        encoding="utf-8",
-    )
+    text = broken.read_text(encoding="utf-8")
+    planted = text.replace("d_x = _per_step(", "d_x = -_per_step(")
+    assert planted != text, "mutation did not apply"
+    broken.write_text(planted, encoding="utf-8")
     monkeypatch.setattr(codegen, "spec_dir", lambda: fake_root / "spec")
     monkeypatch.setattr(codegen, "default_out_dir", lambda: fake_root / "generated")
     results = verify.verify_spec(
@@ -440,3 +440,83 @@ def test_shared_hygiene_interpreter_reports_each_module(tmp_path):
     assert hygiene.finish_hygiene(procs[good.resolve()], forbid=False) == (True, "")
     ok, why = hygiene.finish_hygiene(procs[bad.resolve()], forbid=False)
     assert not ok and "no_such_module_anywhere" in why, why
+
+
+BUILD_ALL = """
+import contextlib, json, multiprocessing, os, sys
+from pathlib import Path
+from rnngen.build import build_files
+from rnngen.errors import SpecError
+from rnngen.verify import modules
+
+spec_dir, bad = Path(sys.argv[1]), Path(sys.argv[2])
+paths = [spec_dir / "simple_rnn.yaml", spec_dir / "gru.yaml"]
+calls = []
+out = {}
+
+
+def meanwhile():
+    calls.append(len(multiprocessing.active_children()))
+
+
+def same(built):
+    return all(
+        (built[p] / name).read_text(encoding="utf-8") == text
+        for p in paths
+        for name, text in build_files([p]).items()
+    )
+
+
+with contextlib.ExitStack() as stack:
+    built = modules.build_all(paths, stack, meanwhile=meanwhile)
+    out["same"], out["folders"] = same(built), len({str(f) for f in built.values()})
+out["calls"] = list(calls)
+parent, real = os.getpid(), modules.build_into
+
+
+def fails_in_the_child(path, folder):
+    if os.getpid() != parent:
+        raise RuntimeError("planted")
+    return real(path, folder)
+
+
+modules.build_into = fails_in_the_child
+with contextlib.ExitStack() as stack:
+    out["fallback_same"] = same(modules.build_all(paths, stack, meanwhile=meanwhile))
+out["calls_after_fallback"] = len(calls)  # the child may be gone by then
+try:
+    with contextlib.ExitStack() as stack:
+        modules.build_all([paths[0], bad], stack, meanwhile=meanwhile)
+except SpecError as err:
+    out["error"] = str(err)
+out["calls_after_error"] = len(calls)
+print(json.dumps(out))
+"""
+
+
+def test_build_all_builds_in_a_child_while_this_process_works(tmp_path):
+    """``rnngen verify`` builds every spec in a forked child while it imports TensorFlow (here a
+    fresh interpreter: no TensorFlow, one thread): the files are what ``rnngen build`` writes,
+    one folder per spec, and ``meanwhile`` runs once while the child is alive. A child that
+    fails is not trusted (the specs are built again here); a bad spec raises its one-line
+    ``SpecError`` before anything else runs."""
+    import json
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nclass_name: Bad\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD_ALL, str(SPEC_DIR), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["same"] and out["folders"] == 2, out
+    assert out["calls"] == [1], out  # called once, with the building child running
+    assert out["fallback_same"] and out["calls_after_fallback"] == 2, out
+    assert "bad.yaml" in out["error"] and "missing required key" in out["error"], out
+    assert out["calls_after_error"] == 2, out  # refused before TensorFlow would load

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import multiprocessing
+import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .. import codegen
-from ..build import build_files
+from ..build import build_files, parse_specs
 from ..spec import CellSpec
 
 _counter = itertools.count()
@@ -31,6 +34,66 @@ def build_into(path: Path, out_dir: Path) -> Path:
     files = build_files([Path(path)])
     codegen.write_atomically(files, Path(out_dir))
     return Path(out_dir)
+
+
+def _build_child(jobs: list[tuple[Path, Path]], conn) -> None:
+    """In a forked child: build every ``(spec, folder)``; report ``None`` or what failed."""
+    try:
+        for path, folder in jobs:
+            build_into(path, folder)
+        conn.send(None)
+    except BaseException as err:  # noqa: BLE001 - the parent rebuilds to raise it properly
+        conn.send(f"{type(err).__name__}: {err}")
+    finally:
+        conn.close()
+
+
+def build_all(paths, stack, meanwhile=None) -> dict[Path, Path]:
+    """Build every spec into a temporary folder of its own (closed with ``stack``); returns
+    ``{spec path: folder}``.
+
+    ``meanwhile()`` runs while the specs build: in a forked child when this process is still
+    single-threaded and has not imported TensorFlow (so ``rnngen verify`` imports TensorFlow on
+    one core while the code is generated on the other), else after building here. A child that
+    fails is not trusted: the specs are then built here, which raises the real error. The specs
+    are parsed here first, so a mistake in one is reported before TensorFlow is imported.
+    """
+    parse_specs([Path(p) for p in paths])
+    folders = {
+        p: Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rnngen-verify-")))
+        for p in paths
+    }
+    jobs = [(Path(p), f) for p, f in folders.items()]
+    forkable = (
+        hasattr(os, "fork")
+        and "tensorflow" not in sys.modules
+        and threading.active_count() == 1
+        and len(jobs) > 0
+    )
+    failed = True
+    if forkable:
+        ctx = multiprocessing.get_context("fork")
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
+            stream.flush()
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_build_child, args=(jobs, child), daemon=True)
+        proc.start()
+        child.close()
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            failed = parent.recv() is not None
+        except EOFError:  # the child died without a word
+            failed = True
+        finally:
+            parent.close()
+            proc.join()
+    elif meanwhile is not None:
+        meanwhile()
+    if failed:
+        for path, folder in jobs:
+            build_into(path, folder)
+    return folders
 
 
 def modules_folder(cs: CellSpec, path: Path | None, module_dir: Path | None, stack) -> Path:

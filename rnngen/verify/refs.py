@@ -27,6 +27,15 @@ def import_tf():
     return tf
 
 
+def preload_tf() -> None:
+    """Import TensorFlow and Keras now (a missing one is reported by the checks that need it)."""
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+
+
 def keras_class(reference: str):
     import importlib
 
@@ -183,12 +192,28 @@ class EquationCell:
         self.eqs = [(e.name, e.rhs(options)) for e in cs.equations]
         self.act_options = {o.name for o in cs.activation_options}
         self.drop_tensors = {t for t, _ in cs.dropout}
+        self._w: dict | None = None
+        self._sliced: dict = {}
+
+    def new_sequence(self) -> None:
+        """Forget the weight blocks sliced so far: a sequence slices each block once, inside
+        whatever ``tf.GradientTape`` is recording it."""
+        self._w, self._sliced = None, {}
+
+    def _block(self, name: str):
+        """The value of weight block ``name``, sliced once per sequence."""
+        if name not in self._sliced:
+            weight, idx, _ = self.blocks[name]
+            self._sliced[name] = self._w[weight][idx]
+        return self._sliced[name]
 
     def step(self, x, prev: list, weights: dict, masks: dict | None):
         env = {"x": x}
         for s, v in zip(self.cs.states, prev, strict=True):
             env[f"{s}_prev"] = v
-        self._w, self._masks = weights, masks
+        if weights is not self._w:
+            self._w, self._sliced = weights, {}
+        self._masks = masks
         batch = import_tf().shape(x)[:1]
         for name, rhs in self.eqs:
             env[name] = _batched(self.ev(rhs, env, None), batch)
@@ -207,8 +232,7 @@ class EquationCell:
             if n in self.absent:
                 return 0.0
             if n in self.blocks:
-                w, idx, _ = self.blocks[n]
-                return self._w[w][idx]
+                return self._block(n)
             raise KeyError(f"unknown name {n!r} in the equations")
         if isinstance(e, sp.Number):
             return float(e)
@@ -216,11 +240,10 @@ class EquationCell:
             a, w = e.args
             if w.name in self.absent:
                 return 0.0
-            wname, idx, g = self.blocks[w.name]
-            left = self.ev(a, env, g)
+            left = self.ev(a, env, self.blocks[w.name][2])
             if len(left.shape) == 1:  # a left side made of weights only: the same every row
                 left = left[None, :]
-            return tf.matmul(left, self._w[wname][idx])
+            return tf.matmul(left, self._block(w.name))
         if isinstance(e, sp.Add):
             out = 0.0
             for a in e.args:
@@ -284,10 +307,13 @@ def run_equations(
                     tf.constant(m, tf.float64) for m in (v if isinstance(v, list) else [v])
                 ]
     B, U = cfg.B, cfg.U
-    mask = data["mask"]
+    mask = data["mask"]  # [B, T] bool or None: one constant per step, made once
+    keep = None if mask is None else [tf.constant(mask[:, t : t + 1]) for t in range(mask.shape[1])]
 
     def run(x, states, truncate=None):
-        T = x.shape[1]
+        cell.new_sequence()  # weight blocks are sliced again, under this call's tape
+        x_steps = tf.unstack(x, axis=1)
+        T = len(x_steps)
         order = range(T - 1, -1, -1) if cfg.go_backwards else range(T)
         stop = T - truncate if truncate is not None and truncate < T else None
         out_prev = tf.zeros((B, U), tf.float64)
@@ -297,9 +323,9 @@ def run_equations(
                 states = [tf.stop_gradient(s) for s in states]
                 out_prev = tf.stop_gradient(out_prev)
                 outs = [tf.stop_gradient(o) for o in outs]
-            o, new = cell.step(x[:, t], states, wvars, masks)
-            if mask is not None:
-                m = tf.constant(mask[:, t : t + 1])
+            o, new = cell.step(x_steps[t], states, wvars, masks)
+            if keep is not None:
+                m = keep[t]
                 new = [tf.where(m, n, s) for n, s in zip(new, states, strict=True)]
                 o = tf.where(m, o, tf.zeros_like(o) if cfg.zero_output_for_mask else out_prev)
             states = new

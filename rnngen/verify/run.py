@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from pathlib import Path
 
 from .compare import TOLERANCE_RULE
 from .driver import verify_spec
 from .hygiene import prestart_hygiene, reap
-from .modules import build_into
+from .modules import build_all
+from .refs import preload_tf
 from .report import render
 from .results import CheckResult
 
@@ -33,23 +33,21 @@ def run_cli(
     console.width = max(console.width, 120)
     results: list[CheckResult] = []
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as prog:
-        with contextlib.ExitStack() as stack:
-            # every spec is built first (what `rnngen build` writes now, never generated/), so
-            # the hygiene imports of every module start at once, overlapping all other checks
-            built = {}
-            for path in paths:
-                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnngen-verify-"))
-                built[path] = build_into(path, Path(tmp))
-            started = prestart_hygiene(built, backends)
-            stack.callback(reap, started)
+    with contextlib.ExitStack() as stack:
+        # every spec is built first (what `rnngen build` writes now, never generated/), in a
+        # child process while this one imports TensorFlow; then the hygiene imports of every
+        # module start at once, overlapping all other checks
+        built = build_all(paths, stack, meanwhile=preload_tf)
+        started = prestart_hygiene(built, backends)
+        stack.callback(reap, started)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as prog:
             for path in paths:
                 results += verify_spec(
                     path,

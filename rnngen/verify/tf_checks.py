@@ -74,8 +74,9 @@ def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick=Fals
                 "cell.get_(recurrent_)dropout_mask; dropout/* check the masks the layer draws"
             )
             out.append(r)
+    # the dtype the autodiff and dropout rows run the layer in, found once
+    dtype = _tf_layer_dtype(cls, 2) if ("autodiff" in checks or "dropout" in checks) else None
     if "autodiff" in checks:
-        dtype = _tf_layer_dtype(cls, 2)
         for impl in ("loop", "fused"):
 
             def auto_fn(cfg, impl=impl):
@@ -93,7 +94,6 @@ def _tf_layer_checks(cs, tf_path, cfgs, checks, defaults, refs, prog, quick=Fals
             out.append(r)
     module, seed = refs.module, refs.seed
     if "dropout" in checks:
-        dtype = _tf_layer_dtype(cls, 2)
         out += dropout.tf_rows(cs, cls, module, quick, seed, prog, defaults, dtype)
     if "init" in checks:
         out += init.tf_rows(cs, cls, module, quick, seed, prog, defaults)
