@@ -327,6 +327,11 @@ REFUSED_ACTIVATIONS = {
 }
 
 
+def _stack(steps, like, width):
+    """The per-step tensors (B, width) of a list as one (T, B, width) tensor (T may be 0)."""
+    return torch.stack(steps) if steps else like.new_empty((0, like.shape[1], width))
+
+
 def _all_steps(a):
     """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
     return a.reshape(-1, a.shape[-1])
@@ -560,7 +565,8 @@ def _forward_v0(
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -576,25 +582,28 @@ def _forward_v0(
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat(
         [input_bias_z + recurrent_bias_z, input_bias_r + recurrent_bias_r, input_bias_h]
     )
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_recurrent_kernel_h_steps = []
+    z_steps = []
+    r_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -603,18 +612,23 @@ def _forward_v0(
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         hh = activation(r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h)
         h = h_prev * z + hh * (1 - z)
-        h_prev_recurrent_kernel_h_seq[t] = h_prev_recurrent_kernel_h
-        z_seq[t] = z
-        r_seq[t] = r
-        hh_seq[t] = hh
+        h_prev_recurrent_kernel_h_steps.append(h_prev_recurrent_kernel_h)
+        z_steps.append(z)
+        r_steps.append(r)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -660,23 +674,32 @@ def _backward_v0(
     r_seq = tape["r"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 3 * units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -688,16 +711,18 @@ def _backward_v0(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_pre
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre * r], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
+        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -780,7 +805,8 @@ def _forward_v1(
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -796,28 +822,31 @@ def _forward_v1(
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat(
         [input_bias_z + recurrent_bias_z, input_bias_r + recurrent_bias_r, input_bias_h]
     )
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_recurrent_kernel_h_steps = []
+    z_in_steps = []
+    z_steps = []
+    r_in_steps = []
+    r_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -829,21 +858,29 @@ def _forward_v1(
         hh_in = r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_recurrent_kernel_h_seq[t] = h_prev_recurrent_kernel_h
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_recurrent_kernel_h_steps.append(h_prev_recurrent_kernel_h)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -895,26 +932,38 @@ def _backward_v1(
     hh_in_seq = tape["hh_in"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 3 * units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -926,16 +975,18 @@ def _backward_v1(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_in
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel = torch.cat([d_z_in, d_r_in, d_hh_in * r], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
+        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1032,7 +1083,8 @@ def _forward_v2(
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1054,7 +1106,7 @@ def _forward_v2(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
@@ -1064,23 +1116,26 @@ def _forward_v2(
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_steps = []
+    h_prev_dropped2_steps = []
+    h_prev_dropped2_recurrent_kernel_h_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -1097,21 +1152,31 @@ def _forward_v2(
             r * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h) + x_dropped2_kernel_h_t
         )
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_seq[t] = r
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        h_prev_dropped2_recurrent_kernel_h_seq[t] = h_prev_dropped2_recurrent_kernel_h
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_steps.append(r)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        h_prev_dropped2_recurrent_kernel_h_steps.append(h_prev_dropped2_recurrent_kernel_h)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        h_prev_dropped2_recurrent_kernel_h_steps, x, units
+    )
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1175,11 +1240,20 @@ def _backward_v2(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_pre_seq = x.new_zeros((T, B, units))
-    d_r_pre_seq = x.new_zeros((T, B, units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
-    d_h_prev_dropped2_recurrent_kernel_h_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_pre_steps = []
+    d_r_pre_steps = []
+    d_hh_pre_steps = []
+    d_h_prev_dropped2_recurrent_kernel_h_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -1190,16 +1264,16 @@ def _backward_v2(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1207,19 +1281,20 @@ def _backward_v2(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_r_pre_seq[t] = d_r_pre
+        d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_z_pre_seq[t] = d_z_pre
+        d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1228,6 +1303,14 @@ def _backward_v2(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_pre_seq = _stack(d_z_pre_steps[::-1], x, units)
+    d_r_pre_seq = _stack(d_r_pre_steps[::-1], x, units)
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        d_h_prev_dropped2_recurrent_kernel_h_steps[::-1], x, units
+    )
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1343,7 +1426,8 @@ def _forward_v3(
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1365,7 +1449,7 @@ def _forward_v3(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
@@ -1375,26 +1459,29 @@ def _forward_v3(
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_in_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_dropped2_steps = []
+    h_prev_dropped2_recurrent_kernel_h_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -1412,24 +1499,37 @@ def _forward_v3(
         hh_in = r * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h) + x_dropped2_kernel_h_t
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        h_prev_dropped2_recurrent_kernel_h_seq[t] = h_prev_dropped2_recurrent_kernel_h
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        h_prev_dropped2_recurrent_kernel_h_steps.append(h_prev_dropped2_recurrent_kernel_h)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        h_prev_dropped2_recurrent_kernel_h_steps, x, units
+    )
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1499,11 +1599,23 @@ def _backward_v3(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_in_seq = x.new_zeros((T, B, units))
-    d_r_in_seq = x.new_zeros((T, B, units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
-    d_h_prev_dropped2_recurrent_kernel_h_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_in_steps = []
+    d_r_in_steps = []
+    d_hh_in_steps = []
+    d_h_prev_dropped2_recurrent_kernel_h_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -1514,19 +1626,19 @@ def _backward_v3(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1534,19 +1646,20 @@ def _backward_v3(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_r_in_seq[t] = d_r_in
+        d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_z_in_seq[t] = d_z_in
+        d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1555,6 +1668,14 @@ def _backward_v3(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_in_seq = _stack(d_z_in_steps[::-1], x, units)
+    d_r_in_seq = _stack(d_r_in_steps[::-1], x, units)
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        d_h_prev_dropped2_recurrent_kernel_h_steps[::-1], x, units
+    )
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1646,7 +1767,8 @@ def _forward_v4(
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1659,23 +1781,26 @@ def _forward_v4(
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat([input_bias_z, input_bias_r, input_bias_h])
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    z_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    z_steps = []
+    r_steps = []
+    h_prev_r_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
@@ -1685,18 +1810,23 @@ def _forward_v4(
         h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
         hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
         h = h_prev * z + hh * (1 - z)
-        z_seq[t] = z
-        r_seq[t] = r
-        h_prev_r_seq[t] = h_prev_r
-        hh_seq[t] = hh
+        z_steps.append(z)
+        r_steps.append(r)
+        h_prev_r_steps.append(h_prev_r)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    z_seq = _stack(z_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_seq = _stack(h_prev_r_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1740,10 +1870,18 @@ def _backward_v4(
     h_prev_r_seq = tape["h_prev_r"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_zr_seq = x.new_zeros((T, B, 2 * units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_zr_steps = []
+    d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -1751,15 +1889,15 @@ def _backward_v4(
     )  # read every step
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1767,21 +1905,27 @@ def _backward_v4(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_pre
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_pre, d_r_pre], -1)
+        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
+        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_zr_seq = _stack(
+        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
+    )
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1857,7 +2001,8 @@ def _forward_v5(
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1870,26 +2015,29 @@ def _forward_v5(
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat([input_bias_z, input_bias_r, input_bias_h])
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    z_in_steps = []
+    z_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_r_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
@@ -1902,21 +2050,29 @@ def _forward_v5(
         hh_in = h_prev_r_recurrent_kernel_h + x_kernel_h
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_r_seq[t] = h_prev_r
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_r_steps.append(h_prev_r)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_seq = _stack(h_prev_r_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1966,10 +2122,21 @@ def _backward_v5(
     hh_in_seq = tape["hh_in"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_zr_seq = x.new_zeros((T, B, 2 * units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_zr_steps = []
+    d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -1977,18 +2144,18 @@ def _backward_v5(
     )  # read every step
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1996,21 +2163,27 @@ def _backward_v5(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_in
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_in, d_r_in], -1)
+        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
+        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_zr_seq = _stack(
+        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
+    )
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2099,7 +2272,8 @@ def _forward_v6(
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2118,7 +2292,7 @@ def _forward_v6(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
@@ -2128,22 +2302,25 @@ def _forward_v6(
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_dropped2_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_steps = []
+    h_prev_r_dropped2_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -2158,20 +2335,27 @@ def _forward_v6(
         )
         hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_seq[t] = r
-        h_prev_r_dropped2_seq[t] = h_prev_r_dropped2
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_steps.append(r)
+        h_prev_r_dropped2_steps.append(h_prev_r_dropped2)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2231,10 +2415,18 @@ def _backward_v6(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_pre_seq = x.new_zeros((T, B, units))
-    d_r_pre_seq = x.new_zeros((T, B, units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_pre_steps = []
+    d_r_pre_steps = []
+    d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -2245,15 +2437,15 @@ def _backward_v6(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2261,15 +2453,15 @@ def _backward_v6(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_r_pre_seq[t] = d_r_pre
+        d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_z_pre_seq[t] = d_z_pre
+        d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
             d_h * z
@@ -2279,6 +2471,11 @@ def _backward_v6(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_pre_seq = _stack(d_z_pre_steps[::-1], x, units)
+    d_r_pre_seq = _stack(d_r_pre_steps[::-1], x, units)
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2385,7 +2582,8 @@ def _forward_v7(
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2404,7 +2602,7 @@ def _forward_v7(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
@@ -2414,25 +2612,28 @@ def _forward_v7(
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_dropped2_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_in_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_r_dropped2_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -2450,23 +2651,33 @@ def _forward_v7(
         hh_in = h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_r_dropped2_seq[t] = h_prev_r_dropped2
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_r_dropped2_steps.append(h_prev_r_dropped2)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2532,10 +2743,21 @@ def _backward_v7(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_in_seq = x.new_zeros((T, B, units))
-    d_r_in_seq = x.new_zeros((T, B, units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_in_steps = []
+    d_r_in_steps = []
+    d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -2546,18 +2768,18 @@ def _backward_v7(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2565,15 +2787,15 @@ def _backward_v7(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_r_in_seq[t] = d_r_in
+        d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_z_in_seq[t] = d_z_in
+        d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
             d_h * z
@@ -2583,6 +2805,11 @@ def _backward_v7(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_in_seq = _stack(d_z_in_steps[::-1], x, units)
+    d_r_in_seq = _stack(d_r_in_steps[::-1], x, units)
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2662,7 +2889,8 @@ def _forward_v8(
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2671,22 +2899,25 @@ def _forward_v8(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_recurrent_kernel_h_steps = []
+    z_steps = []
+    r_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -2695,18 +2926,23 @@ def _forward_v8(
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         hh = activation(h_prev_recurrent_kernel_h * r + x_kernel_h)
         h = h_prev * z + hh * (1 - z)
-        h_prev_recurrent_kernel_h_seq[t] = h_prev_recurrent_kernel_h
-        z_seq[t] = z
-        r_seq[t] = r
-        hh_seq[t] = hh
+        h_prev_recurrent_kernel_h_steps.append(h_prev_recurrent_kernel_h)
+        z_steps.append(z)
+        r_steps.append(r)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2750,23 +2986,32 @@ def _backward_v8(
     r_seq = tape["r"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 3 * units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2778,16 +3023,18 @@ def _backward_v8(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_pre
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre * r], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
+        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2850,7 +3097,8 @@ def _forward_v9(
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2859,25 +3107,28 @@ def _forward_v9(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_recurrent_kernel_h_steps = []
+    z_in_steps = []
+    z_steps = []
+    r_in_steps = []
+    r_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -2889,21 +3140,29 @@ def _forward_v9(
         hh_in = h_prev_recurrent_kernel_h * r + x_kernel_h
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_recurrent_kernel_h_seq[t] = h_prev_recurrent_kernel_h
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_recurrent_kernel_h_steps.append(h_prev_recurrent_kernel_h)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2953,26 +3212,38 @@ def _backward_v9(
     hh_in_seq = tape["hh_in"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 3 * units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel_h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2984,16 +3255,18 @@ def _backward_v9(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_in
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel = torch.cat([d_z_in, d_r_in, d_hh_in * r], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
+        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3068,7 +3341,8 @@ def _forward_v10(
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -3083,30 +3357,33 @@ def _forward_v10(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_steps = []
+    h_prev_dropped2_steps = []
+    h_prev_dropped2_recurrent_kernel_h_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -3121,21 +3398,31 @@ def _forward_v10(
         )
         hh = activation(h_prev_dropped2_recurrent_kernel_h * r + x_dropped2_kernel_h_t)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_seq[t] = r
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        h_prev_dropped2_recurrent_kernel_h_seq[t] = h_prev_dropped2_recurrent_kernel_h
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_steps.append(r)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        h_prev_dropped2_recurrent_kernel_h_steps.append(h_prev_dropped2_recurrent_kernel_h)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        h_prev_dropped2_recurrent_kernel_h_steps, x, units
+    )
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -3197,11 +3484,20 @@ def _backward_v10(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_pre_seq = x.new_zeros((T, B, units))
-    d_r_pre_seq = x.new_zeros((T, B, units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
-    d_h_prev_dropped2_recurrent_kernel_h_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_pre_steps = []
+    d_r_pre_steps = []
+    d_hh_pre_steps = []
+    d_h_prev_dropped2_recurrent_kernel_h_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -3212,16 +3508,16 @@ def _backward_v10(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -3229,19 +3525,20 @@ def _backward_v10(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
+        d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_r_pre_seq[t] = d_r_pre
+        d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_z_pre_seq[t] = d_z_pre
+        d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3250,6 +3547,14 @@ def _backward_v10(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_pre_seq = _stack(d_z_pre_steps[::-1], x, units)
+    d_r_pre_seq = _stack(d_r_pre_steps[::-1], x, units)
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        d_h_prev_dropped2_recurrent_kernel_h_steps[::-1], x, units
+    )
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3343,7 +3648,8 @@ def _forward_v11(
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -3358,33 +3664,36 @@ def _forward_v11(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_recurrent_kernel_h_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_in_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_dropped2_steps = []
+    h_prev_dropped2_recurrent_kernel_h_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -3402,24 +3711,37 @@ def _forward_v11(
         hh_in = h_prev_dropped2_recurrent_kernel_h * r + x_dropped2_kernel_h_t
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        h_prev_dropped2_recurrent_kernel_h_seq[t] = h_prev_dropped2_recurrent_kernel_h
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        h_prev_dropped2_recurrent_kernel_h_steps.append(h_prev_dropped2_recurrent_kernel_h)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        h_prev_dropped2_recurrent_kernel_h_steps, x, units
+    )
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -3487,11 +3809,23 @@ def _backward_v11(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_in_seq = x.new_zeros((T, B, units))
-    d_r_in_seq = x.new_zeros((T, B, units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
-    d_h_prev_dropped2_recurrent_kernel_h_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_in_steps = []
+    d_r_in_steps = []
+    d_hh_in_steps = []
+    d_h_prev_dropped2_recurrent_kernel_h_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -3502,19 +3836,19 @@ def _backward_v11(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        h_prev_dropped2_recurrent_kernel_h = h_prev_dropped2_recurrent_kernel_h_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -3522,19 +3856,20 @@ def _backward_v11(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
+        d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
-            d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
+            d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_r_in_seq[t] = d_r_in
+        d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_z_in_seq[t] = d_z_in
+        d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3543,6 +3878,14 @@ def _backward_v11(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_in_seq = _stack(d_z_in_steps[::-1], x, units)
+    d_r_in_seq = _stack(d_r_in_steps[::-1], x, units)
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
+    d_h_prev_dropped2_recurrent_kernel_h_seq = _stack(
+        d_h_prev_dropped2_recurrent_kernel_h_steps[::-1], x, units
+    )
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3617,7 +3960,8 @@ def _forward_v12(
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -3626,22 +3970,25 @@ def _forward_v12(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    z_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    z_steps = []
+    r_steps = []
+    h_prev_r_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
@@ -3651,18 +3998,23 @@ def _forward_v12(
         h_prev_r_recurrent_kernel_h = h_prev_r @ recurrent_kernel[:, 2 * units : 3 * units]
         hh = activation(h_prev_r_recurrent_kernel_h + x_kernel_h)
         h = h_prev * z + hh * (1 - z)
-        z_seq[t] = z
-        r_seq[t] = r
-        h_prev_r_seq[t] = h_prev_r
-        hh_seq[t] = hh
+        z_steps.append(z)
+        r_steps.append(r)
+        h_prev_r_steps.append(h_prev_r)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    z_seq = _stack(z_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_seq = _stack(h_prev_r_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -3706,10 +4058,18 @@ def _backward_v12(
     h_prev_r_seq = tape["h_prev_r"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_zr_seq = x.new_zeros((T, B, 2 * units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_zr_steps = []
+    d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -3717,15 +4077,15 @@ def _backward_v12(
     )  # read every step
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -3733,21 +4093,27 @@ def _backward_v12(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
-        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_pre
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_pre
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre
+        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_pre, d_r_pre], -1)
+        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
+        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_zr_seq = _stack(
+        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
+    )
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3814,7 +4180,8 @@ def _forward_v13(
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -3823,25 +4190,28 @@ def _forward_v13(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_z_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_r_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_h_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    z_in_steps = []
+    z_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_r_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_z = x_kernel[t, :, 0:units]
-        x_kernel_r = x_kernel[t, :, units : 2 * units]
-        x_kernel_h = x_kernel[t, :, 2 * units : 3 * units]
+        h_prev = h_steps[t]
+        x_kernel_z = x_kernel_z_views[t]
+        x_kernel_r = x_kernel_r_views[t]
+        x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
         h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
         h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
@@ -3854,21 +4224,29 @@ def _forward_v13(
         hh_in = h_prev_r_recurrent_kernel_h + x_kernel_h
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_r_seq[t] = h_prev_r
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_r_steps.append(h_prev_r)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_seq = _stack(h_prev_r_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -3918,10 +4296,21 @@ def _backward_v13(
     hh_in_seq = tape["hh_in"]
     hh_seq = tape["hh"]
 
-    # gradients of the weight products, kept for every step
-    d_x_kernel_seq = x.new_zeros((T, B, 3 * units))
-    d_h_prev_recurrent_kernel_zr_seq = x.new_zeros((T, B, 2 * units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_x_kernel_steps = []
+    d_h_prev_recurrent_kernel_zr_steps = []
+    d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -3929,18 +4318,18 @@ def _backward_v13(
     )  # read every step
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -3948,21 +4337,27 @@ def _backward_v13(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
-        d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
-        d_x_kernel_seq[t, :, 0:units] = d_z_in
-        d_x_kernel_seq[t, :, units : 2 * units] = d_r_in
-        d_x_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in
+        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_in, d_r_in], -1)
+        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
+        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
+        d_x_kernel_steps.append(d_x_kernel)
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
+    d_h_prev_recurrent_kernel_zr_seq = _stack(
+        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
+    )
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -4040,7 +4435,8 @@ def _forward_v14(
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -4055,29 +4451,32 @@ def _forward_v14(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_dropped2_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_steps = []
+    h_prev_r_dropped2_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -4092,20 +4491,27 @@ def _forward_v14(
         )
         hh = activation(h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_seq[t] = r
-        h_prev_r_dropped2_seq[t] = h_prev_r_dropped2
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_steps.append(r)
+        h_prev_r_dropped2_steps.append(h_prev_r_dropped2)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -4165,10 +4571,18 @@ def _backward_v14(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_pre_seq = x.new_zeros((T, B, units))
-    d_r_pre_seq = x.new_zeros((T, B, units))
-    d_hh_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_pre_steps = []
+    d_r_pre_steps = []
+    d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -4179,15 +4593,15 @@ def _backward_v14(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z = z_seq[t]
-        r = r_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z = z_seq_views[t]
+        r = r_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -4195,15 +4609,15 @@ def _backward_v14(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_pre = d_hh * activation_grad(hh)
-        d_hh_pre_seq[t] = d_hh_pre
+        d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_pre = d_r * recurrent_activation_grad(r)
-        d_r_pre_seq[t] = d_r_pre
+        d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_z_pre_seq[t] = d_z_pre
+        d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
             d_h * z
@@ -4213,6 +4627,11 @@ def _backward_v14(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_pre_seq = _stack(d_z_pre_steps[::-1], x, units)
+    d_r_pre_seq = _stack(d_r_pre_steps[::-1], x, units)
+    d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -4306,7 +4725,8 @@ def _forward_v15(
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -4321,32 +4741,35 @@ def _forward_v15(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
+    x_dropped0_kernel_z_views = x_dropped0_kernel_z.unbind(0)
+    x_dropped1_kernel_r_views = x_dropped1_kernel_r.unbind(0)
+    x_dropped2_kernel_h_views = x_dropped2_kernel_h.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    z_in_seq = x.new_empty((T, B, units))
-    z_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    r_in_seq = x.new_empty((T, B, units))
-    r_seq = x.new_empty((T, B, units))
-    h_prev_r_dropped2_seq = x.new_empty((T, B, units))
-    hh_in_seq = x.new_empty((T, B, units))
-    hh_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped0_steps = []
+    z_in_steps = []
+    z_steps = []
+    h_prev_dropped1_steps = []
+    r_in_steps = []
+    r_steps = []
+    h_prev_r_dropped2_steps = []
+    hh_in_steps = []
+    hh_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped0_kernel_z_t = x_dropped0_kernel_z[t]
-        x_dropped1_kernel_r_t = x_dropped1_kernel_r[t]
-        x_dropped2_kernel_h_t = x_dropped2_kernel_h[t]
+        h_prev = h_steps[t]
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_views[t]
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_views[t]
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -4364,23 +4787,33 @@ def _forward_v15(
         hh_in = h_prev_r_dropped2_recurrent_kernel_h + x_dropped2_kernel_h_t
         hh = activation(hh_in)
         h = h_prev * z + hh * (1 - z)
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        z_in_seq[t] = z_in
-        z_seq[t] = z
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        r_in_seq[t] = r_in
-        r_seq[t] = r
-        h_prev_r_dropped2_seq[t] = h_prev_r_dropped2
-        hh_in_seq[t] = hh_in
-        hh_seq[t] = hh
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        z_in_steps.append(z_in)
+        z_steps.append(z)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        r_in_steps.append(r_in)
+        r_steps.append(r)
+        h_prev_r_dropped2_steps.append(h_prev_r_dropped2)
+        hh_in_steps.append(hh_in)
+        hh_steps.append(hh)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    z_in_seq = _stack(z_in_steps, x, units)
+    z_seq = _stack(z_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    r_in_seq = _stack(r_in_steps, x, units)
+    r_seq = _stack(r_steps, x, units)
+    h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
+    hh_in_seq = _stack(hh_in_steps, x, units)
+    hh_seq = _stack(hh_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -4446,10 +4879,21 @@ def _backward_v15(
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
-    # gradients of the weight products, kept for every step
-    d_z_in_seq = x.new_zeros((T, B, units))
-    d_r_in_seq = x.new_zeros((T, B, units))
-    d_hh_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    z_in_seq_views = z_in_seq.unbind(0)
+    z_seq_views = z_seq.unbind(0)
+    r_in_seq_views = r_in_seq.unbind(0)
+    r_seq_views = r_seq.unbind(0)
+    hh_in_seq_views = hh_in_seq.unbind(0)
+    hh_seq_views = hh_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_z_in_steps = []
+    d_r_in_steps = []
+    d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_h_T = (
@@ -4460,18 +4904,18 @@ def _backward_v15(
     )  # read every step
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_prev = h_seq[t]
-        z_in = z_in_seq[t]
-        z = z_seq[t]
-        r_in = r_in_seq[t]
-        r = r_seq[t]
-        hh_in = hh_in_seq[t]
-        hh = hh_seq[t]
+        h_prev = h_seq_views[t]
+        z_in = z_in_seq_views[t]
+        z = z_seq_views[t]
+        r_in = r_in_seq_views[t]
+        r = r_seq_views[t]
+        hh_in = hh_in_seq_views[t]
+        hh = hh_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -4479,15 +4923,15 @@ def _backward_v15(
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
         d_hh_in = d_hh * activation_grad(hh_in)
-        d_hh_in_seq[t] = d_hh_in
+        d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
         d_r_in = d_r * recurrent_activation_grad(r_in)
-        d_r_in_seq[t] = d_r_in
+        d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_z_in_seq[t] = d_z_in
+        d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
             d_h * z
@@ -4497,6 +4941,11 @@ def _backward_v15(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_z_in_seq = _stack(d_z_in_steps[::-1], x, units)
+    d_r_in_seq = _stack(d_r_in_steps[::-1], x, units)
+    d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}

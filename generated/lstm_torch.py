@@ -324,6 +324,11 @@ REFUSED_ACTIVATIONS = {
 }
 
 
+def _stack(steps, like, width):
+    """The per-step tensors (B, width) of a list as one (T, B, width) tensor (T may be 0)."""
+    return torch.stack(steps) if steps else like.new_empty((0, like.shape[1], width))
+
+
 def _all_steps(a):
     """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
     return a.reshape(-1, a.shape[-1])
@@ -558,7 +563,8 @@ def _forward_v0(
 ):
     """Forward pass for use_bias=True, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -572,28 +578,31 @@ def _forward_v0(
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat([bias_i, bias_f, bias_c, bias_o])
+    x_kernel_i_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_f_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_c_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    x_kernel_o_views = x_kernel[..., 3 * units : 4 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    i_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    i_steps = []
+    f_steps = []
+    g_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_kernel_i = x_kernel_i_views[t]
+        x_kernel_f = x_kernel_f_views[t]
+        x_kernel_c = x_kernel_c_views[t]
+        x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -606,21 +615,28 @@ def _forward_v0(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        i_seq[t] = i
-        f_seq[t] = f
-        g_seq[t] = g
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        i_steps.append(i)
+        f_steps.append(f)
+        g_steps.append(g)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    i_seq = _stack(i_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -668,24 +684,34 @@ def _backward_v0(
     o_seq = tape["o"]
     activation_c_seq = tape["activation_c"]
 
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 4 * units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        i = i_seq_views[t]
+        f = f_seq_views[t]
+        g = g_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -703,16 +729,17 @@ def _backward_v0(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_recurrent_kernel = torch.cat([d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -792,7 +819,8 @@ def _forward_v1(
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -806,32 +834,35 @@ def _forward_v1(
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + torch.cat([bias_i, bias_f, bias_c, bias_o])
+    x_kernel_i_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_f_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_c_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    x_kernel_o_views = x_kernel[..., 3 * units : 4 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    i_in_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    f_in_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    g_in_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    o_in_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    i_in_steps = []
+    i_steps = []
+    f_in_steps = []
+    f_steps = []
+    g_in_steps = []
+    g_steps = []
+    o_in_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_kernel_i = x_kernel_i_views[t]
+        x_kernel_f = x_kernel_f_views[t]
+        x_kernel_c = x_kernel_c_views[t]
+        x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -848,25 +879,36 @@ def _forward_v1(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        i_in_seq[t] = i_in
-        i_seq[t] = i
-        f_in_seq[t] = f_in
-        f_seq[t] = f
-        g_in_seq[t] = g_in
-        g_seq[t] = g
-        o_in_seq[t] = o_in
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        i_in_steps.append(i_in)
+        i_steps.append(i)
+        f_in_steps.append(f_in)
+        f_steps.append(f)
+        g_in_steps.append(g_in)
+        g_steps.append(g)
+        o_in_steps.append(o_in)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    i_in_seq = _stack(i_in_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    f_in_seq = _stack(f_in_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    g_in_seq = _stack(g_in_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    o_in_seq = _stack(o_in_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -922,29 +964,43 @@ def _backward_v1(
     o_seq = tape["o"]
     activation_c_seq = tape["activation_c"]
 
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 4 * units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_in_seq_views = i_in_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_in_seq_views = f_in_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_in_seq_views = g_in_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_in_seq_views = o_in_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        c = c_seq[t + 1]
-        i_in = i_in_seq[t]
-        i = i_seq[t]
-        f_in = f_in_seq[t]
-        f = f_seq[t]
-        g_in = g_in_seq[t]
-        g = g_seq[t]
-        o_in = o_in_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        c = c_seq_views[t + 1]
+        i_in = i_in_seq_views[t]
+        i = i_seq_views[t]
+        f_in = f_in_seq_views[t]
+        f = f_seq_views[t]
+        g_in = g_in_seq_views[t]
+        g = g_seq_views[t]
+        o_in = o_in_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -962,16 +1018,17 @@ def _backward_v1(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
-        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_recurrent_kernel = torch.cat([d_i_in, d_f_in, d_g_in, d_o_in], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1072,7 +1129,8 @@ def _forward_v2(
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1094,7 +1152,7 @@ def _forward_v2(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
@@ -1107,29 +1165,32 @@ def _forward_v2(
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+    x_dropped0_kernel_i_views = x_dropped0_kernel_i.unbind(0)
+    x_dropped1_kernel_f_views = x_dropped1_kernel_f.unbind(0)
+    x_dropped2_kernel_c_views = x_dropped2_kernel_c.unbind(0)
+    x_dropped3_kernel_o_views = x_dropped3_kernel_o.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    h_prev_dropped3_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    h_prev_dropped0_steps = []
+    i_steps = []
+    h_prev_dropped1_steps = []
+    f_steps = []
+    h_prev_dropped2_steps = []
+    g_steps = []
+    h_prev_dropped3_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_views[t]
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_views[t]
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_views[t]
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
@@ -1151,25 +1212,36 @@ def _forward_v2(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        i_steps.append(i)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        f_steps.append(f)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        g_steps.append(g)
+        h_prev_dropped3_steps.append(h_prev_dropped3)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1240,11 +1312,21 @@ def _backward_v2(
     x_dropped2 = tape["x_dropped2"]
     x_dropped3 = tape["x_dropped3"]
 
-    # gradients of the weight products, kept for every step
-    d_i_pre_seq = x.new_zeros((T, B, units))
-    d_f_pre_seq = x.new_zeros((T, B, units))
-    d_g_pre_seq = x.new_zeros((T, B, units))
-    d_o_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_i_pre_steps = []
+    d_f_pre_steps = []
+    d_g_pre_steps = []
+    d_o_pre_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1259,17 +1341,17 @@ def _backward_v2(
     )  # read every step
     recurrent_kernel_i_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        i = i_seq_views[t]
+        f = f_seq_views[t]
+        g = g_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1281,19 +1363,19 @@ def _backward_v2(
         d_c = d_activation_c * activation_grad(activation_c) + d_c
         d_o = activation_c * d_h
         d_o_pre = d_o * recurrent_activation_grad(o)
-        d_o_pre_seq[t] = d_o_pre
+        d_o_pre_steps.append(d_o_pre)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
-        d_g_pre_seq[t] = d_g_pre
+        d_g_pre_steps.append(d_g_pre)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
-        d_f_pre_seq[t] = d_f_pre
+        d_f_pre_steps.append(d_f_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_i_pre_seq[t] = d_i_pre
+        d_i_pre_steps.append(d_i_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1305,6 +1387,12 @@ def _backward_v2(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_i_pre_seq = _stack(d_i_pre_steps[::-1], x, units)
+    d_f_pre_seq = _stack(d_f_pre_steps[::-1], x, units)
+    d_g_pre_seq = _stack(d_g_pre_steps[::-1], x, units)
+    d_o_pre_seq = _stack(d_o_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1436,7 +1524,8 @@ def _forward_v3(
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1458,7 +1547,7 @@ def _forward_v3(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
@@ -1471,33 +1560,36 @@ def _forward_v3(
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
     x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+    x_dropped0_kernel_i_views = x_dropped0_kernel_i.unbind(0)
+    x_dropped1_kernel_f_views = x_dropped1_kernel_f.unbind(0)
+    x_dropped2_kernel_c_views = x_dropped2_kernel_c.unbind(0)
+    x_dropped3_kernel_o_views = x_dropped3_kernel_o.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    i_in_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    f_in_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    g_in_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    h_prev_dropped3_seq = x.new_empty((T, B, units))
-    o_in_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    h_prev_dropped0_steps = []
+    i_in_steps = []
+    i_steps = []
+    h_prev_dropped1_steps = []
+    f_in_steps = []
+    f_steps = []
+    h_prev_dropped2_steps = []
+    g_in_steps = []
+    g_steps = []
+    h_prev_dropped3_steps = []
+    o_in_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_views[t]
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_views[t]
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_views[t]
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
@@ -1523,29 +1615,44 @@ def _forward_v3(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_in_seq[t] = i_in
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_in_seq[t] = f_in
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_in_seq[t] = g_in
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_in_seq[t] = o_in
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        i_in_steps.append(i_in)
+        i_steps.append(i)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        f_in_steps.append(f_in)
+        f_steps.append(f)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        g_in_steps.append(g_in)
+        g_steps.append(g)
+        h_prev_dropped3_steps.append(h_prev_dropped3)
+        o_in_steps.append(o_in)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    i_in_seq = _stack(i_in_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    f_in_seq = _stack(f_in_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    g_in_seq = _stack(g_in_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
+    o_in_seq = _stack(o_in_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1624,11 +1731,25 @@ def _backward_v3(
     x_dropped2 = tape["x_dropped2"]
     x_dropped3 = tape["x_dropped3"]
 
-    # gradients of the weight products, kept for every step
-    d_i_in_seq = x.new_zeros((T, B, units))
-    d_f_in_seq = x.new_zeros((T, B, units))
-    d_g_in_seq = x.new_zeros((T, B, units))
-    d_o_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_in_seq_views = i_in_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_in_seq_views = f_in_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_in_seq_views = g_in_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_in_seq_views = o_in_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_i_in_steps = []
+    d_f_in_steps = []
+    d_g_in_steps = []
+    d_o_in_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1643,22 +1764,22 @@ def _backward_v3(
     )  # read every step
     recurrent_kernel_i_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        c = c_seq[t + 1]
-        i_in = i_in_seq[t]
-        i = i_seq[t]
-        f_in = f_in_seq[t]
-        f = f_seq[t]
-        g_in = g_in_seq[t]
-        g = g_seq[t]
-        o_in = o_in_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        c = c_seq_views[t + 1]
+        i_in = i_in_seq_views[t]
+        i = i_seq_views[t]
+        f_in = f_in_seq_views[t]
+        f = f_seq_views[t]
+        g_in = g_in_seq_views[t]
+        g = g_seq_views[t]
+        o_in = o_in_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1670,19 +1791,19 @@ def _backward_v3(
         d_c = d_activation_c * activation_grad(c) + d_c
         d_o = activation_c * d_h
         d_o_in = d_o * recurrent_activation_grad(o_in)
-        d_o_in_seq[t] = d_o_in
+        d_o_in_steps.append(d_o_in)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_in = d_g * activation_grad(g_in)
-        d_g_in_seq[t] = d_g_in
+        d_g_in_steps.append(d_g_in)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_in = d_f * recurrent_activation_grad(f_in)
-        d_f_in_seq[t] = d_f_in
+        d_f_in_steps.append(d_f_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_i_in_seq[t] = d_i_in
+        d_i_in_steps.append(d_i_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1694,6 +1815,12 @@ def _backward_v3(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_i_in_seq = _stack(d_i_in_steps[::-1], x, units)
+    d_f_in_seq = _stack(d_f_in_steps[::-1], x, units)
+    d_g_in_seq = _stack(d_g_in_steps[::-1], x, units)
+    d_o_in_seq = _stack(d_o_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1788,7 +1915,8 @@ def _forward_v4(
 ):
     """Forward pass for use_bias=False, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1797,27 +1925,30 @@ def _forward_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_i_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_f_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_c_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    x_kernel_o_views = x_kernel[..., 3 * units : 4 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    i_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    i_steps = []
+    f_steps = []
+    g_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_kernel_i = x_kernel_i_views[t]
+        x_kernel_f = x_kernel_f_views[t]
+        x_kernel_c = x_kernel_c_views[t]
+        x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -1830,21 +1961,28 @@ def _forward_v4(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        i_seq[t] = i
-        f_seq[t] = f
-        g_seq[t] = g
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        i_steps.append(i)
+        f_steps.append(f)
+        g_steps.append(g)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    i_seq = _stack(i_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1892,24 +2030,34 @@ def _backward_v4(
     o_seq = tape["o"]
     activation_c_seq = tape["activation_c"]
 
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 4 * units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        i = i_seq_views[t]
+        f = f_seq_views[t]
+        g = g_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -1927,16 +2075,17 @@ def _backward_v4(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
-        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_pre
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_recurrent_kernel = torch.cat([d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2005,7 +2154,8 @@ def _forward_v5(
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2014,31 +2164,34 @@ def _forward_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_i_views = x_kernel[..., 0:units].unbind(0)
+    x_kernel_f_views = x_kernel[..., units : 2 * units].unbind(0)
+    x_kernel_c_views = x_kernel[..., 2 * units : 3 * units].unbind(0)
+    x_kernel_o_views = x_kernel[..., 3 * units : 4 * units].unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    i_in_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    f_in_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    g_in_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    o_in_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    i_in_steps = []
+    i_steps = []
+    f_in_steps = []
+    f_steps = []
+    g_in_steps = []
+    g_steps = []
+    o_in_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_kernel_i = x_kernel[t, :, 0:units]
-        x_kernel_f = x_kernel[t, :, units : 2 * units]
-        x_kernel_c = x_kernel[t, :, 2 * units : 3 * units]
-        x_kernel_o = x_kernel[t, :, 3 * units : 4 * units]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_kernel_i = x_kernel_i_views[t]
+        x_kernel_f = x_kernel_f_views[t]
+        x_kernel_c = x_kernel_c_views[t]
+        x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
         h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
@@ -2055,25 +2208,36 @@ def _forward_v5(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        i_in_seq[t] = i_in
-        i_seq[t] = i
-        f_in_seq[t] = f_in
-        f_seq[t] = f
-        g_in_seq[t] = g_in
-        g_seq[t] = g
-        o_in_seq[t] = o_in
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        i_in_steps.append(i_in)
+        i_steps.append(i)
+        f_in_steps.append(f_in)
+        f_steps.append(f)
+        g_in_steps.append(g_in)
+        g_steps.append(g)
+        o_in_steps.append(o_in)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    i_in_seq = _stack(i_in_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    f_in_seq = _stack(f_in_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    g_in_seq = _stack(g_in_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    o_in_seq = _stack(o_in_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2129,29 +2293,43 @@ def _backward_v5(
     o_seq = tape["o"]
     activation_c_seq = tape["activation_c"]
 
-    # gradients of the weight products, kept for every step
-    d_h_prev_recurrent_kernel_seq = x.new_zeros((T, B, 4 * units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_in_seq_views = i_in_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_in_seq_views = f_in_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_in_seq_views = g_in_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_in_seq_views = o_in_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_prev_recurrent_kernel_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        c = c_seq[t + 1]
-        i_in = i_in_seq[t]
-        i = i_seq[t]
-        f_in = f_in_seq[t]
-        f = f_seq[t]
-        g_in = g_in_seq[t]
-        g = g_seq[t]
-        o_in = o_in_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        c = c_seq_views[t + 1]
+        i_in = i_in_seq_views[t]
+        i = i_seq_views[t]
+        f_in = f_in_seq_views[t]
+        f = f_seq_views[t]
+        g_in = g_in_seq_views[t]
+        g = g_seq_views[t]
+        o_in = o_in_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2169,16 +2347,17 @@ def _backward_v5(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
-        d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
-        d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
-        d_h_prev_recurrent_kernel_seq[t, :, 3 * units : 4 * units] = d_o_in
-        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_seq[t] @ recurrent_kernel_T
+        d_h_prev_recurrent_kernel = torch.cat([d_i_in, d_f_in, d_g_in, d_o_in], -1)
+        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2265,7 +2444,8 @@ def _forward_v6(
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2282,7 +2462,7 @@ def _forward_v6(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -2291,29 +2471,32 @@ def _forward_v6(
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
+    x_dropped0_kernel_i_views = x_dropped0_kernel_i.unbind(0)
+    x_dropped1_kernel_f_views = x_dropped1_kernel_f.unbind(0)
+    x_dropped2_kernel_c_views = x_dropped2_kernel_c.unbind(0)
+    x_dropped3_kernel_o_views = x_dropped3_kernel_o.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    h_prev_dropped3_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    h_prev_dropped0_steps = []
+    i_steps = []
+    h_prev_dropped1_steps = []
+    f_steps = []
+    h_prev_dropped2_steps = []
+    g_steps = []
+    h_prev_dropped3_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_views[t]
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_views[t]
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_views[t]
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
@@ -2335,25 +2518,36 @@ def _forward_v6(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        i_steps.append(i)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        f_steps.append(f)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        g_steps.append(g)
+        h_prev_dropped3_steps.append(h_prev_dropped3)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2424,11 +2618,21 @@ def _backward_v6(
     x_dropped2 = tape["x_dropped2"]
     x_dropped3 = tape["x_dropped3"]
 
-    # gradients of the weight products, kept for every step
-    d_i_pre_seq = x.new_zeros((T, B, units))
-    d_f_pre_seq = x.new_zeros((T, B, units))
-    d_g_pre_seq = x.new_zeros((T, B, units))
-    d_o_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_i_pre_steps = []
+    d_f_pre_steps = []
+    d_g_pre_steps = []
+    d_o_pre_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -2443,17 +2647,17 @@ def _backward_v6(
     )  # read every step
     recurrent_kernel_i_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        i = i_seq[t]
-        f = f_seq[t]
-        g = g_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        i = i_seq_views[t]
+        f = f_seq_views[t]
+        g = g_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2465,19 +2669,19 @@ def _backward_v6(
         d_c = d_activation_c * activation_grad(activation_c) + d_c
         d_o = activation_c * d_h
         d_o_pre = d_o * recurrent_activation_grad(o)
-        d_o_pre_seq[t] = d_o_pre
+        d_o_pre_steps.append(d_o_pre)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_pre = d_g * activation_grad(g)
-        d_g_pre_seq[t] = d_g_pre
+        d_g_pre_steps.append(d_g_pre)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_pre = d_f * recurrent_activation_grad(f)
-        d_f_pre_seq[t] = d_f_pre
+        d_f_pre_steps.append(d_f_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_i_pre_seq[t] = d_i_pre
+        d_i_pre_steps.append(d_i_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2489,6 +2693,12 @@ def _backward_v6(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_i_pre_seq = _stack(d_i_pre_steps[::-1], x, units)
+    d_f_pre_seq = _stack(d_f_pre_steps[::-1], x, units)
+    d_g_pre_seq = _stack(d_g_pre_steps[::-1], x, units)
+    d_o_pre_seq = _stack(d_o_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2603,7 +2813,8 @@ def _forward_v7(
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 2 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -2620,7 +2831,7 @@ def _forward_v7(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -2629,33 +2840,36 @@ def _forward_v7(
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
+    x_dropped0_kernel_i_views = x_dropped0_kernel_i.unbind(0)
+    x_dropped1_kernel_f_views = x_dropped1_kernel_f.unbind(0)
+    x_dropped2_kernel_c_views = x_dropped2_kernel_c.unbind(0)
+    x_dropped3_kernel_o_views = x_dropped3_kernel_o.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    c_seq = x.new_empty((T + 1, B, units))
-    c_seq[0] = initial_state[1]
-    h_prev_dropped0_seq = x.new_empty((T, B, units))
-    i_in_seq = x.new_empty((T, B, units))
-    i_seq = x.new_empty((T, B, units))
-    h_prev_dropped1_seq = x.new_empty((T, B, units))
-    f_in_seq = x.new_empty((T, B, units))
-    f_seq = x.new_empty((T, B, units))
-    h_prev_dropped2_seq = x.new_empty((T, B, units))
-    g_in_seq = x.new_empty((T, B, units))
-    g_seq = x.new_empty((T, B, units))
-    h_prev_dropped3_seq = x.new_empty((T, B, units))
-    o_in_seq = x.new_empty((T, B, units))
-    o_seq = x.new_empty((T, B, units))
-    activation_c_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    c_steps = [initial_state[1]]
+    h_prev_dropped0_steps = []
+    i_in_steps = []
+    i_steps = []
+    h_prev_dropped1_steps = []
+    f_in_steps = []
+    f_steps = []
+    h_prev_dropped2_steps = []
+    g_in_steps = []
+    g_steps = []
+    h_prev_dropped3_steps = []
+    o_in_steps = []
+    o_steps = []
+    activation_c_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        c_prev = c_seq[t]
-        x_dropped0_kernel_i_t = x_dropped0_kernel_i[t]
-        x_dropped1_kernel_f_t = x_dropped1_kernel_f[t]
-        x_dropped2_kernel_c_t = x_dropped2_kernel_c[t]
-        x_dropped3_kernel_o_t = x_dropped3_kernel_o[t]
+        h_prev = h_steps[t]
+        c_prev = c_steps[t]
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_views[t]
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_views[t]
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_views[t]
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_views[t]
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
@@ -2681,29 +2895,44 @@ def _forward_v7(
         c = c_prev * f + g * i
         activation_c = activation(c)
         h = activation_c * o
-        h_prev_dropped0_seq[t] = h_prev_dropped0
-        i_in_seq[t] = i_in
-        i_seq[t] = i
-        h_prev_dropped1_seq[t] = h_prev_dropped1
-        f_in_seq[t] = f_in
-        f_seq[t] = f
-        h_prev_dropped2_seq[t] = h_prev_dropped2
-        g_in_seq[t] = g_in
-        g_seq[t] = g
-        h_prev_dropped3_seq[t] = h_prev_dropped3
-        o_in_seq[t] = o_in
-        o_seq[t] = o
-        activation_c_seq[t] = activation_c
+        h_prev_dropped0_steps.append(h_prev_dropped0)
+        i_in_steps.append(i_in)
+        i_steps.append(i)
+        h_prev_dropped1_steps.append(h_prev_dropped1)
+        f_in_steps.append(f_in)
+        f_steps.append(f)
+        h_prev_dropped2_steps.append(h_prev_dropped2)
+        g_in_steps.append(g_in)
+        g_steps.append(g)
+        h_prev_dropped3_steps.append(h_prev_dropped3)
+        o_in_steps.append(o_in)
+        o_steps.append(o)
+        activation_c_steps.append(activation_c)
         if mask is None:
-            h_seq[t + 1] = h
-            c_seq[t + 1] = c
+            h_steps.append(h)
+            c_steps.append(c)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            c_seq[t + 1] = torch.where(keep, c, c_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            c_steps.append(torch.where(keep, c, c_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    c_seq = torch.stack(c_steps)
+    h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
+    i_in_seq = _stack(i_in_steps, x, units)
+    i_seq = _stack(i_steps, x, units)
+    h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
+    f_in_seq = _stack(f_in_steps, x, units)
+    f_seq = _stack(f_steps, x, units)
+    h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
+    g_in_seq = _stack(g_in_steps, x, units)
+    g_seq = _stack(g_steps, x, units)
+    h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
+    o_in_seq = _stack(o_in_steps, x, units)
+    o_seq = _stack(o_steps, x, units)
+    activation_c_seq = _stack(activation_c_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -2782,11 +3011,25 @@ def _backward_v7(
     x_dropped2 = tape["x_dropped2"]
     x_dropped3 = tape["x_dropped3"]
 
-    # gradients of the weight products, kept for every step
-    d_i_in_seq = x.new_zeros((T, B, units))
-    d_f_in_seq = x.new_zeros((T, B, units))
-    d_g_in_seq = x.new_zeros((T, B, units))
-    d_o_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    c_seq_views = c_seq.unbind(0)
+    i_in_seq_views = i_in_seq.unbind(0)
+    i_seq_views = i_seq.unbind(0)
+    f_in_seq_views = f_in_seq.unbind(0)
+    f_seq_views = f_seq.unbind(0)
+    g_in_seq_views = g_in_seq.unbind(0)
+    g_seq_views = g_seq.unbind(0)
+    o_in_seq_views = o_in_seq.unbind(0)
+    o_seq_views = o_seq.unbind(0)
+    activation_c_seq_views = activation_c_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_i_in_steps = []
+    d_f_in_steps = []
+    d_g_in_steps = []
+    d_o_in_steps = []
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -2801,22 +3044,22 @@ def _backward_v7(
     )  # read every step
     recurrent_kernel_i_T = recurrent_kernel[:, 0:units].t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        c_prev = c_seq[t]
-        c = c_seq[t + 1]
-        i_in = i_in_seq[t]
-        i = i_seq[t]
-        f_in = f_in_seq[t]
-        f = f_seq[t]
-        g_in = g_in_seq[t]
-        g = g_seq[t]
-        o_in = o_in_seq[t]
-        o = o_seq[t]
-        activation_c = activation_c_seq[t]
+        c_prev = c_seq_views[t]
+        c = c_seq_views[t + 1]
+        i_in = i_in_seq_views[t]
+        i = i_seq_views[t]
+        f_in = f_in_seq_views[t]
+        f = f_seq_views[t]
+        g_in = g_in_seq_views[t]
+        g = g_seq_views[t]
+        o_in = o_in_seq_views[t]
+        o = o_seq_views[t]
+        activation_c = activation_c_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
@@ -2828,19 +3071,19 @@ def _backward_v7(
         d_c = d_activation_c * activation_grad(c) + d_c
         d_o = activation_c * d_h
         d_o_in = d_o * recurrent_activation_grad(o_in)
-        d_o_in_seq[t] = d_o_in
+        d_o_in_steps.append(d_o_in)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
         d_g_in = d_g * activation_grad(g_in)
-        d_g_in_seq[t] = d_g_in
+        d_g_in_steps.append(d_g_in)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
         d_f_in = d_f * recurrent_activation_grad(f_in)
-        d_f_in_seq[t] = d_f_in
+        d_f_in_steps.append(d_f_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_i_in_seq[t] = d_i_in
+        d_i_in_steps.append(d_i_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
             d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2852,6 +3095,12 @@ def _backward_v7(
         if mask is not None:
             d_h = d_h + d_h_skip
             d_c = d_c + d_c_skip
+
+    # the steps' gradients in time order
+    d_i_in_seq = _stack(d_i_in_steps[::-1], x, units)
+    d_f_in_seq = _stack(d_f_in_steps[::-1], x, units)
+    d_g_in_seq = _stack(d_g_in_steps[::-1], x, units)
+    d_o_in_seq = _stack(d_o_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}

@@ -319,6 +319,11 @@ REFUSED_ACTIVATIONS = {
 }
 
 
+def _stack(steps, like, width):
+    """The per-step tensors (B, width) of a list as one (T, B, width) tensor (T may be 0)."""
+    return torch.stack(steps) if steps else like.new_empty((0, like.shape[1], width))
+
+
 def _all_steps(a):
     """(T, B, n) -> (T * B, n): every step's rows, for one matrix product over all steps."""
     return a.reshape(-1, a.shape[-1])
@@ -517,7 +522,8 @@ def _forward_v0(
 ):
     """Forward pass for use_bias=True, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -527,27 +533,29 @@ def _forward_v0(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + bias
+    x_kernel_views = x_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_t = x_kernel[t]
+        h_prev = h_steps[t]
+        x_kernel_t = x_kernel_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h = activation(h_prev_recurrent_kernel + x_kernel_t)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -575,29 +583,37 @@ def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
 
-    # gradients of the weight products, kept for every step
-    d_h_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h = h_seq[t + 1]
+        h = h_seq_views[t + 1]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_pre_seq[t] = d_h_pre
+        d_h_pre_steps.append(d_h_pre)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_pre_seq = _stack(d_h_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -633,7 +649,8 @@ def _forward_v1(
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -643,30 +660,33 @@ def _forward_v1(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
     x_kernel = x_kernel + bias
+    x_kernel_views = x_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_in_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_in_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_t = x_kernel[t]
+        h_prev = h_steps[t]
+        x_kernel_t = x_kernel_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_in = h_prev_recurrent_kernel + x_kernel_t
         h = activation(h_in)
-        h_in_seq[t] = h_in
+        h_in_steps.append(h_in)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_in_seq = _stack(h_in_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -696,29 +716,37 @@ def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
     h_seq = tape["h"]
     h_in_seq = tape["h_in"]
 
-    # gradients of the weight products, kept for every step
-    d_h_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_in_seq_views = h_in_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_in = h_in_seq[t]
+        h_in = h_in_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_in_seq[t] = d_h_in
+        d_h_in_steps.append(d_h_in)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_in_seq = _stack(d_h_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -757,7 +785,8 @@ def _forward_v2(
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -769,31 +798,34 @@ def _forward_v2(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
     x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_views = x_dropped_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev = h_steps[t]
+        x_dropped_kernel_t = x_dropped_kernel_views[t]
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
-        h_prev_dropped_seq[t] = h_prev_dropped
+        h_prev_dropped_steps.append(h_prev_dropped)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -827,29 +859,37 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_dropped_seq = tape["h_prev_dropped"]
     x_dropped = tape["x_dropped"]
 
-    # gradients of the weight products, kept for every step
-    d_h_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h = h_seq[t + 1]
+        h = h_seq_views[t + 1]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_pre_seq[t] = d_h_pre
+        d_h_pre_steps.append(d_h_pre)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_pre_seq = _stack(d_h_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -889,7 +929,8 @@ def _forward_v3(
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -901,34 +942,38 @@ def _forward_v3(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
     x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_views = x_dropped_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped_seq = x.new_empty((T, B, units))
-    h_in_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped_steps = []
+    h_in_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev = h_steps[t]
+        x_dropped_kernel_t = x_dropped_kernel_views[t]
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped_seq[t] = h_prev_dropped
-        h_in_seq[t] = h_in
+        h_prev_dropped_steps.append(h_prev_dropped)
+        h_in_steps.append(h_in)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
+    h_in_seq = _stack(h_in_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -963,29 +1008,37 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
     h_in_seq = tape["h_in"]
     x_dropped = tape["x_dropped"]
 
-    # gradients of the weight products, kept for every step
-    d_h_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_in_seq_views = h_in_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_in = h_in_seq[t]
+        h_in = h_in_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_in_seq[t] = d_h_in
+        d_h_in_steps.append(d_h_in)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_in_seq = _stack(d_h_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1018,7 +1071,8 @@ def _forward_v4(
 ):
     """Forward pass for use_bias=False, no dropout.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1027,26 +1081,28 @@ def _forward_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_views = x_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_t = x_kernel[t]
+        h_prev = h_steps[t]
+        x_kernel_t = x_kernel_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h = activation(h_prev_recurrent_kernel + x_kernel_t)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1074,29 +1130,37 @@ def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
 
-    # gradients of the weight products, kept for every step
-    d_h_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h = h_seq[t + 1]
+        h = h_seq_views[t + 1]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_pre_seq[t] = d_h_pre
+        d_h_pre_steps.append(d_h_pre)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_pre_seq = _stack(d_h_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1128,7 +1192,8 @@ def _forward_v5(
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1137,29 +1202,32 @@ def _forward_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_kernel = x @ kernel
+    x_kernel_views = x_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_in_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_in_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_kernel_t = x_kernel[t]
+        h_prev = h_steps[t]
+        x_kernel_t = x_kernel_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_in = h_prev_recurrent_kernel + x_kernel_t
         h = activation(h_in)
-        h_in_seq[t] = h_in
+        h_in_steps.append(h_in)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_in_seq = _stack(h_in_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1189,29 +1257,37 @@ def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
     h_seq = tape["h"]
     h_in_seq = tape["h_in"]
 
-    # gradients of the weight products, kept for every step
-    d_h_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_in_seq_views = h_in_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_in = h_in_seq[t]
+        h_in = h_in_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_in_seq[t] = d_h_in
+        d_h_in_steps.append(d_h_in)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_in_seq = _stack(d_h_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1246,7 +1322,8 @@ def _forward_v6(
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1257,30 +1334,33 @@ def _forward_v6(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel_views = x_dropped_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev = h_steps[t]
+        x_dropped_kernel_t = x_dropped_kernel_views[t]
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
-        h_prev_dropped_seq[t] = h_prev_dropped
+        h_prev_dropped_steps.append(h_prev_dropped)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1314,29 +1394,37 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_dropped_seq = tape["h_prev_dropped"]
     x_dropped = tape["x_dropped"]
 
-    # gradients of the weight products, kept for every step
-    d_h_pre_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_seq_views = h_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h = h_seq[t + 1]
+        h = h_seq_views[t + 1]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_pre = d_h * activation_grad(h)
-        d_h_pre_seq[t] = d_h_pre
+        d_h_pre_steps.append(d_h_pre)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_pre_seq = _stack(d_h_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1372,7 +1460,8 @@ def _forward_v7(
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
-    Runs without autograd (inside the fused op).
+    Runs without autograd (inside the fused op). Each step's values are Python lists
+    (no per-step indexing or copies), stacked once after the loop.
     x: (T, B, input_dim), time-major. initial_state: 1 tensors (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
@@ -1383,33 +1472,37 @@ def _forward_v7(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once
+    # input projections for every step at once, and each step's slice
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
+    x_dropped_kernel_views = x_dropped_kernel.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
 
-    # state sequences: index t holds the state entering step t
-    h_seq = x.new_empty((T + 1, B, units))
-    h_seq[0] = initial_state[0]
-    h_prev_dropped_seq = x.new_empty((T, B, units))
-    h_in_seq = x.new_empty((T, B, units))
-    out_seq = None if mask is None else x.new_zeros((T, B, units))
+    # each step's states (index t: the state entering step t), stored values
+    h_steps = [initial_state[0]]
+    h_prev_dropped_steps = []
+    h_in_steps = []
+    out_steps = None if mask is None else []
     for t in range(T):
-        h_prev = h_seq[t]
-        x_dropped_kernel_t = x_dropped_kernel[t]
+        h_prev = h_steps[t]
+        x_dropped_kernel_t = x_dropped_kernel_views[t]
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
         h = activation(h_in)
-        h_prev_dropped_seq[t] = h_prev_dropped
-        h_in_seq[t] = h_in
+        h_prev_dropped_steps.append(h_prev_dropped)
+        h_in_steps.append(h_in)
         if mask is None:
-            h_seq[t + 1] = h
+            h_steps.append(h)
         else:
-            keep = mask[t]
-            h_seq[t + 1] = torch.where(keep, h, h_prev)
-            previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]
-            out_seq[t] = torch.where(keep, h, previous)
-    outputs = h_seq[1:] if mask is None else out_seq
+            keep = mask_views[t]
+            h_steps.append(torch.where(keep, h, h_prev))
+            previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
+            out_steps.append(torch.where(keep, h, previous))
+    h_seq = torch.stack(h_steps)
+    h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
+    h_in_seq = _stack(h_in_steps, x, units)
+    outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
         "mask": mask,
@@ -1444,29 +1537,37 @@ def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
     h_in_seq = tape["h_in"]
     x_dropped = tape["x_dropped"]
 
-    # gradients of the weight products, kept for every step
-    d_h_in_seq = x.new_zeros((T, B, units))
+    # each step's forward values, read in the loop
+    h_in_seq_views = h_in_seq.unbind(0)
+    d_outputs_views = d_outputs.unbind(0)
+    mask_views = None if mask is None else mask.unbind(0)
+
+    # gradients of the weight products: one per step, stacked after the loop
+    d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
     for t in range(T - 1, -1, -1):
-        h_in = h_in_seq[t]
+        h_in = h_in_seq_views[t]
         if mask is None:
-            d_h = d_h + d_outputs[t]
+            d_h = d_h + d_outputs_views[t]
         else:
-            keep = mask[t]
-            d_out = d_outputs[t] + d_carry
+            keep = mask_views[t]
+            d_out = d_outputs_views[t] + d_carry
             d_carry = (
                 torch.zeros_like(d_out) if zero_output_for_mask else torch.where(keep, 0.0, d_out)
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_h_in = d_h * activation_grad(h_in)
-        d_h_in_seq[t] = d_h_in
+        d_h_in_steps.append(d_h_in)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
+
+    # the steps' gradients in time order
+    d_h_in_seq = _stack(d_h_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}

@@ -47,23 +47,26 @@ class TorchPrinter(StatementPrinter, TorchCode):
         return "\n".join(lines)
 
     def _print_StoreAdjoint(self, s: symbolic.StoreAdjoint) -> str:
+        """This step's gradient of a group's products, one tensor (kept in a list)."""
         g = s.group
         if not writes_adjoint(g):  # equal to the gradient another group stores
             return ""
-        buffer = naming.seq(g.adjoint)
         if len(g.products) == 1:
-            return f"{buffer}[t] = {self.expr(s.values[0])}"
-        return "\n".join(
-            f"{buffer}[t, :, {self.columns(g, b)}] = {self.expr(value)}"
-            for (_, b), value in zip(g.products, s.values, strict=True)
-            if value != 0
-        )
+            value = self.expr(s.values[0])
+        else:
+            parts = [
+                self.expr(value)
+                if value != 0
+                else f"x.new_zeros((B, {self.expr(b.stop - b.start)}))"
+                for (_, b), value in zip(g.products, s.values, strict=True)
+            ]
+            value = f"torch.cat([{', '.join(parts)}], -1)"
+        lines = [] if value == g.adjoint else [f"{g.adjoint} = {value}"]
+        return "\n".join([*lines, f"{steps(g.adjoint)}.append({g.adjoint})"])
 
     def _print_OperandVJP(self, s: symbolic.OperandVJP) -> str:
         g = s.group
-        bound = getattr(g, "adjoint_bound", False)  # a value the step computes anyway
-        d_products = g.adjoint if bound else f"{naming.seq(g.adjoint)}[t]"
-        return f"{s.target} = {d_products} @ {self.transposed_name(g)}"
+        return f"{s.target} = {g.adjoint} @ {self.transposed_name(g)}"
 
     def _print_Accumulate(self, s: symbolic.Accumulate) -> str:
         return f"{naming.adjoint(s.block.name)} += ({self.expr(s.expr)}).sum(0)"
@@ -188,7 +191,8 @@ class TorchPrinter(StatementPrinter, TorchCode):
             src(
                 f'"""Forward pass for {v.describe()}.',
                 "",
-                "Runs without autograd (inside the fused op).",
+                "Runs without autograd (inside the fused op). Each step's values are Python lists",
+                "(no per-step indexing or copies), stacked once after the loop.",
                 f"x: (T, B, input_dim), time-major. initial_state: {len(states)} tensors "
                 "(B, units).",
                 "mask: (T, B, 1) bool or None. "
@@ -201,55 +205,66 @@ class TorchPrinter(StatementPrinter, TorchCode):
                 src("", "# values of the weights alone: the same at every step, computed once")
                 src(*self.emit(v.prelude))
             if v.hoisted:
-                src("", "# input projections for every step at once")
+                src("", "# input projections for every step at once, and each step's slice")
                 for g in v.hoisted:
                     self.hoist(src, g, None)
-            src("", "# state sequences: index t holds the state entering step t")
-            for i, s in enumerate(states):
-                src(
-                    f"{naming.seq(s)} = x.new_empty((T + 1, B, units))",
-                    f"{naming.seq(s)}[0] = initial_state[{i}]",
-                )
-            for name, size in v.stored:
-                src(f"{naming.seq(name)} = x.new_empty((T, B, {self.expr(size)}))")
-            if spec.output not in states:
-                src("out_seq = x.new_zeros((T, B, units))")
-            else:
-                src("out_seq = None if mask is None else x.new_zeros((T, B, units))")
-            src("for t in range(T):")
-            with src:
-                for s in states:
-                    src(f"{naming.prev(s)} = {naming.seq(s)}[t]")
-                if base.reads_x_t(v):
-                    src(f"{naming.X_T} = x[t]")
                 for g in v.hoisted:
                     if len(g.products) > 1:
                         for p, b in g.products:
-                            src(f"{p} = {g.name}[t, :, {self.columns(g, b)}]")
+                            src(f"{views(p)} = {g.name}[..., {self.columns(g, b)}].unbind(0)")
                     else:
-                        src(f"{naming.at_step(g.name)} = {g.name}[t]")
+                        src(f"{views(g.name)} = {g.name}.unbind(0)")
+            if base.reads_x_t(v):
+                src(f"{views('x')} = x.unbind(0)")
+            src(f"{views('mask')} = None if mask is None else mask.unbind(0)")
+            src("", "# each step's states (index t: the state entering step t), stored values")
+            for i, s in enumerate(states):
+                src(f"{steps(s)} = [initial_state[{i}]]")
+            for name, _ in v.stored:
+                src(f"{steps(name)} = []")
+            if spec.output not in states:
+                src(f"{steps('out')} = []")
+            else:
+                src(f"{steps('out')} = None if mask is None else []")
+            src("for t in range(T):")
+            with src:
+                for s in states:
+                    src(f"{naming.prev(s)} = {steps(s)}[t]")
+                if base.reads_x_t(v):
+                    src(f"{naming.X_T} = {views('x')}[t]")
+                for g in v.hoisted:
+                    if len(g.products) > 1:
+                        for p, _ in g.products:
+                            src(f"{p} = {views(p)}[t]")
+                    else:
+                        src(f"{naming.at_step(g.name)} = {views(g.name)}[t]")
                 src(*self.emit(v.forward, in_step=True))
                 for name, _ in v.stored:
-                    src(f"{naming.seq(name)}[t] = {self.step_expr(name)}")
+                    src(f"{steps(name)}.append({self.step_expr(name)})")
                 src("if mask is None:")
                 with src:
                     for s in states:
-                        src(f"{naming.seq(s)}[t + 1] = {s}")
+                        src(f"{steps(s)}.append({s})")
                     if spec.output not in states:
-                        src(f"out_seq[t] = {spec.output}")
+                        src(f"{steps('out')}.append({spec.output})")
                 src("else:")
                 with src:
-                    src("keep = mask[t]")
+                    src(f"keep = {views('mask')}[t]")
                     for s in states:
-                        src(f"{naming.seq(s)}[t + 1] = torch.where(keep, {s}, {naming.prev(s)})")
+                        src(f"{steps(s)}.append(torch.where(keep, {s}, {naming.prev(s)}))")
                     src(
-                        "previous = 0.0 if zero_output_for_mask or t == 0 else out_seq[t - 1]",
-                        f"out_seq[t] = torch.where(keep, {spec.output}, previous)",
+                        f"previous = 0.0 if zero_output_for_mask or t == 0 else {steps('out')}[-1]",
+                        f"{steps('out')}.append(torch.where(keep, {spec.output}, previous))",
                     )
+            for s in states:
+                src(f"{naming.seq(s)} = torch.stack({steps(s)})")
+            for name, size in v.stored:
+                src(f"{naming.seq(name)} = _stack({steps(name)}, x, {self.expr(size)})")
+            out = f"_stack({steps('out')}, x, units)"
             if spec.output in states:
-                src(f"outputs = {naming.seq_after(spec.output)} if mask is None else out_seq")
+                src(f"outputs = {naming.seq_after(spec.output)} if mask is None else {out}")
             else:
-                src("outputs = out_seq")
+                src(f"outputs = {out}")
             src("tape = {")
             with src:
                 for key in ("x", "mask", "masks", "zero_output_for_mask", "weights"):
@@ -304,9 +319,20 @@ class TorchPrinter(StatementPrinter, TorchCode):
                 src(f'{operand} = tape["{operand}"]')
             for name in base.static_reads(v):
                 src(f'{name} = tape["{name}"]')
-            src("", "# gradients of the weight products, kept for every step")
-            for name, width in base.adjoint_buffers(v):
-                src(f"{naming.seq(name)} = x.new_zeros((T, B, {self.expr(width)}))")
+            src("", "# each step's forward values, read in the loop")
+            reads, unbound = [], set()
+            for line in base.backward_reads(spec, v):  # "name = <seq>[index]"
+                target, _, value = line.partition(" = ")
+                seq, _, index = value.partition("[")
+                reads.append(f"{target} = {views(seq)}[{index}")
+                if seq not in unbound:
+                    unbound.add(seq)
+                    src(f"{views(seq)} = {seq}.unbind(0)")
+            src(f"{views('d_outputs')} = d_outputs.unbind(0)")
+            src(f"{views('mask')} = None if mask is None else mask.unbind(0)")
+            src("", "# gradients of the weight products: one per step, stacked after the loop")
+            for name, _ in base.adjoint_buffers(v):
+                src(f"{steps(name)} = []")
             for s in v.backward:
                 if isinstance(s, symbolic.Accumulate):
                     src(
@@ -317,7 +343,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
                 if isinstance(s, symbolic.AccumulateStatic):
                     src(f"{naming.adjoint(s.name)} = x.new_zeros({self.expr(s.size)})")
             if v.x_grad is not None:
-                src("d_x = torch.zeros_like(x)")
+                src(f"{steps('d_x')} = []")
             for i, s in enumerate(states):
                 src(f"{naming.adjoint(s)} = d_states[{i}].clone()")
             src(f"{naming.CARRY} = torch.zeros_like({naming.adjoint(states[0])})")
@@ -330,11 +356,11 @@ class TorchPrinter(StatementPrinter, TorchCode):
                     )
             src("for t in range(T - 1, -1, -1):")
             with src:
-                src(*base.backward_reads(spec, v))
+                src(*reads)
                 self._seed(src)
                 src(*self.emit(v.backward))
                 if v.x_grad is not None:
-                    src(f"d_x[t] += {self.expr(v.x_grad)}")
+                    src(f"{steps('d_x')}.append({self.expr(v.x_grad)})")
                 for s, e in v.state_grads:
                     d_s = naming.adjoint(s)
                     if e == symbolic.symbol(d_s):  # written by the transpose rule above
@@ -344,6 +370,11 @@ class TorchPrinter(StatementPrinter, TorchCode):
                 with src:
                     for s in states:
                         src(f"{naming.adjoint(s)} = {naming.adjoint(s)} + {naming.skipped(s)}")
+            src("", "# the steps' gradients in time order")
+            for name, width in base.adjoint_buffers(v):
+                src(f"{naming.seq(name)} = _stack({steps(name)}[::-1], x, {self.expr(width)})")
+            if v.x_grad is not None:
+                src(f"d_x = _stack({steps('d_x')}[::-1], x, input_dim)")
             src(
                 "",
                 "# input gradients and weight gradients: one matrix product each, over all steps",
@@ -364,16 +395,17 @@ class TorchPrinter(StatementPrinter, TorchCode):
         """The output's gradient enters the step; a masked step passes gradients through."""
         spec = self.spec
         seed = naming.adjoint(spec.output)
+        d_output = f"{views('d_outputs')}[t]"
         src("if mask is None:")
         with src:
             src(
-                f"{seed} = {seed} + d_outputs[t]"
+                f"{seed} = {seed} + {d_output}"
                 if spec.output in spec.states
-                else f"{seed} = d_outputs[t]"
+                else f"{seed} = {d_output}"
             )
         src("else:")
         with src:
-            src("keep = mask[t]", f"d_out = d_outputs[t] + {naming.CARRY}")
+            src(f"keep = {views('mask')}[t]", f"d_out = {d_output} + {naming.CARRY}")
             src(
                 f"{naming.CARRY} = torch.zeros_like(d_out) if zero_output_for_mask "
                 "else torch.where(keep, 0.0, d_out)"
@@ -433,3 +465,13 @@ class TorchPrinter(StatementPrinter, TorchCode):
 def writes_adjoint(g: symbolic.Group) -> bool:
     """Whether ``g`` stores its products' gradient (groups with equal gradients share one)."""
     return getattr(g, "writes_adjoint", g.adjoint == naming.adjoint(g.name))
+
+
+def steps(name: str) -> str:
+    """The list a loop appends each step's value of ``name`` to: ``<name>_steps``."""
+    return f"{name}_steps"
+
+
+def views(name: str) -> str:
+    """Each step's view of a (T, ...) tensor, unbound once before a loop: ``<name>_views``."""
+    return f"{name}_views"
