@@ -14,8 +14,9 @@ Step equations (x is the input, *_prev the states before the step):
     r = recurrent_activation(x @ kernel_r + input_bias_r + h_prev @ recurrent_kernel_r +
         recurrent_bias_r)
     hh = activation(x @ kernel_h + input_bias_h + r * (h_prev @ recurrent_kernel_h +
-        recurrent_bias_h))
+        recurrent_bias_h))  (when reset_after)
     hh = activation(x @ kernel_h + input_bias_h + (r * h_prev) @ recurrent_kernel_h)
+        (otherwise)
     h = z * h_prev + (1 - z) * hh
 
 The backward pass was derived symbolically from these equations; see gru.md.
@@ -723,7 +724,7 @@ def _forward_v0(
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -807,7 +808,7 @@ def _backward_v0(
     """BPTT for use_bias=True, reset_after=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -902,7 +903,7 @@ def _forward_v1(
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -998,7 +999,7 @@ def _backward_v1(
     """BPTT for use_bias=True, reset_after=True, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1099,7 +1100,7 @@ def _forward_v2(
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1214,7 +1215,7 @@ def _backward_v2(
     """BPTT for use_bias=True, reset_after=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1349,7 +1350,7 @@ def _forward_v3(
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1474,7 +1475,7 @@ def _backward_v3(
     """BPTT for use_bias=True, reset_after=True, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1615,7 +1616,7 @@ def _forward_v4(
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1695,7 +1696,7 @@ def _backward_v4(
     """BPTT for use_bias=True, reset_after=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1795,7 +1796,7 @@ def _forward_v5(
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1887,7 +1888,7 @@ def _backward_v5(
     """BPTT for use_bias=True, reset_after=False, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1993,7 +1994,7 @@ def _forward_v6(
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -2100,7 +2101,7 @@ def _backward_v6(
     """BPTT for use_bias=True, reset_after=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2220,7 +2221,7 @@ def _forward_v7(
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -2339,7 +2340,7 @@ def _backward_v7(
     """BPTT for use_bias=True, reset_after=False, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2465,7 +2466,7 @@ def _forward_v8(
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -2539,7 +2540,7 @@ def _backward_v8(
     """BPTT for use_bias=False, reset_after=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2622,7 +2623,7 @@ def _forward_v9(
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -2708,7 +2709,7 @@ def _backward_v9(
     """BPTT for use_bias=False, reset_after=True, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2797,7 +2798,7 @@ def _forward_v10(
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -2900,7 +2901,7 @@ def _backward_v10(
     """BPTT for use_bias=False, reset_after=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3022,7 +3023,7 @@ def _forward_v11(
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -3137,7 +3138,7 @@ def _backward_v11(
     """BPTT for use_bias=False, reset_after=True, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3265,7 +3266,7 @@ def _forward_v12(
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -3340,7 +3341,7 @@ def _backward_v12(
     """BPTT for use_bias=False, reset_after=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3435,7 +3436,7 @@ def _forward_v13(
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -3522,7 +3523,7 @@ def _backward_v13(
     """BPTT for use_bias=False, reset_after=False, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3623,7 +3624,7 @@ def _forward_v14(
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -3723,7 +3724,7 @@ def _backward_v14(
     """BPTT for use_bias=False, reset_after=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3839,7 +3840,7 @@ def _forward_v15(
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -3951,7 +3952,7 @@ def _backward_v15(
     """BPTT for use_bias=False, reset_after=False, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).

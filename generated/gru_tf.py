@@ -14,8 +14,9 @@ Step equations (x is the input, *_prev the states before the step):
     r = recurrent_activation(x @ kernel_r + input_bias_r + h_prev @ recurrent_kernel_r +
         recurrent_bias_r)
     hh = activation(x @ kernel_h + input_bias_h + r * (h_prev @ recurrent_kernel_h +
-        recurrent_bias_h))
+        recurrent_bias_h))  (when reset_after)
     hh = activation(x @ kernel_h + input_bias_h + (r * h_prev) @ recurrent_kernel_h)
+        (otherwise)
     h = z * h_prev + (1 - z) * hh
 
 Two implementations share one set of weights:
@@ -546,7 +547,7 @@ def _fused_v0(
     Variant: use_bias=True, reset_after=True, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -800,7 +801,7 @@ def _fused_v1(
     Variant: use_bias=True, reset_after=True, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1072,7 +1073,7 @@ def _fused_v2(
     Variant: use_bias=True, reset_after=True, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1368,7 +1369,7 @@ def _fused_v3(
     Variant: use_bias=True, reset_after=True, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1664,7 +1665,7 @@ def _fused_v4(
     Variant: use_bias=True, reset_after=False, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1912,7 +1913,7 @@ def _fused_v5(
     Variant: use_bias=True, reset_after=False, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -2173,7 +2174,7 @@ def _fused_v6(
     Variant: use_bias=True, reset_after=False, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -2440,7 +2441,7 @@ def _fused_v7(
     Variant: use_bias=True, reset_after=False, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -2698,7 +2699,7 @@ def _fused_v8(
     Variant: use_bias=False, reset_after=True, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -2887,7 +2888,7 @@ def _fused_v9(
     Variant: use_bias=False, reset_after=True, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -3097,7 +3098,7 @@ def _fused_v10(
     Variant: use_bias=False, reset_after=True, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -3356,7 +3357,7 @@ def _fused_v11(
     Variant: use_bias=False, reset_after=True, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -3613,7 +3614,7 @@ def _fused_v12(
     Variant: use_bias=False, reset_after=False, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -3821,7 +3822,7 @@ def _fused_v13(
     Variant: use_bias=False, reset_after=False, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -4049,7 +4050,7 @@ def _fused_v14(
     Variant: use_bias=False, reset_after=False, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -4300,7 +4301,7 @@ def _fused_v15(
     Variant: use_bias=False, reset_after=False, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """

@@ -706,7 +706,7 @@ def _forward_v0(
 ):
     """Forward pass for use_bias=True, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -752,7 +752,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -807,7 +807,7 @@ def _forward_v1(
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -857,7 +857,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=True, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -913,7 +913,7 @@ def _forward_v2(
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -967,7 +967,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1027,7 +1027,7 @@ def _forward_v3(
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1085,7 +1085,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=True, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1145,7 +1145,7 @@ def _forward_v4(
 ):
     """Forward pass for use_bias=False, no dropout.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1189,7 +1189,7 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1243,7 +1243,7 @@ def _forward_v5(
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1291,7 +1291,7 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=False, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1346,7 +1346,7 @@ def _forward_v6(
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1398,7 +1398,7 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1457,7 +1457,7 @@ def _forward_v7(
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
-    x: (T, B, input_dim), time-major. initial_state: 1 arrays (B, units).
+    x: (T, B, input_dim), time-major. initial_state: one array (B, units).
     mask: (T, B, 1) bool or None. Returns (outputs (T, B, units), final states, tape).
     """
     T, B, _ = x.shape
@@ -1513,7 +1513,7 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
     """BPTT for use_bias=False, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
-    d_states: 1 arrays (B, units), gradients of the final states.
+    d_states: one array (B, units), gradients of the final states.
     norms: None, or a (T,) array that receives the norm of the gradient of the states
     entering each step.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).

@@ -482,7 +482,7 @@ def _fused_v0(
     Variant: use_bias=True, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -596,7 +596,7 @@ def _fused_v1(
     Variant: use_bias=True, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -716,7 +716,7 @@ def _fused_v2(
     Variant: use_bias=True, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -843,7 +843,7 @@ def _fused_v3(
     Variant: use_bias=True, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -967,7 +967,7 @@ def _fused_v4(
     Variant: use_bias=False, no dropout.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1079,7 +1079,7 @@ def _fused_v5(
     Variant: use_bias=False, no dropout, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1197,7 +1197,7 @@ def _fused_v6(
     Variant: use_bias=False, with dropout masks.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """
@@ -1322,7 +1322,7 @@ def _fused_v7(
     Variant: use_bias=False, with dropout masks, input-form.
     The gradient is the derived BPTT.
     x: (T, B, input_dim) time-major, in processing order. mask: (T, B, 1) bool or None.
-    initial_state: 1 tensors (B, units). weights: tensors in Keras order.
+    initial_state: one tensor (B, units). weights: tensors in Keras order.
     masks: {"x": [...], "h_prev": [...]} dropout masks or None.
     Returns (outputs (T, B, units), [final states]).
     """

@@ -63,6 +63,33 @@ class Equation:
                 return rhs
         return None
 
+    def described(self) -> tuple[str, ...]:
+        """One line per alternative, as written in the spec, with the condition it holds under:
+        ``h = cand  (otherwise)``."""
+        out = []
+        for i, ((when, _), text) in enumerate(zip(self.alternatives, self.text, strict=True)):
+            line = f"{self.name} = {text}"
+            if when is not sp.true:
+                line += f"  (when {condition_text(when)})"
+            elif i:
+                line += "  (otherwise)"
+            out.append(line)
+        return tuple(out)
+
+
+def condition_text(cond) -> str:
+    """A condition in the spec's own words: ``gated and not use_bias``."""
+    if isinstance(cond, sp.Not):
+        return f"not {condition_text(cond.args[0])}"
+    if isinstance(cond, sp.And | sp.Or):
+        word = " and " if isinstance(cond, sp.And) else " or "
+        args = sorted(cond.args, key=sp.default_sort_key)
+        return word.join(
+            f"({condition_text(a)})" if isinstance(a, sp.And | sp.Or) else condition_text(a)
+            for a in args
+        )
+    return str(cond)
+
 
 @dataclass(frozen=True)
 class CellSpec:

@@ -313,3 +313,8 @@ def vjp_target(s: symbolic.OperandVJP) -> str:
 def written_by_vjp(v: symbolic.Variant) -> set[str]:
     """States whose gradient for the step before is written by a transpose-rule product."""
     return {s.into_state for s in v.backward if isinstance(s, symbolic.OperandVJP) and s.into_state}
+
+
+def count(n: int, noun: str) -> str:
+    """``one array``, ``2 arrays``: for docstrings."""
+    return f"one {noun}" if n == 1 else f"{n} {noun}s"

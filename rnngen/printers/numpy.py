@@ -148,8 +148,8 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
             src(
                 f'"""Forward pass for {v.describe()}.',
                 "",
-                f"x: (T, B, input_dim), time-major. initial_state: {len(states)} arrays "
-                "(B, units).",
+                "x: (T, B, input_dim), time-major. "
+                f"initial_state: {base.count(len(states), 'array')} (B, units).",
                 "mask: (T, B, 1) bool or None. "
                 "Returns (outputs (T, B, units), final states, tape).",
                 '"""',
@@ -265,7 +265,8 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
                 f'"""BPTT for {v.describe()}.',
                 "",
                 "d_outputs: (T, B, units) gradient of each step's output, in processing order.",
-                f"d_states: {len(states)} arrays (B, units), gradients of the final states.",
+                f"d_states: {base.count(len(states), 'array')} (B, units), "
+                "gradients of the final states.",
                 "norms: None, or a (T,) array that receives the norm of the gradient of the states",
                 "entering each step.",
                 "Returns (d_x (T, B, input_dim), d_initial_state, d_weights).",

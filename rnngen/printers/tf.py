@@ -230,7 +230,8 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
                 "The gradient is the derived BPTT.",
                 "x: (T, B, input_dim) time-major, in processing order. "
                 "mask: (T, B, 1) bool or None.",
-                f"initial_state: {n} tensors (B, units). weights: tensors in Keras order.",
+                f"initial_state: {base.count(n, 'tensor')} (B, units). "
+                "weights: tensors in Keras order.",
                 'masks: {"x": [...], "h_prev": [...]} dropout masks or None.',
                 "Returns (outputs (T, B, units), [final states]).",
                 '"""',
