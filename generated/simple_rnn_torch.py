@@ -19,8 +19,9 @@ Under ``torch.compile`` the fused op is left out of the graph (``torch.compiler.
 and runs eagerly, so ``fullgraph=True`` is refused by torch; ``"autograd"`` compiles with
 ``fullgraph=True`` (the time loop is unrolled, so compiling takes longer). Under
 ``torch.func`` transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``) the call falls back to
-the plain loop. The fused backward is not itself differentiable (no double backward,
-``create_graph=True``): use ``"autograd"`` for that.
+the plain loop, and so does a call no gradient can flow through (``torch.no_grad()``, or
+nothing requiring grad): same values, nothing kept for a backward pass. The fused backward is
+not itself differentiable (no double backward, ``create_graph=True``): use ``"autograd"``.
 """
 
 import numpy as np
@@ -313,7 +314,7 @@ ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_s
 REFUSED_ACTIVATIONS = {
     "softmax": "row-wise (it works across the units axis); not supported yet",
     "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -1753,8 +1754,17 @@ def forward(
             masks[tensor] = _as_mask_list(value, count, shape, x, rate)
     functions, general = _resolve_functions([(activation, "activation")])
     key = (bool(use_bias), masks is not None, general)
+    # the fused op only where a gradient will be asked for: without one, the plain loop gives
+    # the same values and keeps nothing for a backward pass
+    wants_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x_tm, *initial_state, *weights)
+    )
     run = _run_fused
-    if implementation == "autograd" or torch._C._are_functorch_transforms_active():
+    if (
+        implementation == "autograd"
+        or not wants_grad
+        or torch._C._are_functorch_transforms_active()
+    ):
         run = _run_autograd
     outputs, final = run(
         key, names, functions, x_tm, initial_state, weights, mask_tm, masks, zero_output_for_mask
