@@ -319,7 +319,7 @@ def _fd_check(module, cs, cfg, seed) -> Compared:
 
     for name, u in directions:
         analytic = float(sum((gr * d).sum() for gr, d in zip(grads, u, strict=True)))
-        plus, minus = float(loss(shifted(u, 1))), float(loss(shifted(u, -1)))
+        plus, minus = (float(loss(shifted(u, sign)).detach()) for sign in (1, -1))
         numeric = (plus - minus) / (2 * FD_EPS)
         grad_norm = sum((gr * gr).sum() for gr, d in zip(grads, u, strict=True) if d.any())
         scale = float(torch.sqrt(grad_norm) * torch.sqrt(sum((d * d).sum() for d in u)))
