@@ -271,40 +271,65 @@ def tanh_shrink_grad(u):
     return np.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return np.exp(u - np.logaddexp.reduce(u, axis=-1, keepdims=True))
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - (d * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - np.exp(y) * d.sum(axis=-1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -351,19 +376,19 @@ def _no_derivative(argument, value):
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument.
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument.
 
     Accepts a name (or alias, or None), a Keras activation function, a pair ``(f, df)`` or a
     callable; a callable's derivative (with respect to its input) is its ``grad`` method.
     """
     if isinstance(value, tuple) and len(value) == 2 and all(callable(v) for v in value):
-        return _as_array_function(value[0]), _as_array_function(value[1]), False
+        return _as_array_function(value[0]), _times(_as_array_function(value[1])), False
     if callable(value) and not isinstance(value, str | type):
         name = _keras_name(value)
         if name is None:
             grad = getattr(value, "grad", None)
             grad = _as_array_function(grad) if callable(grad) else _no_derivative(argument, value)
-            return _as_array_function(value), grad, False
+            return _as_array_function(value), _times(grad), False
         value = name
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
@@ -389,21 +414,22 @@ def _activation_value(value, argument):
     return _keras_name(value) or value
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -718,9 +744,9 @@ def _forward_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout.
 
@@ -801,9 +827,9 @@ def _backward_v0(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout.
 
@@ -851,11 +877,11 @@ def _backward_v0(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_r = d_hh_pre * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
@@ -897,9 +923,9 @@ def _forward_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout, input-form.
 
@@ -992,9 +1018,9 @@ def _backward_v1(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout, input-form.
 
@@ -1048,11 +1074,11 @@ def _backward_v1(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_r = d_hh_in * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
@@ -1094,9 +1120,9 @@ def _forward_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks.
 
@@ -1208,9 +1234,9 @@ def _backward_v2(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks.
 
@@ -1278,17 +1304,17 @@ def _backward_v2(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_seq[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_seq[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_hh_pre_seq[t] = d_hh_pre
@@ -1344,9 +1370,9 @@ def _forward_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks, input-form.
 
@@ -1468,9 +1494,9 @@ def _backward_v3(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks, input-form.
 
@@ -1544,17 +1570,17 @@ def _backward_v3(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_seq[t] = d_r_in
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_seq[t] = d_z_in
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_hh_in_seq[t] = d_hh_in
@@ -1610,9 +1636,9 @@ def _forward_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout.
 
@@ -1689,9 +1715,9 @@ def _backward_v4(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout.
 
@@ -1742,13 +1768,13 @@ def _backward_v4(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_seq[t] = d_hh_pre
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
@@ -1790,9 +1816,9 @@ def _forward_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout, input-form.
 
@@ -1881,9 +1907,9 @@ def _backward_v5(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout, input-form.
 
@@ -1940,13 +1966,13 @@ def _backward_v5(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_seq[t] = d_hh_in
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
         d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
@@ -1988,9 +2014,9 @@ def _forward_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks.
 
@@ -2094,9 +2120,9 @@ def _backward_v6(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks.
 
@@ -2159,15 +2185,15 @@ def _backward_v6(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_seq[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_seq[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_seq[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
@@ -2215,9 +2241,9 @@ def _forward_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks, input-form.
 
@@ -2333,9 +2359,9 @@ def _backward_v7(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks, input-form.
 
@@ -2404,15 +2430,15 @@ def _backward_v7(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_seq[t] = d_hh_in
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_seq[t] = d_r_in
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_seq[t] = d_z_in
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
@@ -2460,9 +2486,9 @@ def _forward_v8(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout.
 
@@ -2533,9 +2559,9 @@ def _backward_v8(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout.
 
@@ -2581,11 +2607,11 @@ def _backward_v8(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_r = d_hh_pre * h_prev_recurrent_kernel_h
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_pre * r
@@ -2617,9 +2643,9 @@ def _forward_v9(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout, input-form.
 
@@ -2702,9 +2728,9 @@ def _backward_v9(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout, input-form.
 
@@ -2756,11 +2782,11 @@ def _backward_v9(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_r = d_hh_in * h_prev_recurrent_kernel_h
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_z_in
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_r_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_hh_in * r
@@ -2792,9 +2818,9 @@ def _forward_v10(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks.
 
@@ -2894,9 +2920,9 @@ def _backward_v10(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks.
 
@@ -2962,17 +2988,17 @@ def _backward_v10(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_pre * r
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_seq[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_seq[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_hh_pre_seq[t] = d_hh_pre
@@ -3017,9 +3043,9 @@ def _forward_v11(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks, input-form.
 
@@ -3131,9 +3157,9 @@ def _backward_v11(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks, input-form.
 
@@ -3205,17 +3231,17 @@ def _backward_v11(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h_seq[t] = d_hh_in * r
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h_seq[t] @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_seq[t] = d_r_in
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_seq[t] = d_z_in
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_hh_in_seq[t] = d_hh_in
@@ -3260,9 +3286,9 @@ def _forward_v12(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout.
 
@@ -3334,9 +3360,9 @@ def _backward_v12(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout.
 
@@ -3387,13 +3413,13 @@ def _backward_v12(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_seq[t] = d_hh_pre
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_pre
         d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_pre
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
@@ -3430,9 +3456,9 @@ def _forward_v13(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout, input-form.
 
@@ -3516,9 +3542,9 @@ def _backward_v13(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout, input-form.
 
@@ -3575,13 +3601,13 @@ def _backward_v13(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_seq[t] = d_hh_in
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_zr_seq[t, :, 0:units] = d_z_in
         d_h_prev_recurrent_kernel_zr_seq[t, :, units : 2 * units] = d_r_in
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr_seq[t] @ recurrent_kernel_zr_T
@@ -3618,9 +3644,9 @@ def _forward_v14(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks.
 
@@ -3717,9 +3743,9 @@ def _backward_v14(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks.
 
@@ -3782,15 +3808,15 @@ def _backward_v14(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_seq[t] = d_hh_pre
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_seq[t] = d_r_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_seq[t] = d_z_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
@@ -3834,9 +3860,9 @@ def _forward_v15(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks, input-form.
 
@@ -3945,9 +3971,9 @@ def _backward_v15(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks, input-form.
 
@@ -4016,15 +4042,15 @@ def _backward_v15(
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_seq[t] = d_hh_in
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_seq[t] = d_r_in
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_seq[t] = d_z_in
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (

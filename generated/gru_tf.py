@@ -278,40 +278,65 @@ def tanh_shrink_grad(u):
     return tf.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return tf.nn.softmax(u, axis=-1)
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - tf.reduce_sum(d * y, -1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return tf.nn.log_softmax(u, axis=-1)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -362,35 +387,36 @@ def _activation_value(value, argument):
     )
 
 
-def _autodiff_grad(f):
-    """The derivative of an elementwise callable with respect to its input, by TF autodiff."""
+def _autodiff_vjp(f):
+    """The vector-Jacobian product of a callable (elementwise or across a row) with respect
+    to its input, by TF autodiff."""
 
-    def grad(u):
+    def vjp(u, d):
         with tf.GradientTape() as tape:
             tape.watch(u)
             y = f(u)
-        return tape.gradient(y, u)
+        return tape.gradient(y, u, output_gradients=d)
 
-    return grad
+    return vjp
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(values):
-    """``([f, df, ...], general)`` for activation values kept by ``_activation_value``;
-    ``general``: some derivative reads its input, so every derivative does."""
+    """``([f, f_vjp, ...], general)`` for activation values kept by ``_activation_value``;
+    ``general``: some vector-Jacobian product reads its input, so every one does."""
     resolved = [
-        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_grad(v), False) for v in values
+        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_vjp(v), False) for v in values
     ]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -489,9 +515,9 @@ def _step_v0(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -538,9 +564,9 @@ def _fused_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -640,11 +666,11 @@ def _fused_v0(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_r = d_hh_pre * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_z_pre,
@@ -740,9 +766,9 @@ def _step_v1(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -792,9 +818,9 @@ def _fused_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -906,11 +932,11 @@ def _fused_v1(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_r = d_hh_in * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_z_in,
@@ -1006,9 +1032,9 @@ def _step_v2(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1064,9 +1090,9 @@ def _fused_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1190,7 +1216,7 @@ def _fused_v2(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_h_prev_dropped2_recurrent_kernel_h,
@@ -1198,12 +1224,12 @@ def _fused_v2(
                     transpose_b=True,
                 )
                 d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -1301,9 +1327,9 @@ def _step_v3(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1360,9 +1386,9 @@ def _fused_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1498,7 +1524,7 @@ def _fused_v3(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_h_prev_dropped2_recurrent_kernel_h,
@@ -1506,12 +1532,12 @@ def _fused_v3(
                     transpose_b=True,
                 )
                 d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -1609,9 +1635,9 @@ def _step_v4(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1656,9 +1682,9 @@ def _fused_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1755,14 +1781,14 @@ def _fused_v4(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
                     d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_recurrent_kernel_zr = tf.concat(
                     [
                         d_z_pre,
@@ -1854,9 +1880,9 @@ def _step_v5(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1904,9 +1930,9 @@ def _fused_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2015,14 +2041,14 @@ def _fused_v5(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
                     d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_recurrent_kernel_zr = tf.concat(
                     [
                         d_z_in,
@@ -2114,9 +2140,9 @@ def _step_v6(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2165,9 +2191,9 @@ def _fused_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2279,17 +2305,17 @@ def _fused_v6(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
                     d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -2378,9 +2404,9 @@ def _step_v7(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2432,9 +2458,9 @@ def _fused_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2558,17 +2584,17 @@ def _fused_v7(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
                     d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -2655,9 +2681,9 @@ def _step_v8(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2690,9 +2716,9 @@ def _fused_v8(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2779,11 +2805,11 @@ def _fused_v8(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_r = d_hh_pre * h_prev_recurrent_kernel_h
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_z_pre,
@@ -2841,9 +2867,9 @@ def _step_v9(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2879,9 +2905,9 @@ def _fused_v9(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2980,11 +3006,11 @@ def _fused_v9(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_r = d_hh_in * h_prev_recurrent_kernel_h
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_z_in,
@@ -3042,9 +3068,9 @@ def _step_v10(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -3089,9 +3115,9 @@ def _fused_v10(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -3201,7 +3227,7 @@ def _fused_v10(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_h_prev_dropped2_recurrent_kernel_h,
@@ -3209,12 +3235,12 @@ def _fused_v10(
                     transpose_b=True,
                 )
                 d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -3298,9 +3324,9 @@ def _step_v11(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -3348,9 +3374,9 @@ def _fused_v11(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -3472,7 +3498,7 @@ def _fused_v11(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_h_prev_dropped2_recurrent_kernel_h,
@@ -3480,12 +3506,12 @@ def _fused_v11(
                     transpose_b=True,
                 )
                 d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -3569,9 +3595,9 @@ def _step_v12(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -3605,9 +3631,9 @@ def _fused_v12(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -3694,14 +3720,14 @@ def _fused_v12(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
                     d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_recurrent_kernel_zr = tf.concat(
                     [
                         d_z_pre,
@@ -3774,9 +3800,9 @@ def _step_v13(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -3813,9 +3839,9 @@ def _fused_v13(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -3914,14 +3940,14 @@ def _fused_v13(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_r_via_recurrent_kernel = tf.matmul(
                     d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_recurrent_kernel_zr = tf.concat(
                     [
                         d_z_in,
@@ -3994,9 +4020,9 @@ def _step_v14(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -4041,9 +4067,9 @@ def _fused_v14(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -4150,17 +4176,17 @@ def _fused_v14(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_pre = d_hh * activation_grad(hh)
+                d_hh_pre = activation_vjp(hh, d_hh)
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
                     d_hh_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-                d_r_pre = d_r * recurrent_activation_grad(r)
+                d_r_pre = recurrent_activation_vjp(r, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_pre = d_z * recurrent_activation_grad(z)
+                d_z_pre = recurrent_activation_vjp(z, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -4242,9 +4268,9 @@ def _step_v15(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -4292,9 +4318,9 @@ def _fused_v15(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -4413,17 +4439,17 @@ def _fused_v15(
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
                 d_hh = d_h * (1 - z)
-                d_hh_in = d_hh * activation_grad(hh_in)
+                d_hh_in = activation_vjp(hh_in, d_hh)
                 d_h_prev_r_dropped2_via_recurrent_kernel = tf.matmul(
                     d_hh_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-                d_r_in = d_r * recurrent_activation_grad(r_in)
+                d_r_in = recurrent_activation_vjp(r_in, d_r)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_r_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_z = d_h * (h_prev - hh)
-                d_z_in = d_z * recurrent_activation_grad(z_in)
+                d_z_in = recurrent_activation_vjp(z_in, d_z)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_z_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )

@@ -267,40 +267,65 @@ def tanh_shrink_grad(u):
     return np.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return np.exp(u - np.logaddexp.reduce(u, axis=-1, keepdims=True))
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - (d * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - np.exp(y) * d.sum(axis=-1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -347,19 +372,19 @@ def _no_derivative(argument, value):
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument.
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument.
 
     Accepts a name (or alias, or None), a Keras activation function, a pair ``(f, df)`` or a
     callable; a callable's derivative (with respect to its input) is its ``grad`` method.
     """
     if isinstance(value, tuple) and len(value) == 2 and all(callable(v) for v in value):
-        return _as_array_function(value[0]), _as_array_function(value[1]), False
+        return _as_array_function(value[0]), _times(_as_array_function(value[1])), False
     if callable(value) and not isinstance(value, str | type):
         name = _keras_name(value)
         if name is None:
             grad = getattr(value, "grad", None)
             grad = _as_array_function(grad) if callable(grad) else _no_derivative(argument, value)
-            return _as_array_function(value), grad, False
+            return _as_array_function(value), _times(grad), False
         value = name
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
@@ -385,21 +410,22 @@ def _activation_value(value, argument):
     return _keras_name(value) or value
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -714,9 +740,9 @@ def _forward_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, no dropout.
 
@@ -807,9 +833,9 @@ def _backward_v0(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, no dropout.
 
@@ -860,15 +886,15 @@ def _backward_v0(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
@@ -906,9 +932,9 @@ def _forward_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
@@ -1015,9 +1041,9 @@ def _backward_v1(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, no dropout, input-form.
 
@@ -1077,15 +1103,15 @@ def _backward_v1(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(c) + d_c
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
@@ -1123,9 +1149,9 @@ def _forward_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
@@ -1259,9 +1285,9 @@ def _backward_v2(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, with dropout masks.
 
@@ -1339,21 +1365,21 @@ def _backward_v2(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_o_pre_seq[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_g_pre_seq[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_f_pre_seq[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_i_pre_seq[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
@@ -1410,9 +1436,9 @@ def _forward_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
@@ -1562,9 +1588,9 @@ def _backward_v3(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, with dropout masks, input-form.
 
@@ -1651,21 +1677,21 @@ def _backward_v3(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(c) + d_c
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_o_in_seq[t] = d_o_in
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_g_in_seq[t] = d_g_in
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_f_in_seq[t] = d_f_in
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_i_in_seq[t] = d_i_in
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
@@ -1722,9 +1748,9 @@ def _forward_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, no dropout.
 
@@ -1809,9 +1835,9 @@ def _backward_v4(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, no dropout.
 
@@ -1862,15 +1888,15 @@ def _backward_v4(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_pre
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_pre
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_pre
@@ -1902,9 +1928,9 @@ def _forward_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
@@ -2005,9 +2031,9 @@ def _backward_v5(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, no dropout, input-form.
 
@@ -2067,15 +2093,15 @@ def _backward_v5(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(c) + d_c
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_h_prev_recurrent_kernel_seq[t, :, 0:units] = d_i_in
         d_h_prev_recurrent_kernel_seq[t, :, units : 2 * units] = d_f_in
         d_h_prev_recurrent_kernel_seq[t, :, 2 * units : 3 * units] = d_g_in
@@ -2107,9 +2133,9 @@ def _forward_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
@@ -2234,9 +2260,9 @@ def _backward_v6(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, with dropout masks.
 
@@ -2314,21 +2340,21 @@ def _backward_v6(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(activation_c) + d_c
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_o_pre_seq[t] = d_o_pre
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_g_pre_seq[t] = d_g_pre
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_f_pre_seq[t] = d_f_pre
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_i_pre_seq[t] = d_i_pre
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
@@ -2380,9 +2406,9 @@ def _forward_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
@@ -2523,9 +2549,9 @@ def _backward_v7(
     truncate,
     norms,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, with dropout masks, input-form.
 
@@ -2612,21 +2638,21 @@ def _backward_v7(
             d_c_skip = np.where(keep, 0.0, d_c)
             d_c = np.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_activation_c * activation_grad(c) + d_c
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_o_in_seq[t] = d_o_in
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_g_in_seq[t] = d_g_in
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_f_in_seq[t] = d_f_in
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_i_in_seq[t] = d_i_in
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (

@@ -274,40 +274,65 @@ def tanh_shrink_grad(u):
     return tf.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return tf.nn.softmax(u, axis=-1)
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - tf.reduce_sum(d * y, -1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return tf.nn.log_softmax(u, axis=-1)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -361,35 +386,36 @@ def _activation_value(value, argument):
     )
 
 
-def _autodiff_grad(f):
-    """The derivative of an elementwise callable with respect to its input, by TF autodiff."""
+def _autodiff_vjp(f):
+    """The vector-Jacobian product of a callable (elementwise or across a row) with respect
+    to its input, by TF autodiff."""
 
-    def grad(u):
+    def vjp(u, d):
         with tf.GradientTape() as tape:
             tape.watch(u)
             y = f(u)
-        return tape.gradient(y, u)
+        return tape.gradient(y, u, output_gradients=d)
 
-    return grad
+    return vjp
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(values):
-    """``([f, df, ...], general)`` for activation values kept by ``_activation_value``;
-    ``general``: some derivative reads its input, so every derivative does."""
+    """``([f, f_vjp, ...], general)`` for activation values kept by ``_activation_value``;
+    ``general``: some vector-Jacobian product reads its input, so every one does."""
     resolved = [
-        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_grad(v), False) for v in values
+        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_vjp(v), False) for v in values
     ]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -488,9 +514,9 @@ def _step_v0(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -541,9 +567,9 @@ def _fused_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -655,15 +681,15 @@ def _fused_v0(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
+                d_c = d_c + activation_vjp(activation_c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
+                d_o_pre = recurrent_activation_vjp(o, d_o)
                 d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
+                d_g_pre = activation_vjp(g, d_g)
                 d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
+                d_f_pre = recurrent_activation_vjp(f, d_f)
                 d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
+                d_i_pre = recurrent_activation_vjp(i, d_i)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_i_pre,
@@ -745,9 +771,9 @@ def _step_v1(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -802,9 +828,9 @@ def _fused_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -933,15 +959,15 @@ def _fused_v1(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(c) + d_c
+                d_c = d_c + activation_vjp(c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_o_in = recurrent_activation_vjp(o_in, d_o)
                 d_g = d_c * i
-                d_g_in = d_g * activation_grad(g_in)
+                d_g_in = activation_vjp(g_in, d_g)
                 d_f = c_prev * d_c
-                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_f_in = recurrent_activation_vjp(f_in, d_f)
                 d_i = d_c * g
-                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_i_in = recurrent_activation_vjp(i_in, d_i)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_i_in,
@@ -1023,9 +1049,9 @@ def _step_v2(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1086,9 +1112,9 @@ def _fused_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1224,24 +1250,24 @@ def _fused_v2(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
+                d_c = d_c + activation_vjp(activation_c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
+                d_o_pre = recurrent_activation_vjp(o, d_o)
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
                     d_o_pre, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
+                d_g_pre = activation_vjp(g, d_g)
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_g_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
+                d_f_pre = recurrent_activation_vjp(f, d_f)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_f_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
+                d_i_pre = recurrent_activation_vjp(i, d_i)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_i_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -1345,9 +1371,9 @@ def _step_v3(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1412,9 +1438,9 @@ def _fused_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1567,24 +1593,24 @@ def _fused_v3(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(c) + d_c
+                d_c = d_c + activation_vjp(c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_o_in = recurrent_activation_vjp(o_in, d_o)
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
                     d_o_in, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
-                d_g_in = d_g * activation_grad(g_in)
+                d_g_in = activation_vjp(g_in, d_g)
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_g_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
-                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_f_in = recurrent_activation_vjp(f_in, d_f)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_f_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
-                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_i_in = recurrent_activation_vjp(i_in, d_i)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_i_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -1686,9 +1712,9 @@ def _step_v4(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1726,9 +1752,9 @@ def _fused_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -1828,15 +1854,15 @@ def _fused_v4(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
+                d_c = d_c + activation_vjp(activation_c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
+                d_o_pre = recurrent_activation_vjp(o, d_o)
                 d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
+                d_g_pre = activation_vjp(g, d_g)
                 d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
+                d_f_pre = recurrent_activation_vjp(f, d_f)
                 d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
+                d_i_pre = recurrent_activation_vjp(i, d_i)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_i_pre,
@@ -1884,9 +1910,9 @@ def _step_v5(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -1928,9 +1954,9 @@ def _fused_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2047,15 +2073,15 @@ def _fused_v5(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(c) + d_c
+                d_c = d_c + activation_vjp(c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_o_in = recurrent_activation_vjp(o_in, d_o)
                 d_g = d_c * i
-                d_g_in = d_g * activation_grad(g_in)
+                d_g_in = activation_vjp(g_in, d_g)
                 d_f = c_prev * d_c
-                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_f_in = recurrent_activation_vjp(f_in, d_f)
                 d_i = d_c * g
-                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_i_in = recurrent_activation_vjp(i_in, d_i)
                 d_h_prev_recurrent_kernel = tf.concat(
                     [
                         d_i_in,
@@ -2103,9 +2129,9 @@ def _step_v6(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2161,9 +2187,9 @@ def _fused_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2295,24 +2321,24 @@ def _fused_v6(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(activation_c) + d_c
+                d_c = d_c + activation_vjp(activation_c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_pre = d_o * recurrent_activation_grad(o)
+                d_o_pre = recurrent_activation_vjp(o, d_o)
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
                     d_o_pre, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
-                d_g_pre = d_g * activation_grad(g)
+                d_g_pre = activation_vjp(g, d_g)
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_g_pre, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
-                d_f_pre = d_f * recurrent_activation_grad(f)
+                d_f_pre = recurrent_activation_vjp(f, d_f)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_f_pre, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
-                d_i_pre = d_i * recurrent_activation_grad(i)
+                d_i_pre = recurrent_activation_vjp(i, d_i)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_i_pre, recurrent_kernel[:, 0:units], transpose_b=True
                 )
@@ -2410,9 +2436,9 @@ def _step_v7(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step. Returns (output, new states).
 
@@ -2472,9 +2498,9 @@ def _fused_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """The whole sequence as one op.
 
@@ -2623,24 +2649,24 @@ def _fused_v7(
                     d_c_skip = _drop(keep, d_c)
                     d_c = _take(keep, d_c)
                 d_activation_c = d_h * o
-                d_c = d_activation_c * activation_grad(c) + d_c
+                d_c = d_c + activation_vjp(c, d_activation_c)
                 d_o = activation_c * d_h
-                d_o_in = d_o * recurrent_activation_grad(o_in)
+                d_o_in = recurrent_activation_vjp(o_in, d_o)
                 d_h_prev_dropped3_via_recurrent_kernel = tf.matmul(
                     d_o_in, recurrent_kernel[:, 3 * units : 4 * units], transpose_b=True
                 )
                 d_g = d_c * i
-                d_g_in = d_g * activation_grad(g_in)
+                d_g_in = activation_vjp(g_in, d_g)
                 d_h_prev_dropped2_via_recurrent_kernel = tf.matmul(
                     d_g_in, recurrent_kernel[:, 2 * units : 3 * units], transpose_b=True
                 )
                 d_f = c_prev * d_c
-                d_f_in = d_f * recurrent_activation_grad(f_in)
+                d_f_in = recurrent_activation_vjp(f_in, d_f)
                 d_h_prev_dropped1_via_recurrent_kernel = tf.matmul(
                     d_f_in, recurrent_kernel[:, units : 2 * units], transpose_b=True
                 )
                 d_i = d_c * g
-                d_i_in = d_i * recurrent_activation_grad(i_in)
+                d_i_in = recurrent_activation_vjp(i_in, d_i)
                 d_h_prev_dropped0_via_recurrent_kernel = tf.matmul(
                     d_i_in, recurrent_kernel[:, 0:units], transpose_b=True
                 )

@@ -262,40 +262,65 @@ def tanh_shrink_grad(u):
     return np.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return np.exp(u - np.logaddexp.reduce(u, axis=-1, keepdims=True))
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - (d * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - np.exp(y) * d.sum(axis=-1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -342,19 +367,19 @@ def _no_derivative(argument, value):
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument.
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument.
 
     Accepts a name (or alias, or None), a Keras activation function, a pair ``(f, df)`` or a
     callable; a callable's derivative (with respect to its input) is its ``grad`` method.
     """
     if isinstance(value, tuple) and len(value) == 2 and all(callable(v) for v in value):
-        return _as_array_function(value[0]), _as_array_function(value[1]), False
+        return _as_array_function(value[0]), _times(_as_array_function(value[1])), False
     if callable(value) and not isinstance(value, str | type):
         name = _keras_name(value)
         if name is None:
             grad = getattr(value, "grad", None)
             grad = _as_array_function(grad) if callable(grad) else _no_derivative(argument, value)
-            return _as_array_function(value), grad, False
+            return _as_array_function(value), _times(grad), False
         value = name
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
@@ -380,21 +405,22 @@ def _activation_value(value, argument):
     return _keras_name(value) or value
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -702,7 +728,7 @@ def _as_mask_list(value, count, shape, dtype, name):
 
 
 def _forward_v0(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, no dropout.
 
@@ -748,7 +774,7 @@ def _forward_v0(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -783,7 +809,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_seq[t] = d_h_pre
         d_h = d_h_pre @ recurrent_kernel_T
         if mask is not None:
@@ -803,7 +829,7 @@ def _backward_v0(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v1(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
@@ -853,7 +879,7 @@ def _forward_v1(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -889,7 +915,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_seq[t] = d_h_in
         d_h = d_h_in @ recurrent_kernel_T
         if mask is not None:
@@ -909,7 +935,7 @@ def _backward_v1(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v2(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
@@ -963,7 +989,7 @@ def _forward_v2(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1002,7 +1028,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_seq[t] = d_h_pre
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -1023,7 +1049,7 @@ def _backward_v2(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v3(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
@@ -1081,7 +1107,7 @@ def _forward_v3(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1120,7 +1146,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_seq[t] = d_h_in
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -1141,7 +1167,7 @@ def _backward_v3(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v4(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, no dropout.
 
@@ -1185,7 +1211,7 @@ def _forward_v4(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1220,7 +1246,7 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_seq[t] = d_h_pre
         d_h = d_h_pre @ recurrent_kernel_T
         if mask is not None:
@@ -1239,7 +1265,7 @@ def _backward_v4(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v5(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
@@ -1287,7 +1313,7 @@ def _forward_v5(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1323,7 +1349,7 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_seq[t] = d_h_in
         d_h = d_h_in @ recurrent_kernel_T
         if mask is not None:
@@ -1342,7 +1368,7 @@ def _backward_v5(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v6(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
@@ -1394,7 +1420,7 @@ def _forward_v6(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1433,7 +1459,7 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_seq[t] = d_h_pre
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -1453,7 +1479,7 @@ def _backward_v6(tape, d_outputs, d_states, truncate, norms, activation, activat
 
 
 def _forward_v7(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
@@ -1509,7 +1535,7 @@ def _forward_v7(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activation_grad):
+def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1548,7 +1574,7 @@ def _backward_v7(tape, d_outputs, d_states, truncate, norms, activation, activat
             d_carry = np.zeros_like(d_out) if zero_output_for_mask else np.where(keep, 0.0, d_out)
             d_h_skip = np.where(keep, 0.0, d_h)
             d_h = np.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_seq[t] = d_h_in
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0

@@ -269,40 +269,65 @@ def tanh_shrink_grad(u):
     return tf.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def softmax(u):
+    """Keras's softmax, across the units axis."""
+    return tf.nn.softmax(u, axis=-1)
+
+
+def softmax_vjp(y, d):
+    """The gradient through y = softmax(u) (a row-wise function), given d, the gradient of y."""
+    return y * (d - tf.reduce_sum(d * y, -1, keepdims=True))
+
+
+def log_softmax(u):
+    """Keras's log_softmax, across the units axis."""
+    return tf.nn.log_softmax(u, axis=-1)
+
+
+def log_softmax_vjp(y, d):
+    """The gradient through y = log_softmax(u) (a row-wise function), given d, the gradient of y."""
+    return d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)
+
+
+def _times(grad):
+    """The vector-Jacobian product of an elementwise function, from its derivative."""
+    return lambda a, d: d * grad(a)
+
+
+#: activation name -> (function, its vector-Jacobian product, whether that reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, _times(celu_grad), True),
+    "elu": (elu, _times(elu_grad), True),
+    "exponential": (exponential, _times(exponential_grad), True),
+    "gelu": (gelu, _times(gelu_grad), False),
+    "hard_shrink": (hard_shrink, _times(hard_shrink_grad), True),
+    "hard_sigmoid": (hard_sigmoid, _times(hard_sigmoid_grad), True),
+    "hard_silu": (hard_silu, _times(hard_silu_grad), False),
+    "hard_tanh": (hard_tanh, _times(hard_tanh_grad), True),
+    "leaky_relu": (leaky_relu, _times(leaky_relu_grad), True),
+    "linear": (linear, _times(linear_grad), True),
+    "log_sigmoid": (log_sigmoid, _times(log_sigmoid_grad), True),
+    "mish": (mish, _times(mish_grad), False),
+    "relu": (relu, _times(relu_grad), True),
+    "relu6": (relu6, _times(relu6_grad), True),
+    "selu": (selu, _times(selu_grad), True),
+    "sigmoid": (sigmoid, _times(sigmoid_grad), True),
+    "silu": (silu, _times(silu_grad), False),
+    "soft_shrink": (soft_shrink, _times(soft_shrink_grad), True),
+    "softplus": (softplus, _times(softplus_grad), True),
+    "softsign": (softsign, _times(softsign_grad), True),
+    "sparse_plus": (sparse_plus, _times(sparse_plus_grad), True),
+    "sparse_sigmoid": (sparse_sigmoid, _times(sparse_sigmoid_grad), True),
+    "squareplus": (squareplus, _times(squareplus_grad), True),
+    "tanh": (tanh, _times(tanh_grad), True),
+    "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
+    "log_softmax": (log_softmax, log_softmax_vjp, True),
+    "softmax": (softmax, softmax_vjp, True),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "row-wise (it works across the units axis); not supported yet",
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
@@ -353,35 +378,36 @@ def _activation_value(value, argument):
     )
 
 
-def _autodiff_grad(f):
-    """The derivative of an elementwise callable with respect to its input, by TF autodiff."""
+def _autodiff_vjp(f):
+    """The vector-Jacobian product of a callable (elementwise or across a row) with respect
+    to its input, by TF autodiff."""
 
-    def grad(u):
+    def vjp(u, d):
         with tf.GradientTape() as tape:
             tape.watch(u)
             y = f(u)
-        return tape.gradient(y, u)
+        return tape.gradient(y, u, output_gradients=d)
 
-    return grad
+    return vjp
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 def _resolve_functions(values):
-    """``([f, df, ...], general)`` for activation values kept by ``_activation_value``;
-    ``general``: some derivative reads its input, so every derivative does."""
+    """``([f, f_vjp, ...], general)`` for activation values kept by ``_activation_value``;
+    ``general``: some vector-Jacobian product reads its input, so every one does."""
     resolved = [
-        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_grad(v), False) for v in values
+        ACTIVATIONS[v] if isinstance(v, str) else (v, _autodiff_vjp(v), False) for v in values
     ]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
+    for f, vjp, from_output in resolved:
         if general and from_output:
-            grad = _through_output(f, grad)
-        out += [f, grad]
+            vjp = _through_output(f, vjp)
+        out += [f, vjp]
     return out, general
 
 
@@ -459,7 +485,7 @@ def _mask_list(value, count):
 # -- one step and one fused sequence op per variant -----------------------------------------------
 
 
-def _step_v0(x, states, weights, masks, activation, activation_grad):
+def _step_v0(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=True, no dropout.
@@ -475,7 +501,7 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v0(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -540,7 +566,7 @@ def _fused_v0(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_pre = d_h * activation_grad(h)
+                d_h_pre = activation_vjp(h, d_h)
                 d_h = tf.matmul(d_h_pre, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_pre),
@@ -572,7 +598,7 @@ def _fused_v0(
     return result[0], list(result[1:])
 
 
-def _step_v1(x, states, weights, masks, activation, activation_grad):
+def _step_v1(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=True, no dropout, input-form.
@@ -589,7 +615,7 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v1(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -657,7 +683,7 @@ def _fused_v1(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_in = d_h * activation_grad(h_in)
+                d_h_in = activation_vjp(h_in, d_h)
                 d_h = tf.matmul(d_h_in, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_in),
@@ -689,7 +715,7 @@ def _fused_v1(
     return result[0], list(result[1:])
 
 
-def _step_v2(x, states, weights, masks, activation, activation_grad):
+def _step_v2(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=True, with dropout masks.
@@ -709,7 +735,7 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v2(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -780,7 +806,7 @@ def _fused_v2(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_pre = d_h * activation_grad(h)
+                d_h_pre = activation_vjp(h, d_h)
                 d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_pre, recurrent_kernel, transpose_b=True
                 )
@@ -815,7 +841,7 @@ def _fused_v2(
     return result[0], list(result[1:])
 
 
-def _step_v3(x, states, weights, masks, activation, activation_grad):
+def _step_v3(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=True, with dropout masks, input-form.
@@ -836,7 +862,7 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v3(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -910,7 +936,7 @@ def _fused_v3(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_in = d_h * activation_grad(h_in)
+                d_h_in = activation_vjp(h_in, d_h)
                 d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_in, recurrent_kernel, transpose_b=True
                 )
@@ -945,7 +971,7 @@ def _fused_v3(
     return result[0], list(result[1:])
 
 
-def _step_v4(x, states, weights, masks, activation, activation_grad):
+def _step_v4(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=False, no dropout.
@@ -960,7 +986,7 @@ def _step_v4(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v4(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -1025,7 +1051,7 @@ def _fused_v4(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_pre = d_h * activation_grad(h)
+                d_h_pre = activation_vjp(h, d_h)
                 d_h = tf.matmul(d_h_pre, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_pre),
@@ -1056,7 +1082,7 @@ def _fused_v4(
     return result[0], list(result[1:])
 
 
-def _step_v5(x, states, weights, masks, activation, activation_grad):
+def _step_v5(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=False, no dropout, input-form.
@@ -1072,7 +1098,7 @@ def _step_v5(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v5(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -1140,7 +1166,7 @@ def _fused_v5(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_in = d_h * activation_grad(h_in)
+                d_h_in = activation_vjp(h_in, d_h)
                 d_h = tf.matmul(d_h_in, recurrent_kernel, transpose_b=True)
                 tas = [
                     tas[0].write(t, d_h_in),
@@ -1171,7 +1197,7 @@ def _fused_v5(
     return result[0], list(result[1:])
 
 
-def _step_v6(x, states, weights, masks, activation, activation_grad):
+def _step_v6(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=False, with dropout masks.
@@ -1190,7 +1216,7 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v6(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -1261,7 +1287,7 @@ def _fused_v6(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_pre = d_h * activation_grad(h)
+                d_h_pre = activation_vjp(h, d_h)
                 d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_pre, recurrent_kernel, transpose_b=True
                 )
@@ -1295,7 +1321,7 @@ def _fused_v6(
     return result[0], list(result[1:])
 
 
-def _step_v7(x, states, weights, masks, activation, activation_grad):
+def _step_v7(x, states, weights, masks, activation, activation_vjp):
     """One step. Returns (output, new states).
 
     Variant: use_bias=False, with dropout masks, input-form.
@@ -1315,7 +1341,7 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
 
 
 def _fused_v7(
-    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_grad
+    x, mask, initial_state, weights, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """The whole sequence as one op.
 
@@ -1389,7 +1415,7 @@ def _fused_v7(
                     d_carry = tf.zeros_like(d_out) if zero_output_for_mask else _drop(keep, d_out)
                     d_h_skip = _drop(keep, d_h)
                     d_h = _take(keep, d_h + d_out)
-                d_h_in = d_h * activation_grad(h_in)
+                d_h_in = activation_vjp(h_in, d_h)
                 d_h_prev_dropped_via_recurrent_kernel = tf.matmul(
                     d_h_in, recurrent_kernel, transpose_b=True
                 )

@@ -98,6 +98,8 @@ def environment() -> jinja2.Environment:
         TABLE=functions.TABLE,
         ACTIVATION_ALIASES=functions.ALIASES,
         REFUSED_ACTIVATIONS=functions.REFUSED,
+        REFUSED_AT_RUN_TIME=functions.REFUSED_AT_RUN_TIME,
+        ROW_WISE=functions.ROW_WISE_TABLE,
     )
     return env
 

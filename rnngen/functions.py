@@ -434,10 +434,53 @@ UNSUPPORTED = {
 
 ACTIVATIONS = tuple(sorted(n for n, e in TABLE.items() if e.activation))
 
+@dataclass(frozen=True)
+class RowWise:
+    """A Keras activation that works across a row (the units axis), such as softmax.
+
+    Such a function has no elementwise derivative, so an activation option that takes it calls
+    its vector-Jacobian product: ``vjp(y, d)`` is the gradient with respect to the input ``u``
+    given ``d``, the gradient with respect to the output ``y = f(u)``, written in ``y``.
+    ``numpy``/``tf`` are the bodies of ``def name(u)``; ``vjp_numpy``/``vjp_tf`` the bodies of
+    ``def name_vjp(y, d)``. ``tests/test_activations.py`` checks each against Keras's own
+    function and TensorFlow autodiff of it.
+    """
+
+    name: str
+    numpy: str
+    tf: str
+    vjp_numpy: str
+    vjp_tf: str
+
+
+ROW_WISE_TABLE = {
+    e.name: e
+    for e in (
+        RowWise(
+            "softmax",
+            "np.exp(u - np.logaddexp.reduce(u, axis=-1, keepdims=True))",
+            "tf.nn.softmax(u, axis=-1)",
+            "y * (d - (d * y).sum(axis=-1, keepdims=True))",
+            "y * (d - tf.reduce_sum(d * y, -1, keepdims=True))",
+        ),
+        RowWise(
+            "log_softmax",
+            "u - np.logaddexp.reduce(u, axis=-1, keepdims=True)",
+            "tf.nn.log_softmax(u, axis=-1)",
+            "d - np.exp(y) * d.sum(axis=-1, keepdims=True)",
+            "d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)",
+        ),
+    )
+}
+
 #: Keras activation names rnngen refuses as an option value, with why (printed into the
 #: generated modules for their error messages).
 REFUSED = {
     **{n: "row-wise (it works across the units axis); not supported yet" for n in ROW_WISE},
+    # keras/src/backend/tensorflow/nn.py sums the cumulative sums over the support where it
+    # means the last one: sparsemax([0.5, 0.4, 0.1, -1]) is [0.033, 0, 0, 0], not
+    # [0.5, 0.4, 0.1, 0]
+    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }
 
@@ -554,3 +597,44 @@ def resolve_activation(name):
         return None
     name = ALIASES.get(name, name)
     return name if name in TABLE and TABLE[name].activation else None
+
+
+#: what the NumPy and TensorFlow layers refuse at run time: they take the row-wise activations
+#: (through ``<option>_vjp``), which the PyTorch module and spec ``values:`` lists do not
+REFUSED_AT_RUN_TIME = {n: why for n, why in REFUSED.items() if n not in ROW_WISE_TABLE}
+
+
+class _VJP(sp.Function):
+    """``<option>_vjp(a, d)``: the gradient through a run-time activation, given the gradient
+    ``d`` of its output; ``a`` is its output (or, in the input-form variant, its input).
+
+    Backends whose activations are elementwise only print ``d * <option>_grad(a)``."""
+
+    call_name: str
+    nargs = 2
+
+    def _numpycode(self, printer):
+        a, d = (printer._print(x) for x in self.args)
+        return f"{self.call_name}_vjp({a}, {d})"
+
+    _tensorflowcode = _numpycode
+
+    def _torchcode(self, printer):
+        a, d = (printer._print(x) for x in self.args)
+        return f"{printer.parenthesize(self.args[1], 50)} * {self.call_name}_grad({a})"
+
+    def _latex(self, printer, exp=None):
+        a, d = (printer._print(x) for x in self.args)
+        name = rf"\operatorname{{{self.call_name}}}".replace("_", r"\_")
+        return rf"\left(\partial {name}\left({a}\right)\right)^{{\top}} {d}"
+
+
+@cache
+def vjp_function(call_name: str) -> type[_VJP]:
+    """The vector-Jacobian product of the run-time activation option ``call_name``."""
+    return type(f"{call_name}_vjp", (_VJP,), {"call_name": call_name})
+
+
+def is_option_call(expr) -> bool:
+    """Whether ``expr`` calls a function an activation option chooses at run time."""
+    return isinstance(expr, _Call) and expr.call_name != expr.entry.name

@@ -13,6 +13,7 @@ name to recover what it means: that is carried by the IR (:mod:`rnngen.symbolic`
 ``<g>_T``              a weight slice, transposed, for the transpose rule inside the loop
 ``<tensor>_mask_<k>``  the dropout mask of gate ``k`` on ``tensor``
 ``<o>_grad``           the derivative of the run-time activation given as option ``o``
+``<o>_vjp``            its vector-Jacobian product (``<o>_vjp(y, d_y)``, row-wise ones too)
 =====================  ==================================================================
 """
 
@@ -26,6 +27,7 @@ STEP = "_t"
 TRANSPOSED = "_T"
 MASK = "_mask_"
 DERIVATIVE = "_grad"
+VJP = "_vjp"
 #: this step's input inside the loop
 X_T = "x_t"
 #: the gradient of the output a masked step carries to the step before it
@@ -83,6 +85,11 @@ def dropped(operand: str, gates: str = "") -> str:
 def derivative(option: str) -> str:
     """The run-time derivative of activation option ``option``."""
     return option + DERIVATIVE
+
+
+def vjp(option: str) -> str:
+    """The run-time vector-Jacobian product of activation option ``option``."""
+    return option + VJP
 
 
 def transposed(stem: str) -> str:

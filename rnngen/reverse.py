@@ -92,6 +92,20 @@ def reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=(
         if isinstance(arg, RowReduction):
             # y = sum(a) broadcast: d_a = sum(d_y) broadcast (the mean: mean(d_y))
             seed, arg = arg.func(d_y), arg.args[0]
+        elif functions.is_option_call(arg):
+            # a function chosen at run time, maybe across the row (softmax): its
+            # vector-Jacobian product, read from its output (or its input, in the input-form
+            # variant), then the linear part
+            at = arg.args[0] if arg.from_input else symbol(stmt.target)
+            vjp = functions.vjp_function(arg.call_name)(at, d_y)
+            if isinstance(arg.args[0], sp.Symbol):
+                if str(arg.args[0]) in diff_vars:
+                    adj[str(arg.args[0])].append(vjp)
+                return
+            pre = symbol(naming.pre_adjoint(stmt.target))
+            through = f"through {arg.call_name}"
+            out.append(Assign(str(pre), vjp, through, gradient_of=stmt.target, pre=True))
+            seed, arg = pre, arg.args[0]
         elif isinstance(arg, functions._Call) and not isinstance(arg.args[0], sp.Symbol):
             # y = f(pre): d_pre = d_y * f'(.) once, then the linear part
             pre = symbol(naming.pre_adjoint(stmt.target))

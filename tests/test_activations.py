@@ -274,14 +274,80 @@ def test_gated_recurrent_activations_match_keras(tf, kind, kw, backend):
     parity(tf, kind, kw, backend)
 
 
-@pytest.mark.parametrize("name", sorted(functions.REFUSED))
+@pytest.mark.parametrize("name", sorted(functions.REFUSED_AT_RUN_TIME))
 def test_refused_activations_say_why(name):
-    """Row-wise activations (softmax, ...) and threshold are refused with their reason."""
-    with pytest.raises(ValueError, match="row-wise|threshold"):
+    """glu, sparsemax and threshold are refused with their reason."""
+    with pytest.raises(ValueError, match=r"row-wise|threshold|sum to 1"):
         numpy_layer_class("SimpleRNN")(U, activation=name)
     tf_mod = pytest.importorskip("generated.simple_rnn_tf")
-    with pytest.raises(ValueError, match="row-wise|threshold"):
+    with pytest.raises(ValueError, match=r"row-wise|threshold|sum to 1"):
         tf_mod.SimpleRNN(U, activation=name)
+
+
+# -- row-wise activations (softmax, log_softmax): through <option>_vjp ----------------------------
+
+ROW_WISE = sorted(functions.ROW_WISE_TABLE)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ROW_WISE)
+def test_simple_rnn_row_wise_activation_matches_keras(tf, name, backend):
+    """Keras's SimpleRNN runs softmax and log_softmax as its activation; so do ours, forward
+    and every gradient, to the float32 tolerances of the elementwise ones."""
+    parity(tf, "SimpleRNN", {"activation": name}, backend)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "fused"])
+@pytest.mark.parametrize(
+    ("kind", "kw"),
+    [
+        ("GRU", {"activation": "log_softmax", "recurrent_activation": "softmax"}),
+        ("LSTM", {"activation": "softmax", "recurrent_activation": "sigmoid"}),
+        # a row-wise value beside one with no output form: the input-form variant
+        ("LSTM", {"activation": "softmax", "recurrent_activation": "hard_silu"}),
+    ],
+    ids=["GRU-log_softmax-softmax", "LSTM-softmax-sigmoid", "LSTM-softmax-hard_silu"],
+)
+def test_gated_row_wise_activations_match_keras(tf, kind, kw, backend):
+    parity(tf, kind, kw, backend)
+
+
+@pytest.mark.parametrize("name", ROW_WISE)
+def test_row_wise_functions_and_vjps_are_kerass(tf, name):
+    """Each printed function equals Keras's activation of that name, and its printed
+    vector-Jacobian product equals TF autodiff of Keras's function (float64, 1e-12), on rows
+    spread over [-30, 30]."""
+    import keras
+
+    e = functions.ROW_WISE_TABLE[name]
+    rng = np.random.default_rng(3)
+    u = rng.uniform(-30, 30, (64, 7))
+    d = rng.standard_normal(u.shape)
+    scope = {"np": np, "tf": tf, "keras": keras}
+    exec(f"def f(u):\n    return {e.numpy}\n\ndef vjp(y, d):\n    return {e.vjp_numpy}\n", scope)
+    exec(f"def tf_f(u):\n    return {e.tf}\n\ndef tf_vjp(y, d):\n    return {e.vjp_tf}\n", scope)
+    keras_f = keras.activations.get(name)
+    uv = tf.constant(u)
+    with tf.GradientTape() as tape:
+        tape.watch(uv)
+        y_ref = keras_f(uv)
+    vjp_ref = tape.gradient(y_ref, uv, output_gradients=tf.constant(d)).numpy()
+    y_ref = y_ref.numpy()
+    np.testing.assert_allclose(scope["f"](u), y_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(scope["tf_f"](uv).numpy(), y_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(scope["vjp"](y_ref, d), vjp_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        scope["tf_vjp"](tf.constant(y_ref), tf.constant(d)).numpy(), vjp_ref, rtol=0, atol=1e-12
+    )
+
+
+def test_keras_sparsemax_is_not_sparsemax(tf):
+    """Why sparsemax is refused: Keras 3.15's rows need not sum to 1 (true sparsemax of this
+    row is [0.5, 0.4, 0.1, 0]). If this fails, Keras fixed it: serve sparsemax then."""
+    import keras
+
+    y = keras.activations.sparsemax(tf.constant([[0.5, 0.4, 0.1, -1.0]])).numpy()
+    assert abs(float(y.sum()) - 1.0) > 0.5, y
 
 
 # -- callables ----------------------------------------------------------------------------------

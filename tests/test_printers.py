@@ -158,7 +158,7 @@ def test_simple_rnn_backward_reads_like_min_char_rnn():
     v = symbolic.derive(cs).variants[0]
     text = codegen.format_python(NumpyPrinter(cs, v).backward_function(), "b.py")
     lines = [line.strip() for line in text.splitlines()]
-    assert "d_h_pre = d_h * activation_grad(h)" in lines
+    assert "d_h_pre = activation_vjp(h, d_h)" in lines
     assert "d_h_pre_seq[t] = d_h_pre" in lines
     assert "d_h = d_h_pre @ recurrent_kernel_T" in lines
     assert "d_kernel = _all_steps(x).T @ _all_steps(d_h_pre_seq)" in lines

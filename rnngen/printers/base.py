@@ -292,11 +292,12 @@ def gates(d: symbolic.Derivation, tensor: str) -> int:
     return max((gate + 1 for v in d.variants for _, gate, t in v.masks if t == tensor), default=1)
 
 
-def activation_arguments(spec: CellSpec) -> list[str]:
-    """Run-time activation arguments of every variant function: each option and its derivative."""
+def activation_arguments(spec: CellSpec, derivative=naming.derivative) -> list[str]:
+    """Run-time activation arguments of every variant function: each option and its derivative
+    (``derivative``: how a backend names it, ``<o>_grad`` or ``<o>_vjp``)."""
     out = []
     for o in spec.activation_options:
-        out += [o.name, naming.derivative(o.name)]
+        out += [o.name, derivative(o.name)]
     return out
 
 

@@ -169,7 +169,7 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
     def step_function(self) -> str:
         v, spec = self.variant, self.spec
         states = spec.states
-        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec)]
+        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec, naming.vjp)]
         self.read = set()
         body = Source()
         for name, _ in v.weights:
@@ -221,7 +221,7 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         self._gradient(body)
 
         src = Source()
-        src(base.signature(f"_fused_{v.name}", args + base.activation_arguments(spec)))
+        src(base.signature(f"_fused_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
         with src:
             src(
                 '"""The whole sequence as one op.',
