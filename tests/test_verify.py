@@ -468,8 +468,11 @@ def same(built):
 
 
 with contextlib.ExitStack() as stack:
-    built = modules.build_all(paths, stack, meanwhile=meanwhile)
+    built, value = modules.build_all(
+        paths, stack, meanwhile=meanwhile, when_built=lambda f: (same(f), sorted(map(str, f)))
+    )
     out["same"], out["folders"] = same(built), len({str(f) for f in built.values()})
+    out["when_built"] = value == (True, sorted(map(str, built)))
 out["calls"] = list(calls)
 parent, real = os.getpid(), modules.build_into
 
@@ -482,7 +485,8 @@ def fails_in_the_child(path, folder):
 
 modules.build_into = fails_in_the_child
 with contextlib.ExitStack() as stack:
-    out["fallback_same"] = same(modules.build_all(paths, stack, meanwhile=meanwhile))
+    built, value = modules.build_all(paths, stack, meanwhile=meanwhile, when_built=same)
+    out["fallback_same"] = same(built) and value
 out["calls_after_fallback"] = len(calls)  # the child may be gone by then
 try:
     with contextlib.ExitStack() as stack:
@@ -497,9 +501,10 @@ print(json.dumps(out))
 def test_build_all_builds_in_a_child_while_this_process_works(tmp_path):
     """``rnngen verify`` builds every spec in a forked child while it imports TensorFlow (here a
     fresh interpreter: no TensorFlow, one thread): the files are what ``rnngen build`` writes,
-    one folder per spec, and ``meanwhile`` runs once while the child is alive. A child that
-    fails is not trusted (the specs are built again here); a bad spec raises its one-line
-    ``SpecError`` before anything else runs."""
+    one folder per spec, ``meanwhile`` runs once while the child is alive, and ``when_built``
+    sees every file built. A child that fails is not trusted (the specs are built again here,
+    then ``when_built`` runs); a bad spec raises its one-line ``SpecError`` before anything
+    else runs."""
     import json
     import subprocess
     import sys
@@ -515,7 +520,7 @@ def test_build_all_builds_in_a_child_while_this_process_works(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
-    assert out["same"] and out["folders"] == 2, out
+    assert out["same"] and out["folders"] == 2 and out["when_built"], out
     assert out["calls"] == [1], out  # called once, with the building child running
     assert out["fallback_same"] and out["calls_after_fallback"] == 2, out
     assert "bad.yaml" in out["error"] and "missing required key" in out["error"], out

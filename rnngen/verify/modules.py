@@ -48,15 +48,18 @@ def _build_child(jobs: list[tuple[Path, Path]], conn) -> None:
         conn.close()
 
 
-def build_all(paths, stack, meanwhile=None) -> dict[Path, Path]:
+def build_all(paths, stack, meanwhile=None, when_built=None) -> tuple[dict[Path, Path], object]:
     """Build every spec into a temporary folder of its own (closed with ``stack``); returns
-    ``{spec path: folder}``.
+    ``({spec path: folder}, when_built(folders))``.
 
     ``meanwhile()`` runs while the specs build: in a forked child when this process is still
     single-threaded and has not imported TensorFlow (so ``rnngen verify`` imports TensorFlow on
-    one core while the code is generated on the other), else after building here. A child that
-    fails is not trusted: the specs are then built here, which raises the real error. The specs
-    are parsed here first, so a mistake in one is reported before TensorFlow is imported.
+    one core while the code is generated on the other), else after building here.
+    ``when_built(folders)`` runs as soon as every spec is built: then in a thread of this
+    process while ``meanwhile`` still runs (``rnngen verify`` starts its hygiene imports there).
+    A child that fails is not trusted: the specs are then built here, which raises the real
+    error. The specs are parsed here first, so a mistake in one is reported before anything
+    else runs.
     """
     parse_specs([Path(p) for p in paths])
     folders = {
@@ -70,7 +73,7 @@ def build_all(paths, stack, meanwhile=None) -> dict[Path, Path]:
         and threading.active_count() == 1
         and len(jobs) > 0
     )
-    failed = True
+    done: dict = {}  # "value" or "error" of when_built, once the child has built everything
     if forkable:
         ctx = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
@@ -79,21 +82,36 @@ def build_all(paths, stack, meanwhile=None) -> dict[Path, Path]:
         proc = ctx.Process(target=_build_child, args=(jobs, child), daemon=True)
         proc.start()
         child.close()
+
+        def wait() -> None:
+            try:
+                if parent.recv() is not None:
+                    return
+            except EOFError:  # the child died without a word
+                return
+            try:
+                done["value"] = when_built(folders) if when_built is not None else None
+            except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+                done["error"] = err
+
+        waiter = threading.Thread(target=wait, name="rnngen-verify-build", daemon=True)
+        waiter.start()
         try:
             if meanwhile is not None:
                 meanwhile()
-            failed = parent.recv() is not None
-        except EOFError:  # the child died without a word
-            failed = True
         finally:
+            waiter.join()
             parent.close()
             proc.join()
+        if "error" in done:
+            raise done["error"]
     elif meanwhile is not None:
         meanwhile()
-    if failed:
+    if "value" not in done:  # not forked, or the child failed: build here
         for path, folder in jobs:
             build_into(path, folder)
-    return folders
+        done["value"] = when_built(folders) if when_built is not None else None
+    return folders, done["value"]
 
 
 def modules_folder(cs: CellSpec, path: Path | None, module_dir: Path | None, stack) -> Path:

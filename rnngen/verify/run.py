@@ -35,11 +35,14 @@ def run_cli(
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         # every spec is built first (what `rnngen build` writes now, never generated/), in a
-        # child process while this one imports TensorFlow; then the hygiene imports of every
-        # module start at once, overlapping all other checks
-        built = build_all(paths, stack, meanwhile=preload_tf)
-        started = prestart_hygiene(built, backends)
-        stack.callback(reap, started)
+        # child process while this one imports TensorFlow; the hygiene imports of every module
+        # start as soon as it is built, overlapping the import and all other checks
+        def start_hygiene(folders: dict) -> dict:
+            started = prestart_hygiene(folders, backends)
+            stack.callback(reap, started)
+            return started
+
+        built, started = build_all(paths, stack, meanwhile=preload_tf, when_built=start_hygiene)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
