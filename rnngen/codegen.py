@@ -125,6 +125,18 @@ class Context:
                         names.add(f.call_name)
         return sorted(names)
 
+    @property
+    def row_wise_calls(self) -> list[str]:
+        """Row-wise functions (softmax) the spec's equations call."""
+        names = {
+            type(f).call_name
+            for eq in self.spec.equations
+            for _, rhs in eq.alternatives
+            for f in rhs.atoms(sp.Function)
+            if isinstance(f, functions._RowCall)
+        }
+        return sorted(names)
+
     def weight(self, name: str):
         return next(w for w in self.spec.weights if w.name == name)
 

@@ -157,7 +157,7 @@ def _math_name(expr: sp.Expr, limit: int = NAME_LIMIT) -> str:
             return str(e)
         if isinstance(e, WeightProduct):
             return f"{name(e.args[0])}_{e.args[1]}"
-        if isinstance(e, functions._Call | RowReduction):
+        if functions.is_call(e) or isinstance(e, RowReduction):
             return f"{type(e).call_name}_{name(e.args[0])}"
         parts = [name(a) for a in sorted(e.args, key=sp.default_sort_key) if not a.is_Number]
         return "_".join(p for p in parts if p)
@@ -355,8 +355,8 @@ def forward_program(resolved, groups, comments=None):
 
 def _nested_calls(expr: sp.Expr) -> set:
     """Table-function calls below the top of an expression (``tanh(c)`` in ``o * tanh(c)``)."""
-    inner = expr.args[0] if isinstance(expr, functions._Call) else expr
-    return {a for a in sp.preorder_traversal(inner) if isinstance(a, functions._Call)}
+    inner = expr.args[0] if functions.is_call(expr) else expr
+    return {a for a in sp.preorder_traversal(inner) if functions.is_call(a)}
 
 
 def forward_order(forward) -> list[str]:

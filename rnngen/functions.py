@@ -428,11 +428,13 @@ UNSUPPORTED = {
         n: "it works across the units axis (a row), not elementwise; row-wise "
         "functions are not supported yet"
         for n in ROW_WISE
+        if n not in ("softmax", "log_softmax")
     },
     **NEEDS_ARGUMENTS,
 }
 
 ACTIVATIONS = tuple(sorted(n for n, e in TABLE.items() if e.activation))
+
 
 @dataclass(frozen=True)
 class RowWise:
@@ -449,8 +451,10 @@ class RowWise:
     name: str
     numpy: str
     tf: str
+    torch: str
     vjp_numpy: str
     vjp_tf: str
+    vjp_torch: str
 
 
 ROW_WISE_TABLE = {
@@ -460,15 +464,19 @@ ROW_WISE_TABLE = {
             "softmax",
             "np.exp(u - np.logaddexp.reduce(u, axis=-1, keepdims=True))",
             "tf.nn.softmax(u, axis=-1)",
+            "torch.softmax(u, dim=-1)",
             "y * (d - (d * y).sum(axis=-1, keepdims=True))",
             "y * (d - tf.reduce_sum(d * y, -1, keepdims=True))",
+            "y * (d - (d * y).sum(dim=-1, keepdim=True))",
         ),
         RowWise(
             "log_softmax",
             "u - np.logaddexp.reduce(u, axis=-1, keepdims=True)",
             "tf.nn.log_softmax(u, axis=-1)",
+            "torch.log_softmax(u, dim=-1)",
             "d - np.exp(y) * d.sum(axis=-1, keepdims=True)",
             "d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)",
+            "d - torch.exp(y) * d.sum(dim=-1, keepdim=True)",
         ),
     )
 }
@@ -638,3 +646,46 @@ def vjp_function(call_name: str) -> type[_VJP]:
 def is_option_call(expr) -> bool:
     """Whether ``expr`` calls a function an activation option chooses at run time."""
     return isinstance(expr, _Call) and expr.call_name != expr.entry.name
+
+
+class _RowCall(_Printed):
+    """A row-wise table function (softmax) called in an equation: ``softmax(a)``. It has no
+    elementwise derivative; the backward pass calls its vector-Jacobian product."""
+
+    def fdiff(self, argindex=1):
+        raise TypeError(f"{self.call_name} works across a row: differentiate it by its VJP")
+
+
+class _RowVJP(sp.Function):
+    """``softmax_vjp(y, d)``: the gradient through a row-wise function called in an equation."""
+
+    call_name: str
+    nargs = 2
+
+    def _numpycode(self, printer):
+        a, d = (printer._print(x) for x in self.args)
+        return f"{self.call_name}_vjp({a}, {d})"
+
+    _tensorflowcode = _numpycode
+    _torchcode = _numpycode
+
+    def _latex(self, printer, exp=None):
+        a, d = (printer._print(x) for x in self.args)
+        name = rf"\operatorname{{{self.call_name}}}".replace("_", r"\_")
+        return rf"\left(\partial {name}\left({a}\right)\right)^{{\top}} {d}"
+
+
+@cache
+def row_function(name: str) -> type[_RowCall]:
+    latex = rf"\operatorname{{{name}}}".replace("_", r"\_")
+    return type(name, (_RowCall,), {"call_name": name, "latex_name": latex})
+
+
+@cache
+def row_vjp_function(name: str) -> type[_RowVJP]:
+    return type(f"{name}_vjp", (_RowVJP,), {"call_name": name})
+
+
+def is_call(expr) -> bool:
+    """Whether ``expr`` calls a table function, elementwise or row-wise."""
+    return isinstance(expr, _Call | _RowCall)

@@ -92,12 +92,15 @@ def reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=(
         if isinstance(arg, RowReduction):
             # y = sum(a) broadcast: d_a = sum(d_y) broadcast (the mean: mean(d_y))
             seed, arg = arg.func(d_y), arg.args[0]
-        elif functions.is_option_call(arg):
+        elif isinstance(arg, functions._RowCall) or functions.is_option_call(arg):
             # a function chosen at run time, maybe across the row (softmax): its
             # vector-Jacobian product, read from its output (or its input, in the input-form
             # variant), then the linear part
-            at = arg.args[0] if arg.from_input else symbol(stmt.target)
-            vjp = functions.vjp_function(arg.call_name)(at, d_y)
+            if isinstance(arg, functions._RowCall):  # a row-wise table function: output form
+                vjp = functions.row_vjp_function(arg.call_name)(symbol(stmt.target), d_y)
+            else:
+                at = arg.args[0] if arg.from_input else symbol(stmt.target)
+                vjp = functions.vjp_function(arg.call_name)(at, d_y)
             if isinstance(arg.args[0], sp.Symbol):
                 if str(arg.args[0]) in diff_vars:
                     adj[str(arg.args[0])].append(vjp)

@@ -70,6 +70,7 @@ def _vocabulary(rep: Reporter, options, matrices, vectors, names) -> Vocabulary:
         o.name: functions.function(o.name, o.default) for o in options if o.kind == "activation"
     }
     calls = {n: functions.function(n, n) for n in functions.TABLE} | option_calls
+    calls |= {n: functions.row_function(n) for n in functions.ROW_WISE_TABLE}
     variables = frozenset(names) - frozenset(matrices) | frozenset(vectors)
     weights_ok = frozenset(matrices) | frozenset(vectors)
     if rep.problems:  # already failing: names reported as invalid are not reported again
@@ -372,7 +373,9 @@ def _vanishes(rhs: sp.Expr, absent: set[str]) -> bool:
 def _constant_calls(rhs: sp.Expr, absent: set[str]) -> list[str]:
     """Function calls whose argument is a constant once the absent weights are zero."""
     return sorted(
-        str(c) for c in _reduce(rhs, absent).atoms(functions._Call) if not c.args[0].free_symbols
+        str(c)
+        for c in _reduce(rhs, absent).atoms(sp.Function)
+        if functions.is_call(c) and not c.args[0].free_symbols
     )
 
 

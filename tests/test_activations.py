@@ -586,3 +586,22 @@ def test_every_activation_inside_spec_equations(tmp_path):
     layer = module.EveryFn(U, return_sequences=True, return_state=True, dtype="float64", seed=2)
     layer.build(D)
     _fd_check(layer, *_fd_inputs(rng))
+
+
+def test_row_wise_functions_inside_spec_equations_match_autodiff(tmp_path):
+    """softmax and log_softmax called in equations (nested, and on a named value): every
+    backend's generated BPTT matches autodiff of the independent TF interpreter (rnngen
+    verify's autodiff rows, tolerances 1e-10·s forward and 1e-8·s gradients)."""
+    from helpers import assert_autodiff_passes
+
+    path = tmp_path / "row_wise_calls.yaml"
+    path.write_text(
+        "name: row_wise_calls\nclass_name: RowWiseCalls\n"
+        "weights:\n"
+        "  kernel: {shape: [input_dim, units], initializer: glorot_uniform}\n"
+        "  recurrent_kernel: {shape: [units, units], initializer: orthogonal}\n"
+        "states: [h]\nstep:\n"
+        "  p: softmax(x @ kernel + h_prev @ recurrent_kernel)\n"
+        "  h: 0.5 * h_prev + tanh(log_softmax(3 * p) + p)\n"
+    )
+    assert_autodiff_passes(path)

@@ -143,7 +143,9 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         states = spec.states
         args = ["x", "weights", "initial_state", "mask", "masks", "zero_output_for_mask"]
         src = Source()
-        src(base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
+        src(
+            base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp))
+        )
         with src:
             src(
                 f'"""Forward pass for {v.describe()}.',
@@ -259,7 +261,11 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         states = spec.states
         src = Source()
         args = ["tape", "d_outputs", "d_states", "truncate", "norms"]
-        src(base.signature(f"_backward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
+        src(
+            base.signature(
+                f"_backward_{v.name}", args + base.activation_arguments(spec, naming.vjp)
+            )
+        )
         with src:
             src(
                 f'"""BPTT for {v.describe()}.',

@@ -167,6 +167,9 @@ _TF_FUNCS = {
     # float64, and tf.nn.leaky_relu holds its slope as a float32 attribute (1.5e-8 off)
     "gelu": lambda tf, u: 0.5 * u * (1 + tf.math.erf(u * 0.7071067811865476)),
     "leaky_relu": lambda tf, u: tf.where(u > 0, u, 0.2 * u),
+    # row-wise: Keras's own (tf.nn) definitions, across the units axis
+    "softmax": lambda tf, u: tf.nn.softmax(u, axis=-1),
+    "log_softmax": lambda tf, u: tf.nn.log_softmax(u, axis=-1),
 }
 
 
@@ -265,10 +268,14 @@ class EquationCell:
             v = self.ev(e.args[0], env, gate)
             reduce = tf.reduce_sum if isinstance(e, RowSum) else tf.reduce_mean
             return tf.broadcast_to(reduce(v, axis=-1, keepdims=True), tf.shape(v))
-        if isinstance(e, functions._Call):
+        if isinstance(e, functions._Call | functions._RowCall):
             cname = type(e).call_name
             if cname in self.act_options:
-                name = functions.resolve_activation(self.options[cname])
+                value = self.options[cname]
+                row_wise = isinstance(value, str) and value in functions.ROW_WISE_TABLE
+                name = value if row_wise else functions.resolve_activation(value)
+            elif isinstance(e, functions._RowCall):
+                name = cname
             else:
                 name = type(e).entry.name
             return _tf_function(name)(self.ev(e.args[0], env, gate))
