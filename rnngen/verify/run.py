@@ -42,7 +42,10 @@ def run_cli(
             stack.callback(reap, started)
             return started
 
-        built, started = build_all(paths, stack, meanwhile=preload_tf, when_built=start_hygiene)
+        uses_tf = any(b in ("numpy", "tf") for b in backends)  # Keras and autodiff references
+        built, started = build_all(
+            paths, stack, meanwhile=preload_tf if uses_tf else None, when_built=start_hygiene
+        )
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
