@@ -625,10 +625,6 @@ def _forward_v0(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -637,10 +633,10 @@ def _forward_v0(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
-        "z": z_seq,
-        "r": r_seq,
-        "hh": hh_seq,
+        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_steps,
+        "z": z_steps,
+        "r": r_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -670,23 +666,19 @@ def _backward_v0(
     bias = weights["bias"]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
     h_seq = tape["h"]
-    h_prev_recurrent_kernel_h_seq = tape["h_prev_recurrent_kernel_h"]
-    z_seq = tape["z"]
-    r_seq = tape["r"]
-    hh_seq = tape["hh"]
+    h_prev_recurrent_kernel_h_seq_views = tape["h_prev_recurrent_kernel_h"]
+    z_seq_views = tape["z"]
+    r_seq_views = tape["r"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 3 * units))
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
@@ -712,18 +704,16 @@ def _backward_v0(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre * r], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_z_pre, d_r_pre, d_hh_pre * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
-        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -874,13 +864,6 @@ def _forward_v1(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -889,13 +872,13 @@ def _forward_v1(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_steps,
+        "z_in": z_in_steps,
+        "z": z_steps,
+        "r_in": r_in_steps,
+        "r": r_steps,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -925,29 +908,22 @@ def _backward_v1(
     bias = weights["bias"]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
     h_seq = tape["h"]
-    h_prev_recurrent_kernel_h_seq = tape["h_prev_recurrent_kernel_h"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    h_prev_recurrent_kernel_h_seq_views = tape["h_prev_recurrent_kernel_h"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 3 * units))
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
@@ -976,18 +952,16 @@ def _backward_v1(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel = torch.cat([d_z_in, d_r_in, d_hh_in * r], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_z_in, d_r_in, d_hh_in * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
-        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_in, d_r_in, d_hh_in], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1169,14 +1143,8 @@ def _forward_v2(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
-        h_prev_dropped2_recurrent_kernel_h_steps, x, units
-    )
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1186,12 +1154,12 @@ def _forward_v2(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z": z_seq,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r": r_seq,
+        "r": r_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_seq,
-        "hh": hh_seq,
+        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -1231,26 +1199,22 @@ def _backward_v2(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_seq = tape["z"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_seq = tape["r"]
+    r_seq_views = tape["r"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    h_prev_dropped2_recurrent_kernel_h_seq = tape["h_prev_dropped2_recurrent_kernel_h"]
-    hh_seq = tape["hh"]
+    h_prev_dropped2_recurrent_kernel_h_seq_views = tape["h_prev_dropped2_recurrent_kernel_h"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_pre_steps = []
     d_r_pre_steps = []
     d_hh_pre_steps = []
@@ -1519,17 +1483,8 @@ def _forward_v3(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
-        h_prev_dropped2_recurrent_kernel_h_steps, x, units
-    )
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1539,15 +1494,15 @@ def _forward_v3(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_steps,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -1587,32 +1542,25 @@ def _backward_v3(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    h_prev_dropped2_recurrent_kernel_h_seq = tape["h_prev_dropped2_recurrent_kernel_h"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    h_prev_dropped2_recurrent_kernel_h_seq_views = tape["h_prev_dropped2_recurrent_kernel_h"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_in_steps = []
     d_r_in_steps = []
     d_hh_in_steps = []
@@ -1823,10 +1771,7 @@ def _forward_v4(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    z_seq = _stack(z_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_seq = _stack(h_prev_r_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1835,10 +1780,10 @@ def _forward_v4(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "z": z_seq,
-        "r": r_seq,
+        "z": z_steps,
+        "r": r_steps,
         "h_prev_r": h_prev_r_seq,
-        "hh": hh_seq,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1866,22 +1811,19 @@ def _backward_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    z_seq = tape["z"]
-    r_seq = tape["r"]
+    z_seq_views = tape["z"]
+    r_seq_views = tape["r"]
     h_prev_r_seq = tape["h_prev_r"]
-    hh_seq = tape["hh"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_zr_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_zr_seq = x.new_empty((T, B, 2 * units))
     d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1912,20 +1854,16 @@ def _backward_v4(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_pre, d_r_pre], -1)
-        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_recurrent_kernel_zr = torch.cat(
+            [d_z_pre, d_r_pre], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
-        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_zr_seq = _stack(
-        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
-    )
     d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
@@ -2066,13 +2004,7 @@ def _forward_v5(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_seq = _stack(h_prev_r_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2081,13 +2013,13 @@ def _forward_v5(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_r": h_prev_r_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -2115,28 +2047,22 @@ def _backward_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_r_seq = tape["h_prev_r"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_zr_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_zr_seq = x.new_empty((T, B, 2 * units))
     d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -2170,20 +2096,16 @@ def _backward_v5(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_in, d_r_in], -1)
-        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_recurrent_kernel_zr = torch.cat(
+            [d_z_in, d_r_in], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
-        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_in, d_r_in, d_hh_in], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_zr_seq = _stack(
-        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
-    )
     d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
@@ -2351,11 +2273,8 @@ def _forward_v6(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2365,11 +2284,11 @@ def _forward_v6(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z": z_seq,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r": r_seq,
+        "r": r_steps,
         "h_prev_r_dropped2": h_prev_r_dropped2_seq,
-        "hh": hh_seq,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -2407,24 +2326,21 @@ def _backward_v6(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_seq = tape["z"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_seq = tape["r"]
+    r_seq_views = tape["r"]
     h_prev_r_dropped2_seq = tape["h_prev_r_dropped2"]
-    hh_seq = tape["hh"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_pre_steps = []
     d_r_pre_steps = []
     d_hh_pre_steps = []
@@ -2670,14 +2586,8 @@ def _forward_v7(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2687,14 +2597,14 @@ def _forward_v7(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_r_dropped2": h_prev_r_dropped2_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -2732,30 +2642,24 @@ def _backward_v7(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_r_dropped2_seq = tape["h_prev_r_dropped2"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_in_steps = []
     d_r_in_steps = []
     d_hh_in_steps = []
@@ -2939,10 +2843,6 @@ def _forward_v8(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2951,10 +2851,10 @@ def _forward_v8(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
-        "z": z_seq,
-        "r": r_seq,
-        "hh": hh_seq,
+        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_steps,
+        "z": z_steps,
+        "r": r_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -2982,23 +2882,19 @@ def _backward_v8(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    h_prev_recurrent_kernel_h_seq = tape["h_prev_recurrent_kernel_h"]
-    z_seq = tape["z"]
-    r_seq = tape["r"]
-    hh_seq = tape["hh"]
+    h_prev_recurrent_kernel_h_seq_views = tape["h_prev_recurrent_kernel_h"]
+    z_seq_views = tape["z"]
+    r_seq_views = tape["r"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 3 * units))
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
@@ -3024,18 +2920,16 @@ def _backward_v8(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre * r], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_z_pre, d_r_pre, d_hh_pre * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
-        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3156,13 +3050,6 @@ def _forward_v9(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_prev_recurrent_kernel_h_seq = _stack(h_prev_recurrent_kernel_h_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -3171,13 +3058,13 @@ def _forward_v9(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_steps,
+        "z_in": z_in_steps,
+        "z": z_steps,
+        "r_in": r_in_steps,
+        "r": r_steps,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -3205,29 +3092,22 @@ def _backward_v9(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    h_prev_recurrent_kernel_h_seq = tape["h_prev_recurrent_kernel_h"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    h_prev_recurrent_kernel_h_seq_views = tape["h_prev_recurrent_kernel_h"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    h_prev_recurrent_kernel_h_seq_views = h_prev_recurrent_kernel_h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 3 * units))
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
     recurrent_kernel_T = recurrent_kernel.t().contiguous()  # read every step
@@ -3256,18 +3136,16 @@ def _backward_v9(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel = torch.cat([d_z_in, d_r_in, d_hh_in * r], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_z_in, d_r_in, d_hh_in * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
-        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_in, d_r_in, d_hh_in], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 3 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -3415,14 +3293,8 @@ def _forward_v10(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
-        h_prev_dropped2_recurrent_kernel_h_steps, x, units
-    )
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -3432,12 +3304,12 @@ def _forward_v10(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z": z_seq,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r": r_seq,
+        "r": r_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_seq,
-        "hh": hh_seq,
+        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -3475,26 +3347,22 @@ def _backward_v10(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_seq = tape["z"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_seq = tape["r"]
+    r_seq_views = tape["r"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    h_prev_dropped2_recurrent_kernel_h_seq = tape["h_prev_dropped2_recurrent_kernel_h"]
-    hh_seq = tape["hh"]
+    h_prev_dropped2_recurrent_kernel_h_seq_views = tape["h_prev_dropped2_recurrent_kernel_h"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_pre_steps = []
     d_r_pre_steps = []
     d_hh_pre_steps = []
@@ -3731,17 +3599,8 @@ def _forward_v11(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    h_prev_dropped2_recurrent_kernel_h_seq = _stack(
-        h_prev_dropped2_recurrent_kernel_h_steps, x, units
-    )
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -3751,15 +3610,15 @@ def _forward_v11(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "h_prev_dropped2_recurrent_kernel_h": h_prev_dropped2_recurrent_kernel_h_steps,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -3797,32 +3656,25 @@ def _backward_v11(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    h_prev_dropped2_recurrent_kernel_h_seq = tape["h_prev_dropped2_recurrent_kernel_h"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    h_prev_dropped2_recurrent_kernel_h_seq_views = tape["h_prev_dropped2_recurrent_kernel_h"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    h_prev_dropped2_recurrent_kernel_h_seq_views = h_prev_dropped2_recurrent_kernel_h_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_in_steps = []
     d_r_in_steps = []
     d_hh_in_steps = []
@@ -4011,10 +3863,7 @@ def _forward_v12(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    z_seq = _stack(z_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_seq = _stack(h_prev_r_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -4023,10 +3872,10 @@ def _forward_v12(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "z": z_seq,
-        "r": r_seq,
+        "z": z_steps,
+        "r": r_steps,
         "h_prev_r": h_prev_r_seq,
-        "hh": hh_seq,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -4054,22 +3903,19 @@ def _backward_v12(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    z_seq = tape["z"]
-    r_seq = tape["r"]
+    z_seq_views = tape["z"]
+    r_seq_views = tape["r"]
     h_prev_r_seq = tape["h_prev_r"]
-    hh_seq = tape["hh"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_zr_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_zr_seq = x.new_empty((T, B, 2 * units))
     d_hh_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -4100,20 +3946,16 @@ def _backward_v12(
         d_r_pre = d_r * recurrent_activation_grad(r)
         d_z = d_h * (h_prev - hh)
         d_z_pre = d_z * recurrent_activation_grad(z)
-        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_pre, d_r_pre], -1)
-        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_recurrent_kernel_zr = torch.cat(
+            [d_z_pre, d_r_pre], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
-        d_x_kernel = torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_pre, d_r_pre, d_hh_pre], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_zr_seq = _stack(
-        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
-    )
     d_hh_pre_seq = _stack(d_hh_pre_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
@@ -4240,13 +4082,7 @@ def _forward_v13(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_seq = _stack(h_prev_r_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -4255,13 +4091,13 @@ def _forward_v13(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_r": h_prev_r_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -4289,28 +4125,22 @@ def _backward_v13(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_r_seq = tape["h_prev_r"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_x_kernel_steps = []
-    d_h_prev_recurrent_kernel_zr_steps = []
+    # gradients of the weight products, for every step
+    d_x_kernel_seq = x.new_empty((T, B, 3 * units))
+    d_h_prev_recurrent_kernel_zr_seq = x.new_empty((T, B, 2 * units))
     d_hh_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -4344,20 +4174,16 @@ def _backward_v13(
         d_r_in = d_r * recurrent_activation_grad(r_in)
         d_z = d_h * (h_prev - hh)
         d_z_in = d_z * recurrent_activation_grad(z_in)
-        d_h_prev_recurrent_kernel_zr = torch.cat([d_z_in, d_r_in], -1)
-        d_h_prev_recurrent_kernel_zr_steps.append(d_h_prev_recurrent_kernel_zr)
+        d_h_prev_recurrent_kernel_zr = torch.cat(
+            [d_z_in, d_r_in], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
-        d_x_kernel = torch.cat([d_z_in, d_r_in, d_hh_in], -1)
-        d_x_kernel_steps.append(d_x_kernel)
+        torch.cat([d_z_in, d_r_in, d_hh_in], -1, out=d_x_kernel_seq[t])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
 
     # the steps' gradients in time order
-    d_x_kernel_seq = _stack(d_x_kernel_steps[::-1], x, 3 * units)
-    d_h_prev_recurrent_kernel_zr_seq = _stack(
-        d_h_prev_recurrent_kernel_zr_steps[::-1], x, 2 * units
-    )
     d_hh_in_seq = _stack(d_hh_in_steps[::-1], x, units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
@@ -4507,11 +4333,8 @@ def _forward_v14(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -4521,11 +4344,11 @@ def _forward_v14(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z": z_seq,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r": r_seq,
+        "r": r_steps,
         "h_prev_r_dropped2": h_prev_r_dropped2_seq,
-        "hh": hh_seq,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -4563,24 +4386,21 @@ def _backward_v14(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_seq = tape["z"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_seq = tape["r"]
+    r_seq_views = tape["r"]
     h_prev_r_dropped2_seq = tape["h_prev_r_dropped2"]
-    hh_seq = tape["hh"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_pre_steps = []
     d_r_pre_steps = []
     d_hh_pre_steps = []
@@ -4806,14 +4626,8 @@ def _forward_v15(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    z_in_seq = _stack(z_in_steps, x, units)
-    z_seq = _stack(z_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    r_in_seq = _stack(r_in_steps, x, units)
-    r_seq = _stack(r_steps, x, units)
     h_prev_r_dropped2_seq = _stack(h_prev_r_dropped2_steps, x, units)
-    hh_in_seq = _stack(hh_in_steps, x, units)
-    hh_seq = _stack(hh_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -4823,14 +4637,14 @@ def _forward_v15(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "z_in": z_in_seq,
-        "z": z_seq,
+        "z_in": z_in_steps,
+        "z": z_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "r_in": r_in_seq,
-        "r": r_seq,
+        "r_in": r_in_steps,
+        "r": r_steps,
         "h_prev_r_dropped2": h_prev_r_dropped2_seq,
-        "hh_in": hh_in_seq,
-        "hh": hh_seq,
+        "hh_in": hh_in_steps,
+        "hh": hh_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -4868,30 +4682,24 @@ def _backward_v15(
     x_mask_2 = tape["masks"]["x"][2]
     h_seq = tape["h"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    z_in_seq = tape["z_in"]
-    z_seq = tape["z"]
+    z_in_seq_views = tape["z_in"]
+    z_seq_views = tape["z"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    r_in_seq = tape["r_in"]
-    r_seq = tape["r"]
+    r_in_seq_views = tape["r_in"]
+    r_seq_views = tape["r"]
     h_prev_r_dropped2_seq = tape["h_prev_r_dropped2"]
-    hh_in_seq = tape["hh_in"]
-    hh_seq = tape["hh"]
+    hh_in_seq_views = tape["hh_in"]
+    hh_seq_views = tape["hh"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
 
     # each step's forward values, read in the loop
     h_seq_views = h_seq.unbind(0)
-    z_in_seq_views = z_in_seq.unbind(0)
-    z_seq_views = z_seq.unbind(0)
-    r_in_seq_views = r_in_seq.unbind(0)
-    r_seq_views = r_seq.unbind(0)
-    hh_in_seq_views = hh_in_seq.unbind(0)
-    hh_seq_views = hh_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_z_in_steps = []
     d_r_in_steps = []
     d_hh_in_steps = []

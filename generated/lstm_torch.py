@@ -632,11 +632,6 @@ def _forward_v0(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
-    i_seq = _stack(i_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -646,11 +641,11 @@ def _forward_v0(
         "weights": weights,
         "h": h_seq,
         "c": c_seq,
-        "i": i_seq,
-        "f": f_seq,
-        "g": g_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "i": i_steps,
+        "f": f_steps,
+        "g": g_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
     }
     return outputs, [h_seq[T], c_seq[T]], tape
 
@@ -679,24 +674,19 @@ def _backward_v0(
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
     c_seq = tape["c"]
-    i_seq = tape["i"]
-    f_seq = tape["f"]
-    g_seq = tape["g"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    i_seq_views = tape["i"]
+    f_seq_views = tape["f"]
+    g_seq_views = tape["g"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 4 * units))
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -730,8 +720,9 @@ def _backward_v0(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel = torch.cat([d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
@@ -740,7 +731,6 @@ def _backward_v0(
             d_c = d_c + d_c_skip
 
     # the steps' gradients in time order
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -900,15 +890,6 @@ def _forward_v1(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
-    i_in_seq = _stack(i_in_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
-    f_in_seq = _stack(f_in_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
-    g_in_seq = _stack(g_in_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
-    o_in_seq = _stack(o_in_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -918,15 +899,15 @@ def _forward_v1(
         "weights": weights,
         "h": h_seq,
         "c": c_seq,
-        "i_in": i_in_seq,
-        "i": i_seq,
-        "f_in": f_in_seq,
-        "f": f_seq,
-        "g_in": g_in_seq,
-        "g": g_seq,
-        "o_in": o_in_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "i_in": i_in_steps,
+        "i": i_steps,
+        "f_in": f_in_steps,
+        "f": f_steps,
+        "g_in": g_in_steps,
+        "g": g_steps,
+        "o_in": o_in_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
     }
     return outputs, [h_seq[T], c_seq[T]], tape
 
@@ -955,32 +936,23 @@ def _backward_v1(
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
     c_seq = tape["c"]
-    i_in_seq = tape["i_in"]
-    i_seq = tape["i"]
-    f_in_seq = tape["f_in"]
-    f_seq = tape["f"]
-    g_in_seq = tape["g_in"]
-    g_seq = tape["g"]
-    o_in_seq = tape["o_in"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    i_in_seq_views = tape["i_in"]
+    i_seq_views = tape["i"]
+    f_in_seq_views = tape["f_in"]
+    f_seq_views = tape["f"]
+    g_in_seq_views = tape["g_in"]
+    g_seq_views = tape["g"]
+    o_in_seq_views = tape["o_in"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_in_seq_views = i_in_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_in_seq_views = f_in_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_in_seq_views = g_in_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_in_seq_views = o_in_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 4 * units))
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1019,8 +991,9 @@ def _backward_v1(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel = torch.cat([d_i_in, d_f_in, d_g_in, d_o_in], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_i_in, d_f_in, d_g_in, d_o_in], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
@@ -1029,7 +1002,6 @@ def _backward_v1(
             d_c = d_c + d_c_skip
 
     # the steps' gradients in time order
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -1234,14 +1206,9 @@ def _forward_v2(
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
     h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1252,14 +1219,14 @@ def _forward_v2(
         "h": h_seq,
         "c": c_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "i": i_seq,
+        "i": i_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "f": f_seq,
+        "f": f_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "g": g_seq,
+        "g": g_steps,
         "h_prev_dropped3": h_prev_dropped3_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -1300,14 +1267,14 @@ def _backward_v2(
     x_mask_3 = tape["masks"]["x"][3]
     c_seq = tape["c"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_seq = tape["i"]
+    i_seq_views = tape["i"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_seq = tape["f"]
+    f_seq_views = tape["f"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_seq = tape["g"]
+    g_seq_views = tape["g"]
     h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
@@ -1315,15 +1282,10 @@ def _backward_v2(
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_i_pre_steps = []
     d_f_pre_steps = []
     d_g_pre_steps = []
@@ -1641,18 +1603,9 @@ def _forward_v3(
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    i_in_seq = _stack(i_in_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    f_in_seq = _stack(f_in_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    g_in_seq = _stack(g_in_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
     h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
-    o_in_seq = _stack(o_in_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1663,18 +1616,18 @@ def _forward_v3(
         "h": h_seq,
         "c": c_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "i_in": i_in_seq,
-        "i": i_seq,
+        "i_in": i_in_steps,
+        "i": i_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "f_in": f_in_seq,
-        "f": f_seq,
+        "f_in": f_in_steps,
+        "f": f_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "g_in": g_in_seq,
-        "g": g_seq,
+        "g_in": g_in_steps,
+        "g": g_steps,
         "h_prev_dropped3": h_prev_dropped3_seq,
-        "o_in": o_in_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "o_in": o_in_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -1715,18 +1668,18 @@ def _backward_v3(
     x_mask_3 = tape["masks"]["x"][3]
     c_seq = tape["c"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_in_seq = tape["i_in"]
-    i_seq = tape["i"]
+    i_in_seq_views = tape["i_in"]
+    i_seq_views = tape["i"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_in_seq = tape["f_in"]
-    f_seq = tape["f"]
+    f_in_seq_views = tape["f_in"]
+    f_seq_views = tape["f"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_in_seq = tape["g_in"]
-    g_seq = tape["g"]
+    g_in_seq_views = tape["g_in"]
+    g_seq_views = tape["g"]
     h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_in_seq = tape["o_in"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    o_in_seq_views = tape["o_in"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
@@ -1734,19 +1687,10 @@ def _backward_v3(
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_in_seq_views = i_in_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_in_seq_views = f_in_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_in_seq_views = g_in_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_in_seq_views = o_in_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_i_in_steps = []
     d_f_in_steps = []
     d_g_in_steps = []
@@ -1978,11 +1922,6 @@ def _forward_v4(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
-    i_seq = _stack(i_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1992,11 +1931,11 @@ def _forward_v4(
         "weights": weights,
         "h": h_seq,
         "c": c_seq,
-        "i": i_seq,
-        "f": f_seq,
-        "g": g_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "i": i_steps,
+        "f": f_steps,
+        "g": g_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
     }
     return outputs, [h_seq[T], c_seq[T]], tape
 
@@ -2025,24 +1964,19 @@ def _backward_v4(
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
     c_seq = tape["c"]
-    i_seq = tape["i"]
-    f_seq = tape["f"]
-    g_seq = tape["g"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    i_seq_views = tape["i"]
+    f_seq_views = tape["f"]
+    g_seq_views = tape["g"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 4 * units))
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -2076,8 +2010,9 @@ def _backward_v4(
         d_f_pre = d_f * recurrent_activation_grad(f)
         d_i = d_c * g
         d_i_pre = d_i * recurrent_activation_grad(i)
-        d_h_prev_recurrent_kernel = torch.cat([d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
@@ -2086,7 +2021,6 @@ def _backward_v4(
             d_c = d_c + d_c_skip
 
     # the steps' gradients in time order
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2229,15 +2163,6 @@ def _forward_v5(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
-    i_in_seq = _stack(i_in_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
-    f_in_seq = _stack(f_in_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
-    g_in_seq = _stack(g_in_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
-    o_in_seq = _stack(o_in_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2247,15 +2172,15 @@ def _forward_v5(
         "weights": weights,
         "h": h_seq,
         "c": c_seq,
-        "i_in": i_in_seq,
-        "i": i_seq,
-        "f_in": f_in_seq,
-        "f": f_seq,
-        "g_in": g_in_seq,
-        "g": g_seq,
-        "o_in": o_in_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "i_in": i_in_steps,
+        "i": i_steps,
+        "f_in": f_in_steps,
+        "f": f_steps,
+        "g_in": g_in_steps,
+        "g": g_steps,
+        "o_in": o_in_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
     }
     return outputs, [h_seq[T], c_seq[T]], tape
 
@@ -2284,32 +2209,23 @@ def _backward_v5(
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
     c_seq = tape["c"]
-    i_in_seq = tape["i_in"]
-    i_seq = tape["i"]
-    f_in_seq = tape["f_in"]
-    f_seq = tape["f"]
-    g_in_seq = tape["g_in"]
-    g_seq = tape["g"]
-    o_in_seq = tape["o_in"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    i_in_seq_views = tape["i_in"]
+    i_seq_views = tape["i"]
+    f_in_seq_views = tape["f_in"]
+    f_seq_views = tape["f"]
+    g_in_seq_views = tape["g_in"]
+    g_seq_views = tape["g"]
+    o_in_seq_views = tape["o_in"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_in_seq_views = i_in_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_in_seq_views = f_in_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_in_seq_views = g_in_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_in_seq_views = o_in_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
-    d_h_prev_recurrent_kernel_steps = []
+    # gradients of the weight products, for every step
+    d_h_prev_recurrent_kernel_seq = x.new_empty((T, B, 4 * units))
     d_h = d_states[0].clone()
     d_c = d_states[1].clone()
     d_carry = torch.zeros_like(d_h)
@@ -2348,8 +2264,9 @@ def _backward_v5(
         d_f_in = d_f * recurrent_activation_grad(f_in)
         d_i = d_c * g
         d_i_in = d_i * recurrent_activation_grad(i_in)
-        d_h_prev_recurrent_kernel = torch.cat([d_i_in, d_f_in, d_g_in, d_o_in], -1)
-        d_h_prev_recurrent_kernel_steps.append(d_h_prev_recurrent_kernel)
+        d_h_prev_recurrent_kernel = torch.cat(
+            [d_i_in, d_f_in, d_g_in, d_o_in], -1, out=d_h_prev_recurrent_kernel_seq[t]
+        )
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
         d_c = d_c * f
@@ -2358,7 +2275,6 @@ def _backward_v5(
             d_c = d_c + d_c_skip
 
     # the steps' gradients in time order
-    d_h_prev_recurrent_kernel_seq = _stack(d_h_prev_recurrent_kernel_steps[::-1], x, 4 * units)
 
     # input gradients and weight gradients: one matrix product each, over all steps
     d_weights = {name: torch.zeros_like(w) for name, w in weights.items()}
@@ -2540,14 +2456,9 @@ def _forward_v6(
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
     h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2558,14 +2469,14 @@ def _forward_v6(
         "h": h_seq,
         "c": c_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "i": i_seq,
+        "i": i_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "f": f_seq,
+        "f": f_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "g": g_seq,
+        "g": g_steps,
         "h_prev_dropped3": h_prev_dropped3_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -2606,14 +2517,14 @@ def _backward_v6(
     x_mask_3 = tape["masks"]["x"][3]
     c_seq = tape["c"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_seq = tape["i"]
+    i_seq_views = tape["i"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_seq = tape["f"]
+    f_seq_views = tape["f"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_seq = tape["g"]
+    g_seq_views = tape["g"]
     h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
@@ -2621,15 +2532,10 @@ def _backward_v6(
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_i_pre_steps = []
     d_f_pre_steps = []
     d_g_pre_steps = []
@@ -2921,18 +2827,9 @@ def _forward_v7(
     h_seq = torch.stack(h_steps)
     c_seq = torch.stack(c_steps)
     h_prev_dropped0_seq = _stack(h_prev_dropped0_steps, x, units)
-    i_in_seq = _stack(i_in_steps, x, units)
-    i_seq = _stack(i_steps, x, units)
     h_prev_dropped1_seq = _stack(h_prev_dropped1_steps, x, units)
-    f_in_seq = _stack(f_in_steps, x, units)
-    f_seq = _stack(f_steps, x, units)
     h_prev_dropped2_seq = _stack(h_prev_dropped2_steps, x, units)
-    g_in_seq = _stack(g_in_steps, x, units)
-    g_seq = _stack(g_steps, x, units)
     h_prev_dropped3_seq = _stack(h_prev_dropped3_steps, x, units)
-    o_in_seq = _stack(o_in_steps, x, units)
-    o_seq = _stack(o_steps, x, units)
-    activation_c_seq = _stack(activation_c_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -2943,18 +2840,18 @@ def _forward_v7(
         "h": h_seq,
         "c": c_seq,
         "h_prev_dropped0": h_prev_dropped0_seq,
-        "i_in": i_in_seq,
-        "i": i_seq,
+        "i_in": i_in_steps,
+        "i": i_steps,
         "h_prev_dropped1": h_prev_dropped1_seq,
-        "f_in": f_in_seq,
-        "f": f_seq,
+        "f_in": f_in_steps,
+        "f": f_steps,
         "h_prev_dropped2": h_prev_dropped2_seq,
-        "g_in": g_in_seq,
-        "g": g_seq,
+        "g_in": g_in_steps,
+        "g": g_steps,
         "h_prev_dropped3": h_prev_dropped3_seq,
-        "o_in": o_in_seq,
-        "o": o_seq,
-        "activation_c": activation_c_seq,
+        "o_in": o_in_steps,
+        "o": o_steps,
+        "activation_c": activation_c_steps,
         "x_dropped0": x_dropped0,
         "x_dropped1": x_dropped1,
         "x_dropped2": x_dropped2,
@@ -2995,18 +2892,18 @@ def _backward_v7(
     x_mask_3 = tape["masks"]["x"][3]
     c_seq = tape["c"]
     h_prev_dropped0_seq = tape["h_prev_dropped0"]
-    i_in_seq = tape["i_in"]
-    i_seq = tape["i"]
+    i_in_seq_views = tape["i_in"]
+    i_seq_views = tape["i"]
     h_prev_dropped1_seq = tape["h_prev_dropped1"]
-    f_in_seq = tape["f_in"]
-    f_seq = tape["f"]
+    f_in_seq_views = tape["f_in"]
+    f_seq_views = tape["f"]
     h_prev_dropped2_seq = tape["h_prev_dropped2"]
-    g_in_seq = tape["g_in"]
-    g_seq = tape["g"]
+    g_in_seq_views = tape["g_in"]
+    g_seq_views = tape["g"]
     h_prev_dropped3_seq = tape["h_prev_dropped3"]
-    o_in_seq = tape["o_in"]
-    o_seq = tape["o"]
-    activation_c_seq = tape["activation_c"]
+    o_in_seq_views = tape["o_in"]
+    o_seq_views = tape["o"]
+    activation_c_seq_views = tape["activation_c"]
     x_dropped0 = tape["x_dropped0"]
     x_dropped1 = tape["x_dropped1"]
     x_dropped2 = tape["x_dropped2"]
@@ -3014,19 +2911,10 @@ def _backward_v7(
 
     # each step's forward values, read in the loop
     c_seq_views = c_seq.unbind(0)
-    i_in_seq_views = i_in_seq.unbind(0)
-    i_seq_views = i_seq.unbind(0)
-    f_in_seq_views = f_in_seq.unbind(0)
-    f_seq_views = f_seq.unbind(0)
-    g_in_seq_views = g_in_seq.unbind(0)
-    g_seq_views = g_seq.unbind(0)
-    o_in_seq_views = o_in_seq.unbind(0)
-    o_seq_views = o_seq.unbind(0)
-    activation_c_seq_views = activation_c_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_i_in_steps = []
     d_f_in_steps = []
     d_g_in_steps = []

@@ -589,7 +589,7 @@ def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -686,7 +686,6 @@ def _forward_v1(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_in_seq = _stack(h_in_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -695,7 +694,7 @@ def _forward_v1(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_in": h_in_seq,
+        "h_in": h_in_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -715,14 +714,13 @@ def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    h_in_seq = tape["h_in"]
+    h_in_seq_views = tape["h_in"]
 
     # each step's forward values, read in the loop
-    h_in_seq_views = h_in_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -865,7 +863,7 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -973,7 +971,6 @@ def _forward_v3(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
-    h_in_seq = _stack(h_in_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -983,7 +980,7 @@ def _forward_v3(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped": h_prev_dropped_seq,
-        "h_in": h_in_seq,
+        "h_in": h_in_steps,
         "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
@@ -1006,15 +1003,14 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_prev_dropped_seq = tape["h_prev_dropped"]
-    h_in_seq = tape["h_in"]
+    h_in_seq_views = tape["h_in"]
     x_dropped = tape["x_dropped"]
 
     # each step's forward values, read in the loop
-    h_in_seq_views = h_in_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1136,7 +1132,7 @@ def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1227,7 +1223,6 @@ def _forward_v5(
             previous = 0.0 if zero_output_for_mask or t == 0 else out_steps[-1]
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
-    h_in_seq = _stack(h_in_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1236,7 +1231,7 @@ def _forward_v5(
         "zero_output_for_mask": zero_output_for_mask,
         "weights": weights,
         "h": h_seq,
-        "h_in": h_in_seq,
+        "h_in": h_in_steps,
     }
     return outputs, [h_seq[T]], tape
 
@@ -1256,14 +1251,13 @@ def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
     h_seq = tape["h"]
-    h_in_seq = tape["h_in"]
+    h_in_seq_views = tape["h_in"]
 
     # each step's forward values, read in the loop
-    h_in_seq_views = h_in_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1400,7 +1394,7 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_pre_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)
@@ -1502,7 +1496,6 @@ def _forward_v7(
             out_steps.append(torch.where(keep, h, previous))
     h_seq = torch.stack(h_steps)
     h_prev_dropped_seq = _stack(h_prev_dropped_steps, x, units)
-    h_in_seq = _stack(h_in_steps, x, units)
     outputs = h_seq[1:] if mask is None else _stack(out_steps, x, units)
     tape = {
         "x": x,
@@ -1512,7 +1505,7 @@ def _forward_v7(
         "weights": weights,
         "h": h_seq,
         "h_prev_dropped": h_prev_dropped_seq,
-        "h_in": h_in_seq,
+        "h_in": h_in_steps,
         "x_dropped": x_dropped,
     }
     return outputs, [h_seq[T]], tape
@@ -1535,15 +1528,14 @@ def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
     h_prev_mask_0 = tape["masks"]["h_prev"][0]
     x_mask_0 = tape["masks"]["x"][0]
     h_prev_dropped_seq = tape["h_prev_dropped"]
-    h_in_seq = tape["h_in"]
+    h_in_seq_views = tape["h_in"]
     x_dropped = tape["x_dropped"]
 
     # each step's forward values, read in the loop
-    h_in_seq_views = h_in_seq.unbind(0)
     d_outputs_views = d_outputs.unbind(0)
     mask_views = None if mask is None else mask.unbind(0)
 
-    # gradients of the weight products: one per step, stacked after the loop
+    # gradients of the weight products, for every step
     d_h_in_steps = []
     d_h = d_states[0].clone()
     d_carry = torch.zeros_like(d_h)

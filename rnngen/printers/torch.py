@@ -10,6 +10,8 @@ time-major inside these functions: ``x`` is (T, B, input_dim) and every state bu
 
 from __future__ import annotations
 
+import re
+
 from .. import naming, symbolic
 from . import base
 from .base import Source, StatementPrinter
@@ -51,18 +53,26 @@ class TorchPrinter(StatementPrinter, TorchCode):
         g = s.group
         if not writes_adjoint(g):  # equal to the gradient another group stores
             return ""
-        if len(g.products) == 1:
+        if len(g.products) == 1:  # kept in a list, stacked after the loop
             value = self.expr(s.values[0])
-        else:
-            parts = [
-                self.expr(value)
-                if value != 0
-                else f"x.new_zeros((B, {self.expr(b.stop - b.start)}))"
-                for (_, b), value in zip(g.products, s.values, strict=True)
+            lines = [] if value == g.adjoint else [f"{g.adjoint} = {value}"]
+            return "\n".join([*lines, f"{steps(g.adjoint)}.append({g.adjoint})"])
+        # several blocks: written side by side into this step's row of the buffer
+        parts = [
+            self.expr(value) if value != 0 else f"x.new_zeros((B, {self.expr(b.stop - b.start)}))"
+            for (_, b), value in zip(g.products, s.values, strict=True)
+        ]
+        read = any(
+            isinstance(o, symbolic.OperandVJP) and o.group.adjoint == g.adjoint
+            for o in self.variant.backward
+        )
+        return "\n".join(
+            [
+                f"{g.adjoint} = torch.cat(" if read else "torch.cat(",
+                f"    [{', '.join(parts)}], -1, out={naming.seq(g.adjoint)}[t]",
+                ")",
             ]
-            value = f"torch.cat([{', '.join(parts)}], -1)"
-        lines = [] if value == g.adjoint else [f"{g.adjoint} = {value}"]
-        return "\n".join([*lines, f"{steps(g.adjoint)}.append({g.adjoint})"])
+        )
 
     def _print_OperandVJP(self, s: symbolic.OperandVJP) -> str:
         g = s.group
@@ -129,6 +139,27 @@ class TorchPrinter(StatementPrinter, TorchCode):
         src(f"{g.name} = {operand} @ {self.weight_slice(g)}")
         if g.folded:
             src(f"{g.name} = {g.name} + {self.folded_bias(g, g.name)}")
+
+    def written_in_place(self) -> set[str]:
+        """Adjoint buffers of several blocks: each step's row written in place (one copy);
+        a one-block gradient is kept in a list and stacked once after the loop."""
+        return {g.adjoint for g in self.variant.groups if writes_adjoint(g) and len(g.products) > 1}
+
+    def stacked_stored(self) -> set[str]:
+        """Stored forward values read after the backward loop (a weight gradient's operand),
+        which the forward pass stacks; the others stay lists of steps (no copy)."""
+        if not hasattr(self, "_stacked"):
+            probe = Source()
+            saved = set(self.read)
+            self._after_loop(probe)
+            self.read = saved
+            text = probe.text()
+            self._stacked = {
+                name
+                for name, _ in self.variant.stored
+                if re.search(rf"\b{re.escape(naming.seq(name))}\b", text)
+            }
+        return self._stacked
 
     def hoisted_operands(self) -> list[str]:
         """Hoisted operands other than ``x`` (computed once, kept for the backward pass)."""
@@ -258,8 +289,9 @@ class TorchPrinter(StatementPrinter, TorchCode):
                     )
             for s in states:
                 src(f"{naming.seq(s)} = torch.stack({steps(s)})")
-            for name, size in v.stored:
-                src(f"{naming.seq(name)} = _stack({steps(name)}, x, {self.expr(size)})")
+            for name, size in v.stored:  # stacked only where read after the backward loop
+                if name in self.stacked_stored():
+                    src(f"{naming.seq(name)} = _stack({steps(name)}, x, {self.expr(size)})")
             out = f"_stack({steps('out')}, x, units)"
             if spec.output in states:
                 src(f"outputs = {naming.seq_after(spec.output)} if mask is None else {out}")
@@ -272,7 +304,8 @@ class TorchPrinter(StatementPrinter, TorchCode):
                 for s in states:
                     src(f'"{s}": {naming.seq(s)},')
                 for name, _ in v.stored:
-                    src(f'"{name}": {naming.seq(name)},')
+                    value = naming.seq(name) if name in self.stacked_stored() else steps(name)
+                    src(f'"{name}": {value},')
                 for operand in self.hoisted_operands():
                     src(f'"{operand}": {operand},')
                 for name in base.static_reads(v):
@@ -313,14 +346,19 @@ class TorchPrinter(StatementPrinter, TorchCode):
             )
             for s in base.backward_states(spec, v):
                 src(f'{naming.seq(s)} = tape["{s}"]')
+            listed = set()
             for name, _ in v.stored:
-                src(f'{naming.seq(name)} = tape["{name}"]')
+                if name in self.stacked_stored():
+                    src(f'{naming.seq(name)} = tape["{name}"]')
+                else:  # the forward pass's list of steps
+                    src(f'{views(naming.seq(name))} = tape["{name}"]')
+                    listed.add(naming.seq(name))
             for operand in self.hoisted_operands():
                 src(f'{operand} = tape["{operand}"]')
             for name in base.static_reads(v):
                 src(f'{name} = tape["{name}"]')
             src("", "# each step's forward values, read in the loop")
-            reads, unbound = [], set()
+            reads, unbound = [], set(listed)
             for line in base.backward_reads(spec, v):  # "name = <seq>[index]"
                 target, _, value = line.partition(" = ")
                 seq, _, index = value.partition("[")
@@ -330,9 +368,12 @@ class TorchPrinter(StatementPrinter, TorchCode):
                     src(f"{views(seq)} = {seq}.unbind(0)")
             src(f"{views('d_outputs')} = d_outputs.unbind(0)")
             src(f"{views('mask')} = None if mask is None else mask.unbind(0)")
-            src("", "# gradients of the weight products: one per step, stacked after the loop")
-            for name, _ in base.adjoint_buffers(v):
-                src(f"{steps(name)} = []")
+            src("", "# gradients of the weight products, for every step")
+            for name, width in base.adjoint_buffers(v):
+                if name in self.written_in_place():
+                    src(f"{naming.seq(name)} = x.new_empty((T, B, {self.expr(width)}))")
+                else:
+                    src(f"{steps(name)} = []")
             for s in v.backward:
                 if isinstance(s, symbolic.Accumulate):
                     src(
@@ -372,7 +413,8 @@ class TorchPrinter(StatementPrinter, TorchCode):
                         src(f"{naming.adjoint(s)} = {naming.adjoint(s)} + {naming.skipped(s)}")
             src("", "# the steps' gradients in time order")
             for name, width in base.adjoint_buffers(v):
-                src(f"{naming.seq(name)} = _stack({steps(name)}[::-1], x, {self.expr(width)})")
+                if name not in self.written_in_place():
+                    src(f"{naming.seq(name)} = _stack({steps(name)}[::-1], x, {self.expr(width)})")
             if v.x_grad is not None:
                 src(f"d_x = _stack({steps('d_x')}[::-1], x, input_dim)")
             src(
