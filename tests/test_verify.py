@@ -236,7 +236,7 @@ TF_MUTANTS = {
         False,
     ),
     "recurrent dropout mask ignored": (
-        lambda t: t.replace("h_prev_dropped0 = h_prev * h_prev_mask_0", "h_prev_dropped0 = h_prev"),
+        lambda t: t.replace("h_prev_dropped = h_prev * h_prev_mask_0", "h_prev_dropped = h_prev"),
         {"keras/loop", "keras/fused", "autodiff/loop", "autodiff/fused"},
         set(),
         True,
