@@ -291,6 +291,42 @@ def log_softmax_vjp(y, d):
     return d - np.exp(y) * d.sum(axis=-1, keepdims=True)
 
 
+def _sparsemax_threshold(u):
+    order = np.argsort(-u, axis=-1, kind="stable")
+    z = np.take_along_axis(u, order, -1)
+    c = np.cumsum(z, axis=-1)
+    r = np.arange(1, u.shape[-1] + 1, dtype=u.dtype)
+    support = z - (c - 1) / r > 0
+    k = support.sum(axis=-1, keepdims=True).astype(u.dtype)
+    return order, k, (np.where(support, c, 0).sum(axis=-1, keepdims=True) - 1) / k
+
+
+def _sparsemax(u):
+    """Keras 3.15's sparsemax across the last axis (its threshold included)."""
+    return np.maximum(u - _sparsemax_threshold(u)[2], 0)
+
+
+def _sparsemax_vjp(u, d):
+    """The gradient through Keras's sparsemax, given d, the gradient of its output."""
+    order, k, tau = _sparsemax_threshold(u)
+    rank = np.empty(u.shape, dtype=u.dtype)
+    ranks = np.broadcast_to(np.arange(1, u.shape[-1] + 1, dtype=u.dtype), u.shape)
+    np.put_along_axis(rank, order, ranks, -1)
+    d_active = np.where(u - tau > 0, d, 0)
+    weight = np.where(rank <= k, (k - rank + 1) / k, 0)
+    return d_active - d_active.sum(axis=-1, keepdims=True) * weight
+
+
+def sparsemax(u):
+    """Keras's sparsemax, across the units axis."""
+    return _sparsemax(u)
+
+
+def sparsemax_vjp(u, d):
+    """The gradient through y = sparsemax(u) (a row-wise function), given d, the gradient of y."""
+    return _sparsemax_vjp(u, d)
+
+
 def _times(grad):
     """The vector-Jacobian product of an elementwise function, from its derivative."""
     return lambda a, d: d * grad(a)
@@ -325,11 +361,11 @@ ACTIVATIONS = {
     "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
     "log_softmax": (log_softmax, log_softmax_vjp, True),
     "softmax": (softmax, softmax_vjp, True),
+    "sparsemax": (sparsemax, sparsemax_vjp, False),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }

@@ -320,9 +320,9 @@ ACTIVATIONS = {
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "softmax": "row-wise (it works across the units axis); not supported yet",
-    "log_softmax": "row-wise (it works across the units axis); not supported yet",
-    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
+    "softmax": "row-wise: PyTorch activation options take elementwise functions only",
+    "log_softmax": "row-wise: PyTorch activation options take elementwise functions only",
+    "sparsemax": "row-wise: PyTorch activation options take elementwise functions only",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }

@@ -294,6 +294,24 @@ def log_softmax_vjp(y, d):
     return d - tf.exp(y) * tf.reduce_sum(d, -1, keepdims=True)
 
 
+def _autodiff_row_vjp(f, u, d):
+    """The gradient through f at u given d, the gradient of its output (TF autodiff)."""
+    with tf.GradientTape() as tape:
+        tape.watch(u)
+        y = f(u)
+    return tape.gradient(y, u, output_gradients=d)
+
+
+def sparsemax(u):
+    """Keras's sparsemax, across the units axis."""
+    return keras.activations.sparsemax(u)
+
+
+def sparsemax_vjp(u, d):
+    """The gradient through y = sparsemax(u) (a row-wise function), given d, the gradient of y."""
+    return _autodiff_row_vjp(keras.activations.sparsemax, u, d)
+
+
 def _times(grad):
     """The vector-Jacobian product of an elementwise function, from its derivative."""
     return lambda a, d: d * grad(a)
@@ -328,11 +346,11 @@ ACTIVATIONS = {
     "tanh_shrink": (tanh_shrink, _times(tanh_shrink_grad), False),
     "log_softmax": (log_softmax, log_softmax_vjp, True),
     "softmax": (softmax, softmax_vjp, True),
+    "sparsemax": (sparsemax, sparsemax_vjp, False),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
 REFUSED_ACTIVATIONS = {
-    "sparsemax": "Keras 3.15's sparsemax rows need not sum to 1; pass a callable",
     "glu": "row-wise (it works across the units axis); not supported yet",
     "threshold": "it needs threshold= and default_value=; pass a callable",
 }

@@ -96,8 +96,10 @@ def reverse(spec, forward, node_values, groups, blocks, vector_blocks, prelude=(
             # a function chosen at run time, maybe across the row (softmax): its
             # vector-Jacobian product, read from its output (or its input, in the input-form
             # variant), then the linear part
-            if isinstance(arg, functions._RowCall):  # a row-wise table function: output form
-                vjp = functions.row_vjp_function(arg.call_name)(symbol(stmt.target), d_y)
+            if isinstance(arg, functions._RowCall):  # a row-wise table function
+                reads_output = functions.ROW_WISE_TABLE[arg.call_name].reads_output
+                at = symbol(stmt.target) if reads_output else arg.args[0]
+                vjp = functions.row_vjp_function(arg.call_name)(at, d_y)
             else:
                 at = arg.args[0] if arg.from_input else symbol(stmt.target)
                 vjp = functions.vjp_function(arg.call_name)(at, d_y)

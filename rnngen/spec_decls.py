@@ -32,6 +32,13 @@ def read_options(rep: Reporter, raw: dict) -> tuple[Option, ...]:
         values = tuple(spec.get("values") or functions.ACTIVATIONS)
         bad = [v for v in values if functions.resolve_activation(v) is None]
         for v in bad:
+            if isinstance(v, str) and v in functions.ROW_WISE_TABLE:
+                why = (
+                    "it is row-wise; the NumPy and TF layers take it at run time for any "
+                    "activation option, so list only elementwise activations here"
+                )
+                rep.err((*path, "values"), f"activation '{v}' cannot be listed: {why}")
+                continue
             if isinstance(v, str) and v in functions.REFUSED:  # a Keras activation rnngen refuses
                 why = functions.REFUSED[v]
                 rep.err((*path, "values"), f"activation '{v}' is not supported: {why}")

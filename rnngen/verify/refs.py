@@ -170,7 +170,14 @@ _TF_FUNCS = {
     # row-wise: Keras's own (tf.nn) definitions, across the units axis
     "softmax": lambda tf, u: tf.nn.softmax(u, axis=-1),
     "log_softmax": lambda tf, u: tf.nn.log_softmax(u, axis=-1),
+    "sparsemax": lambda tf, u: _keras_activation("sparsemax")(u),
 }
+
+
+def _keras_activation(name: str):
+    import keras
+
+    return keras.activations.get(name)
 
 
 def _tf_function(name: str):
