@@ -156,6 +156,7 @@ def test_fused_bptt_matches_torch_autograd(built, path):
         for k, (with_mask, with_dropout, acts) in enumerate(configs):
             go_backwards = k % 2 == 1
             kw = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+            kw["zero_output_for_mask"] = k == 3  # masked steps output zeros (dropout + mask)
             fused = _layer(mod, cell, "fused", {**options, **acts}, **kw)
             _perturb(fused, k)
             loop = _layer(mod, cell, "autograd", {**options, **acts}, **kw)
@@ -175,13 +176,20 @@ def test_fused_bptt_matches_torch_autograd(built, path):
     assert checked >= len(_options(cell)) * 3
 
 
+@pytest.mark.parametrize("zero_output_for_mask", [False, True], ids=["carry", "zero"])
 @pytest.mark.parametrize("path", CASES)
-def test_matches_the_numpy_layer(built, path):
-    """Same weights, inputs, masks and injected dropout: the torch module and the NumPy layer
-    agree on outputs, final states and every gradient (float64)."""
+def test_matches_the_numpy_layer(built, path, zero_output_for_mask):
+    """Same weights, inputs, masks (masked steps carry the last output, or zeros) and injected
+    dropout: the torch module and the NumPy layer agree on outputs, final states and every
+    gradient (float64)."""
     cell, mod, npmod = built(path)
     with_dropout = bool(cell.dropout)
-    kw = dict(return_sequences=True, return_state=True, go_backwards=True)
+    kw = dict(
+        return_sequences=True,
+        return_state=True,
+        go_backwards=True,
+        zero_output_for_mask=zero_output_for_mask,
+    )
     layer = _layer(mod, cell, "fused", {}, **kw)
     _perturb(layer, 7)
     x, h0, mask, masks = _inputs(cell, 7, True, with_dropout)
