@@ -542,9 +542,9 @@ def _step_v0(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+        h_prev_recurrent_kernel.split([units, units, units], -1)
+    )
     z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h)
@@ -606,9 +606,9 @@ def _forward_v0(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+            h_prev_recurrent_kernel.split([units, units, units], -1)
+        )
         z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         hh = activation(r * (h_prev_recurrent_kernel_h + recurrent_bias_h) + x_kernel_h)
@@ -769,9 +769,9 @@ def _step_v1(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+        h_prev_recurrent_kernel.split([units, units, units], -1)
+    )
     z_in = h_prev_recurrent_kernel_z + x_kernel_z
     z = recurrent_activation(z_in)
     r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -839,9 +839,9 @@ def _forward_v1(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+            h_prev_recurrent_kernel.split([units, units, units], -1)
+        )
         z_in = h_prev_recurrent_kernel_z + x_kernel_z
         z = recurrent_activation(z_in)
         r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -1691,8 +1691,9 @@ def _step_v4(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+        [units, units], -1
+    )
     z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     h_prev_r = h_prev * r
@@ -1751,8 +1752,9 @@ def _forward_v4(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+            [units, units], -1
+        )
         z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         h_prev_r = h_prev * r
@@ -1912,8 +1914,9 @@ def _step_v5(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+        [units, units], -1
+    )
     z_in = h_prev_recurrent_kernel_z + x_kernel_z
     z = recurrent_activation(z_in)
     r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -1978,8 +1981,9 @@ def _forward_v5(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+            [units, units], -1
+        )
         z_in = h_prev_recurrent_kernel_z + x_kernel_z
         z = recurrent_activation(z_in)
         r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -2770,9 +2774,9 @@ def _step_v8(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+        h_prev_recurrent_kernel.split([units, units, units], -1)
+    )
     z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     hh = activation(h_prev_recurrent_kernel_h * r + x_kernel_h)
@@ -2824,9 +2828,9 @@ def _forward_v8(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+            h_prev_recurrent_kernel.split([units, units, units], -1)
+        )
         z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         hh = activation(h_prev_recurrent_kernel_h * r + x_kernel_h)
@@ -2965,9 +2969,9 @@ def _step_v9(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+        h_prev_recurrent_kernel.split([units, units, units], -1)
+    )
     z_in = h_prev_recurrent_kernel_z + x_kernel_z
     z = recurrent_activation(z_in)
     r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -3025,9 +3029,9 @@ def _forward_v9(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_h = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r, h_prev_recurrent_kernel_h = (
+            h_prev_recurrent_kernel.split([units, units, units], -1)
+        )
         z_in = h_prev_recurrent_kernel_z + x_kernel_z
         z = recurrent_activation(z_in)
         r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -3788,8 +3792,9 @@ def _step_v12(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+        [units, units], -1
+    )
     z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
     r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
     h_prev_r = h_prev * r
@@ -3843,8 +3848,9 @@ def _forward_v12(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+            [units, units], -1
+        )
         z = recurrent_activation(h_prev_recurrent_kernel_z + x_kernel_z)
         r = recurrent_activation(h_prev_recurrent_kernel_r + x_kernel_r)
         h_prev_r = h_prev * r
@@ -3995,8 +4001,9 @@ def _step_v13(
     x_kernel_r = x_kernel[:, units : 2 * units]
     x_kernel_h = x_kernel[:, 2 * units : 3 * units]
     h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-    h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-    h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+    h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+        [units, units], -1
+    )
     z_in = h_prev_recurrent_kernel_z + x_kernel_z
     z = recurrent_activation(z_in)
     r_in = h_prev_recurrent_kernel_r + x_kernel_r
@@ -4056,8 +4063,9 @@ def _forward_v13(
         x_kernel_r = x_kernel_r_views[t]
         x_kernel_h = x_kernel_h_views[t]
         h_prev_recurrent_kernel_zr = h_prev @ recurrent_kernel[:, 0 : 2 * units]
-        h_prev_recurrent_kernel_z = h_prev_recurrent_kernel_zr[:, 0:units]
-        h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr[:, units : 2 * units]
+        h_prev_recurrent_kernel_z, h_prev_recurrent_kernel_r = h_prev_recurrent_kernel_zr.split(
+            [units, units], -1
+        )
         z_in = h_prev_recurrent_kernel_z + x_kernel_z
         z = recurrent_activation(z_in)
         r_in = h_prev_recurrent_kernel_r + x_kernel_r

@@ -536,10 +536,12 @@ def _step_v0(
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
     x_kernel_o = x_kernel[:, 3 * units : 4 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    (
+        h_prev_recurrent_kernel_i,
+        h_prev_recurrent_kernel_f,
+        h_prev_recurrent_kernel_c,
+        h_prev_recurrent_kernel_o,
+    ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
     i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
     f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
     g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
@@ -605,10 +607,12 @@ def _forward_v0(
         x_kernel_c = x_kernel_c_views[t]
         x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+        (
+            h_prev_recurrent_kernel_i,
+            h_prev_recurrent_kernel_f,
+            h_prev_recurrent_kernel_c,
+            h_prev_recurrent_kernel_o,
+        ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
         i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
         f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
         g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
@@ -778,10 +782,12 @@ def _step_v1(
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
     x_kernel_o = x_kernel[:, 3 * units : 4 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    (
+        h_prev_recurrent_kernel_i,
+        h_prev_recurrent_kernel_f,
+        h_prev_recurrent_kernel_c,
+        h_prev_recurrent_kernel_o,
+    ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
     i_in = h_prev_recurrent_kernel_i + x_kernel_i
     i = recurrent_activation(i_in)
     f_in = h_prev_recurrent_kernel_f + x_kernel_f
@@ -855,10 +861,12 @@ def _forward_v1(
         x_kernel_c = x_kernel_c_views[t]
         x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+        (
+            h_prev_recurrent_kernel_i,
+            h_prev_recurrent_kernel_f,
+            h_prev_recurrent_kernel_c,
+            h_prev_recurrent_kernel_o,
+        ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
         i_in = h_prev_recurrent_kernel_i + x_kernel_i
         i = recurrent_activation(i_in)
         f_in = h_prev_recurrent_kernel_f + x_kernel_f
@@ -1832,10 +1840,12 @@ def _step_v4(
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
     x_kernel_o = x_kernel[:, 3 * units : 4 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    (
+        h_prev_recurrent_kernel_i,
+        h_prev_recurrent_kernel_f,
+        h_prev_recurrent_kernel_c,
+        h_prev_recurrent_kernel_o,
+    ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
     i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
     f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
     g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
@@ -1895,10 +1905,12 @@ def _forward_v4(
         x_kernel_c = x_kernel_c_views[t]
         x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+        (
+            h_prev_recurrent_kernel_i,
+            h_prev_recurrent_kernel_f,
+            h_prev_recurrent_kernel_c,
+            h_prev_recurrent_kernel_o,
+        ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
         i = recurrent_activation(h_prev_recurrent_kernel_i + x_kernel_i)
         f = recurrent_activation(h_prev_recurrent_kernel_f + x_kernel_f)
         g = activation(h_prev_recurrent_kernel_c + x_kernel_c)
@@ -2057,10 +2069,12 @@ def _step_v5(
     x_kernel_c = x_kernel[:, 2 * units : 3 * units]
     x_kernel_o = x_kernel[:, 3 * units : 4 * units]
     h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-    h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-    h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-    h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-    h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+    (
+        h_prev_recurrent_kernel_i,
+        h_prev_recurrent_kernel_f,
+        h_prev_recurrent_kernel_c,
+        h_prev_recurrent_kernel_o,
+    ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
     i_in = h_prev_recurrent_kernel_i + x_kernel_i
     i = recurrent_activation(i_in)
     f_in = h_prev_recurrent_kernel_f + x_kernel_f
@@ -2128,10 +2142,12 @@ def _forward_v5(
         x_kernel_c = x_kernel_c_views[t]
         x_kernel_o = x_kernel_o_views[t]
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
-        h_prev_recurrent_kernel_i = h_prev_recurrent_kernel[:, 0:units]
-        h_prev_recurrent_kernel_f = h_prev_recurrent_kernel[:, units : 2 * units]
-        h_prev_recurrent_kernel_c = h_prev_recurrent_kernel[:, 2 * units : 3 * units]
-        h_prev_recurrent_kernel_o = h_prev_recurrent_kernel[:, 3 * units : 4 * units]
+        (
+            h_prev_recurrent_kernel_i,
+            h_prev_recurrent_kernel_f,
+            h_prev_recurrent_kernel_c,
+            h_prev_recurrent_kernel_o,
+        ) = h_prev_recurrent_kernel.split([units, units, units, units], -1)
         i_in = h_prev_recurrent_kernel_i + x_kernel_i
         i = recurrent_activation(i_in)
         f_in = h_prev_recurrent_kernel_f + x_kernel_f

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+import sympy as sp
+
 from .. import naming, symbolic
 from . import base
 from .base import Source, StatementPrinter
@@ -43,7 +45,11 @@ class TorchPrinter(StatementPrinter, TorchCode):
     def _print_GroupProduct(self, s: symbolic.GroupProduct) -> str:
         g = s.group
         lines = [f"{g.name} = {g.operand} @ {self.weight_slice(g)}"]
-        if len(g.products) > 1:
+        if len(g.products) > 1 and side_by_side(g):  # one op for every block's columns
+            names = ", ".join(p for p, _ in g.products)
+            widths = ", ".join(self.expr(b.stop - b.start) for _, b in g.products)
+            lines.append(f"{names} = {g.name}.split([{widths}], -1)")
+        elif len(g.products) > 1:
             axis = "..." if g.static else ":"
             lines += [f"{p} = {g.name}[{axis}, {self.columns(g, b)}]" for p, b in g.products]
         return "\n".join(lines)
@@ -517,3 +523,13 @@ def steps(name: str) -> str:
 def views(name: str) -> str:
     """Each step's view of a (T, ...) tensor, unbound once before a loop: ``<name>_views``."""
     return f"{name}_views"
+
+
+def side_by_side(g: symbolic.Group) -> bool:
+    """Whether a group's blocks, in order, cover its columns one after another."""
+    edge = g.start
+    for _, b in g.products:
+        if sp.simplify(b.start - edge) != 0:
+            return False
+        edge = b.stop
+    return sp.simplify(edge - g.stop) == 0
