@@ -14,8 +14,19 @@ HEADLINE = (
     ("keras/tffloor", "keras_over_tf-floor_fwdbwd"),
     ("tfloop/keras", "tf-loop_over_keras_fwdbwd"),
     ("tffloor/floor", "tf-floor_over_floor_fwdbwd"),
+    ("xla: fused/keras", "tf-fused-xla_over_keras-xla_fwdbwd"),
 )
-ORDER = ["numpy", "floor", "keras", "tf-loop", "tf-fused", "tf-floor", "torch"]
+ORDER = [
+    "numpy",
+    "floor",
+    "keras",
+    "tf-loop",
+    "tf-fused",
+    "keras-xla",
+    "tf-fused-xla",
+    "tf-floor",
+    "torch",
+]
 
 
 def _ratio(a, b):
@@ -46,10 +57,17 @@ def compute_ratios(results):
                 row[f"{impl}_over_keras_{phase}"] = impls.get(impl, {}).get(
                     f"ratio_vs_keras_{phase}_per_rep"
                 )
-            for impl in ("keras", "tf-loop", "tf-fused"):
+            for impl in ("keras", "tf-loop", "tf-fused", "keras-xla", "tf-fused-xla"):
                 row[f"{impl}_over_tf-floor_{phase}"] = impls.get(impl, {}).get(
                     f"ratio_vs_tf_floor_{phase}_per_rep"
                 )
+            # XLA (--xla): the fused op against Keras, both compiled; and what XLA does to Keras
+            row[f"tf-fused-xla_over_keras-xla_{phase}"] = impls.get("tf-fused-xla", {}).get(
+                f"ratio_vs_keras_xla_{phase}_per_rep"
+            )
+            row[f"keras-xla_over_keras_{phase}"] = impls.get("keras-xla", {}).get(
+                f"ratio_vs_keras_{phase}_per_rep"
+            )
             row[f"tf-floor_over_floor_{phase}"] = _ratio(
                 impls.get("tf-floor", {}).get(f"{phase}_median_s"),
                 impls.get("floor", {}).get(f"{phase}_median_s"),

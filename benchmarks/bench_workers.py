@@ -164,6 +164,34 @@ def _tf_floor(tf, B, T, D, U, n, rng):
     return fwd, fwdbwd
 
 
+def _add_xla(task, cell, cls_name, U, xt, weights, layer, harness, ref, impls, records):
+    """``keras-xla`` and ``tf-fused-xla``: the same layers in ``tf.function(jit_compile=True)``
+    (XLA), gated against the Keras reference like every other implementation."""
+    import importlib
+
+    candidates = {"keras-xla": ("tensorflow (XLA)", lambda: layer)}
+
+    def fused():
+        mod = importlib.import_module(f"generated.{cell}_tf")
+        gen = getattr(mod, cls_name)(U, return_sequences=True, implementation="fused")
+        gen(xt[:, :1])  # build
+        gen.set_weights(weights)
+        return gen
+
+    if (ROOT / "generated" / f"{cell}_tf.py").exists():
+        candidates["tf-fused-xla"] = ("tensorflow (generated, XLA)", fused)
+    for name, (framework, make) in candidates.items():
+        rec = records[name] = {"impl": name, "framework": framework}
+        try:
+            run_fwd, run_fwdbwd = harness(make(), jit=True)
+            y, g = run_fwdbwd()
+        except Exception as err:  # noqa: BLE001 - XLA may be missing or refuse an op
+            rec["status"] = f"skipped: {type(err).__name__}: {str(err)[:200]}"
+            continue
+        if _gate(rec, *_errors(y, g, ref)):
+            impls[name] = (run_fwd, run_fwdbwd)
+
+
 # -- TF worker: reference, Keras, generated TF layers ------------------------------------------
 
 
@@ -197,10 +225,10 @@ def worker_tf(task):
         layer.set_weights(weights)
         xt, dyt = tf.constant(x), tf.constant(dy)
 
-        def harness(lay, xt=xt, dyt=dyt):
-            fwd_fn = tf.function(lambda a: lay(a))
+        def harness(lay, jit=False, xt=xt, dyt=dyt):
+            fwd_fn = tf.function(lambda a: lay(a), jit_compile=jit)
 
-            @tf.function
+            @tf.function(jit_compile=jit)
             def fwdbwd_fn(a, d):
                 with tf.GradientTape() as tape:
                     tape.watch(a)
@@ -258,6 +286,8 @@ def worker_tf(task):
                 continue
             if _gate(rec, *_errors(y, g, ref)):
                 impls[name] = (g_fwd, g_fwdbwd)
+        if task.get("xla"):
+            _add_xla(task, cell, cls_name, U, xt, weights, layer, harness, ref, impls, records)
         records["tf-floor"] = {
             "impl": "tf-floor",
             "framework": "tensorflow GEMMs only",
@@ -274,6 +304,11 @@ def worker_tf(task):
                 for phase in ("fwd", "fwdbwd"):
                     rec[f"ratio_vs_tf_floor_{phase}_per_rep"] = _per_rep_ratio(
                         times[name][phase], times["tf-floor"][phase]
+                    )
+            if "keras-xla" in times and name not in ("keras-xla", "tf-floor"):
+                for phase in ("fwd", "fwdbwd"):
+                    records[name][f"ratio_vs_keras_xla_{phase}_per_rep"] = _per_rep_ratio(
+                        times[name][phase], times["keras-xla"][phase]
                     )
             if name not in ("keras", "tf-floor"):
                 rec = records[name]
@@ -527,8 +562,8 @@ def worker_torch(task):
                     _swap_first_blocks(wh.T, U),
                     np.stack([_swap_first_blocks(bi, U), _swap_first_blocks(bh, U)]),
                 ]
-            else:
-                g = [wi.T, wh.T, bi + bh]
+            else:  # Keras's one bias is bias_ih here (bias_hh is fixed at 0): its gradient
+                g = [wi.T, wh.T, bi]
             return y.detach().numpy(), [xg.grad.numpy()] + g
 
         y, g = fwdbwd()

@@ -300,6 +300,11 @@ def main(argv=None):
     parser.add_argument(
         "--build-reps", type=int, default=3, help="cold `rnngen build` runs (0 to skip)"
     )
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="also time Keras and the fused TF op in tf.function(jit_compile=True)",
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--task", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -333,6 +338,7 @@ def main(argv=None):
             "shape_dims": {s: SHAPES[s] for s in shapes},
             "cells": cells,
             "reps": args.reps,
+            "xla": args.xla,
             "threads": threads_list,
             "default_threads": default_threads,
             "cpu_count": os.cpu_count(),
@@ -365,7 +371,13 @@ def main(argv=None):
         for threads in threads_list:
             refdir = Path(tmp) / f"ref_{threads}"
             refdir.mkdir()
-            task = {"cases": cases, "reps": args.reps, "threads": threads, "refdir": str(refdir)}
+            task = {
+                "cases": cases,
+                "reps": args.reps,
+                "threads": threads,
+                "refdir": str(refdir),
+                "xla": args.xla,
+            }
             for kind in kinds:  # tf first: it writes the Keras references
                 out = _run_worker(kind, task, tmp)
                 for r in out["results"]:
