@@ -29,6 +29,9 @@ mask/dropout):
   step, the least a while-loop implementation does), then the T backward products in a second
   loop and the three all-steps gradient GEMMs (``transpose_a``/``transpose_b`` as TF's matmul
   gradients use). The fused TF op is judged against it as the NumPy layer is against ``floor``.
+* ``keras-xla`` / ``tf-fused-xla`` -- with ``--xla`` only: Keras and the fused TF op in
+  ``tf.function(jit_compile=True)``, gated like the rest; ``tf-fused-xla_over_keras-xla``
+  compares the two compiled versions.
 * ``torch``      -- ``torch.nn.RNN/GRU/LSTM`` (weights copied from Keras), only when ``torch``
   is importable; skipped otherwise.
 
