@@ -21,6 +21,7 @@ from helpers import (
 )
 
 from rnngen.verify.configs import Config
+from rnngen.verify.data import layer_kwargs
 from rnngen.verify.refs import run_keras_layer
 
 pytestmark = pytest.mark.tf
@@ -55,16 +56,7 @@ def _n_states(kind):
 
 
 #: the layer arguments the verifier's ``Config`` carries; the others go to the layer as they are
-CONFIG_KWARGS = (
-    "return_sequences",
-    "return_state",
-    "go_backwards",
-    "stateful",
-    "zero_output_for_mask",
-    "dropout",
-    "recurrent_dropout",
-    "unroll",
-)
+CONFIG_KWARGS = tuple(layer_kwargs(Config(options=())))
 
 
 def _keras(kind, layer_kwargs, data, *, dropout=None, activity=None, capture=None):
