@@ -32,7 +32,7 @@ import numpy as np
 from ..spec import CellSpec, holds
 from .compare import Compared
 from .configs import Config
-from .refs import EquationCell
+from .refs import equation_cell
 from .results import CheckResult, run_matrix
 
 SIGMAS = 5.0
@@ -59,7 +59,7 @@ def regions(cs: CellSpec, options: dict, D: int, U: int) -> list[tuple[str, tupl
     """(weight, index, initializer) for every region with one initializer: whole weights, or
     the blocks of a weight with active ``block_initializers`` (the rest of such a weight is
     checked block by block when its initializer is deterministic, else left out)."""
-    blocks = EquationCell(cs, options, D, U).blocks
+    blocks = equation_cell(cs, options, D, U).blocks
     out = []
     for w in cs.weights:
         if w.layout(options) is None:

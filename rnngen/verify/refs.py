@@ -289,6 +289,22 @@ class EquationCell:
         raise TypeError(f"cannot interpret {type(e).__name__}: {e}")
 
 
+_CELLS: dict = {}  # (interpreter class, id(spec), options, D, U) -> (spec, interpreter)
+
+
+def equation_cell(cs: CellSpec, options: dict, D: int, U: int) -> EquationCell:
+    """The interpreter of ``cs`` under ``options`` for sizes ``D``, ``U``, made once: resolving
+    the options and substituting them into the equations costs more than a short sequence."""
+    cls = EquationCell  # looked up now: a caller may have replaced it
+    key = (cls, id(cs), tuple(sorted(options.items())), D, U)
+    hit = _CELLS.get(key)
+    if hit is None or hit[0] is not cs:  # (the spec is kept, so its id is not reused)
+        if len(_CELLS) > 512:
+            _CELLS.clear()
+        hit = _CELLS[key] = (cs, cls(cs, options, D, U))
+    return hit[1]
+
+
 def _batched(value, batch):
     """An equation's value as ``[B, n]``: one made of weights only (``[n]``, or ``[1, n]``
     from a product) is the same for every sample."""
@@ -309,7 +325,7 @@ def run_equations(
     the last ``k`` processed steps are differentiated.
     """
     tf = import_tf()
-    cell = EquationCell(cs, cfg.opts, cfg.D, cfg.U)
+    cell = equation_cell(cs, cfg.opts, cfg.D, cfg.U)
     wvars = {n: tf.constant(w, tf.float64) for n, w in data["weights"].items()}
     masks = None
     if data["dmasks"] is not None:
