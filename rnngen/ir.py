@@ -156,8 +156,9 @@ class Variant:
     backward: tuple  # Assign | StoreAdjoint | OperandVJP | Accumulate, in order
     state_grads: tuple[tuple[str, sp.Expr], ...]  # d_<state>_prev expressions
     x_grad: sp.Expr | None  # per-step elementwise contribution to d_x (rare)
-    # (group, variable, factor): a hoisted operand's gradient reaches ``x`` or a vector weight
-    # as ``d_operand * factor``, over all steps at once
+    # (group, variable, value): a hoisted operand's gradient reaches ``x`` or a vector weight
+    # as ``value``, an expression of the operand's gradient ``naming.hoisted_seed(group)``
+    # (``seed * d operand / d variable`` where the operand is elementwise), over all steps
     hoisted_grads: tuple[tuple[Group, str, sp.Expr], ...]
     reductions: tuple[Reduce, ...]
     groups: tuple[Group, ...]  # every group, hoisted first

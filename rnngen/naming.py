@@ -106,6 +106,11 @@ def input_gradient_of(operand: str, group: str) -> str:
     return f"{ADJOINT}{operand}_from_{group}"
 
 
+def hoisted_seed(group) -> str:
+    """The gradient of a hoisted group's operand, every step (the seed of its VJP)."""
+    return input_gradient_of(group.operand, group.name)
+
+
 def adjoint_sum(adjoint_name: str) -> str:
     """A product gradient summed over steps and batch (for the bias blocks it feeds)."""
     return adjoint_name + "_sum"

@@ -310,3 +310,42 @@ def _reverse_substitutions(values: dict[str, sp.Expr]) -> dict:
 
 def _simplify(expr: sp.Expr, reverse_subs: dict) -> sp.Expr:
     return expr.xreplace(reverse_subs)
+
+
+def operand_vjp(expr: sp.Expr, var: sp.Symbol, seed: sp.Expr) -> sp.Expr:
+    """The gradient reaching ``var`` through ``expr`` (a hoisted operand), given ``seed``, the
+    gradient of ``expr``: ``seed * d expr / d var`` where ``expr`` is elementwise, and through
+    the vector-Jacobian product of any run-time or row-wise function in it."""
+    calls = [
+        c
+        for c in sp.preorder_traversal(expr)
+        if isinstance(c, functions._RowCall) or functions.is_option_call(c)
+    ]
+    if not calls:
+        return seed * sp.diff(expr, var)
+    if expr == var:
+        return seed
+    if isinstance(expr, functions._RowCall):
+        inner = expr.args[0]
+        at = expr if functions.ROW_WISE_TABLE[expr.call_name].reads_output else inner
+        return operand_vjp(inner, var, functions.row_vjp_function(expr.call_name)(at, seed))
+    if functions.is_option_call(expr):
+        inner = expr.args[0]
+        at = inner if expr.from_input else expr
+        return operand_vjp(inner, var, functions.vjp_function(expr.call_name)(at, seed))
+    if isinstance(expr, sp.Add):
+        return sp.Add(*(operand_vjp(a, var, seed) for a in expr.args if a.has(var)))
+    if isinstance(expr, sp.Mul):
+        return sp.Add(
+            *(
+                operand_vjp(f, var, seed * sp.Mul(*(o for j, o in enumerate(expr.args) if j != i)))
+                for i, f in enumerate(expr.args)
+                if f.has(var)
+            )
+        )
+    if isinstance(expr, sp.Pow) and not expr.args[1].has(var):
+        base, exp = expr.args
+        return operand_vjp(base, var, seed * exp * base ** (exp - 1))
+    if isinstance(expr, functions._Call):  # an elementwise table function around a row-wise one
+        return operand_vjp(expr.args[0], var, seed * expr.fdiff(1))
+    raise NotImplementedError(f"gradient through {type(expr).__name__} in a hoisted left side")

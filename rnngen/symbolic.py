@@ -58,7 +58,7 @@ from .ir import (  # noqa: F401  (the IR is read through this module by the prin
     Variant,
 )
 from .resolve import resolve
-from .reverse import reverse, stored_values
+from .reverse import operand_vjp, reverse, stored_values
 from .spec import CellSpec
 
 UNITS = symbol("units")
@@ -154,7 +154,7 @@ def _derive_variant(
     x_grad = None if x_grad is None else _at_step(x_grad)
 
     hoisted_grads = tuple(
-        (g, str(var), sp.diff(g.operand_expr, var))
+        (g, str(var), operand_vjp(g.operand_expr, var, symbol(naming.hoisted_seed(g))))
         for g in groups
         if g.hoisted
         for var in sorted(g.operand_expr.free_symbols, key=str)

@@ -645,3 +645,26 @@ def test_input_gradient_reads_stored_intermediates(tmp_path):
           h: tanh(h_prev @ r + squareplus(xi * x) @ w9)
         """,
     )
+
+
+# -- a run-time or row-wise function inside a hoisted left side (1000-cell run, seed 2027) -----
+
+HOISTED_THROUGH_FUNCTIONS = """\
+name: hoisted_through_functions
+class_name: HoistedThroughFunctions
+options: {activation: relu}
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  kernel2: {shape: [input_dim, units], initializer: glorot_uniform}
+  recurrent_kernel: {shape: [units, units], initializer: orthogonal}
+  v: {shape: [input_dim], initializer: ones}
+states: [h]
+step:
+  h: tanh(activation(x * v) @ kernel + sparsemax(x) ** 2 @ kernel2 + h_prev @ recurrent_kernel)
+"""
+
+
+def test_run_time_and_row_wise_functions_in_a_hoisted_left_side(tmp_path):
+    """The gradient of a hoisted left side reaches x and v through the activation option's
+    VJP and sparsemax's (it printed activation_grad, unbound since the VJP rule: NameError)."""
+    _autodiff_passes(tmp_path, HOISTED_THROUGH_FUNCTIONS)

@@ -89,6 +89,16 @@ class StatementPrinter:
         """An expression inside the loop, where a one-product hoisted group is ``<name>_t``."""
         return self.expr(hoisted_t(self.variant, e))
 
+    def hoisted_term(self, term: dict, d_op: str, product: bool = False) -> str:
+        """What a hoisted operand's gradient ``d_op`` gives ``x`` or a vector weight: ``d_op *
+        factor``, or (through a run-time or row-wise function) the printed VJP, which reads
+        ``d_op`` by its name. ``product``: always a product, even for a factor of 1."""
+        if term["factor"] is None:
+            return self.expr(term["value"])
+        if term["factor"] == 1 and not product:
+            return d_op
+        return f"{d_op} * {self.factor(term['factor'])}"
+
     # -- slices of weights, written the same way by every array backend ----------------------
 
     def weight_slice(self, g: symbolic.Group) -> str:
@@ -188,12 +198,16 @@ def hoisted_terms(v: symbolic.Variant) -> list[dict]:
     """After the loop: how each hoisted operand's gradient reaches ``x`` and vector weights."""
     blocks = {b.name: b for b in v.blocks}
     terms, seen_x = [], False
-    for g, var, factor in v.hoisted_grads:
+    for g, var, value in v.hoisted_grads:
+        seed = symbolic.symbol(naming.hoisted_seed(g))
+        factor = value / seed  # the common case: seed times an elementwise factor
         terms.append(
             {
                 "group": g,
                 "var": var,
-                "factor": factor,
+                "value": value,
+                # None where the seed goes through a vector-Jacobian product
+                "factor": None if seed in factor.free_symbols else factor,
                 "block": blocks.get(var),
                 "first_x": var == "x" and not seen_x and v.x_grad is None,
             }

@@ -409,7 +409,8 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
             value = (
                 f"_per_step(_all_steps({naming.seq(g.adjoint)}) @ {self.weight_slice(g)}.T, T, B)"
             )
-            if uses[g.name] > 1:  # read by several terms: computed once
+            through_vjp = any(t["factor"] is None for t in terms if t["group"] is g)
+            if uses[g.name] > 1 or through_vjp:  # read by several terms (or a VJP): once
                 d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
                 src(f"{d_operand[g.name]} = {value}")
             else:
@@ -417,11 +418,10 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         for term in terms:
             d_op = d_operand[term["group"].name]
             if term["var"] == "x":
-                factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
-                src(f"d_x {'=' if term['first_x'] else '+='} {d_op}{factor}")
+                src(f"d_x {'=' if term['first_x'] else '+='} {self.hoisted_term(term, d_op)}")
             else:
                 b = term["block"]
-                value = f"({d_op} * {self.factor(term['factor'])}).sum(axis=(0, 1))"
+                value = f"({self.hoisted_term(term, d_op, True)}).sum(axis=(0, 1))"
                 self.add_weight_term(b.weight, self.block_index(b), value)
         if v.x_grad is None and not any(t["var"] == "x" for t in terms):
             src("d_x = np.zeros_like(x)")

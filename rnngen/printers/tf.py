@@ -446,7 +446,8 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
             if g.name in d_operand:
                 continue
             value = f"_seq_matmul({naming.seq(g.adjoint)}, tf.transpose({self.weight_slice(g)}))"
-            if uses[g.name] > 1:  # read by several terms: computed once
+            through_vjp = any(t["factor"] is None for t in terms if t["group"] is g)
+            if uses[g.name] > 1 or through_vjp:  # read by several terms (or a VJP): once
                 d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
                 src(f"{d_operand[g.name]} = {value}")
             else:
@@ -455,11 +456,10 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         for term in terms:
             d_op = d_operand[term["group"].name]
             if term["var"] == "x":
-                factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
-                d_x.append(f"{d_op}{factor}")
+                d_x.append(self.hoisted_term(term, d_op))
             else:
                 b = term["block"]
-                value = f"tf.reduce_sum({d_op} * {self.factor(term['factor'])}, [0, 1])"
+                value = f"tf.reduce_sum({self.hoisted_term(term, d_op, True)}, [0, 1])"
                 self.add_weight_term(b.weight, self.place(value, b.weight, b.row, b))
         src(f"d_x = {' + '.join(d_x) if d_x else 'tf.zeros_like(x)'}")
         for g in v.groups:

@@ -483,13 +483,12 @@ class TorchPrinter(StatementPrinter, TorchCode):
             g = term["group"]
             d_op = naming.input_gradient_of(g.operand, g.name)
             if term["var"] == "x":
-                factor = "" if term["factor"] == 1 else f" * {self.factor(term['factor'])}"
-                src(f"d_x {'=' if term['first_x'] else '+='} {d_op}{factor}")
+                src(f"d_x {'=' if term['first_x'] else '+='} {self.hoisted_term(term, d_op)}")
             else:
                 b = term["block"]
                 src(
                     f'd_weights["{b.weight}"]{self.block_index(b)} += '
-                    f"({d_op} * {self.factor(term['factor'])}).sum((0, 1))"
+                    f"({self.hoisted_term(term, d_op, True)}).sum((0, 1))"
                 )
         if v.x_grad is None and not any(t["var"] == "x" for t in terms):
             src("d_x = torch.zeros_like(x)")
