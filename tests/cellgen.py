@@ -5,7 +5,8 @@ through it, so a seed reproduces a cell); ``cells()`` is the same generator as a
 strategy. A drawn cell has one to three states, ``input_dim``/``units`` sizes that match
 everywhere, and products whose left sides are ``x``, previous states, new states of this step,
 intermediates, weight-only expressions, nested products, and sums, products, powers and
-elementwise functions of these. It uses every function of ``rnngen.functions.TABLE``, activation
+elementwise and row-wise functions of these. It uses every function of ``rnngen.functions.TABLE``
+and ``ROW_WISE_TABLE`` (softmax, log_softmax, sparsemax), activation
 options, constant powers (negative and fractional ones on positive bases only), division by
 positive expressions, matrices and vectors fused into blocks or stacked in rows, weights and
 layouts that depend on boolean options, equation alternatives under ``when:`` conditions (with
@@ -39,7 +40,7 @@ UNITS, INPUT = "units", "input_dim"
 ATOM, POW, MUL, ADD = 4, 3, 2, 1  # precedence of a rendered expression
 
 #: every elementwise function of the table; all are called directly in equations
-FUNCS = tuple(functions.TABLE)
+FUNCS = tuple(functions.TABLE) + tuple(functions.ROW_WISE_TABLE)  # softmax, ...: row-wise
 #: functions defined on positive arguments only: drawn on positive expressions (``positive``)
 POSITIVE_DOMAIN = ("sqrt", "log")
 #: exponents on an arbitrary base, and those that need a positive base
@@ -159,7 +160,7 @@ class _Gen:
     def fn(self):
         pool = tuple(f for f in FUNCS if f not in POSITIVE_DOMAIN) + tuple(self.acts)
         name = self.choice(pool)
-        self.f[f"fn:{name}" if name in functions.TABLE else "fn:activation_option"] += 1
+        self.f[f"fn:{name}" if name in FUNCS else "fn:activation_option"] += 1
         return name
 
     # expressions (size UNITS or INPUT)
@@ -347,7 +348,7 @@ class _Gen:
 
     def bounded(self):
         name = self.choice(["tanh", "sigmoid", "softsign", "hard_sigmoid", *self.acts])
-        self.f[f"fn:{name}" if name in functions.TABLE else "fn:activation_option"] += 1
+        self.f[f"fn:{name}" if name in FUNCS else "fn:activation_option"] += 1
         return name
 
     # equations

@@ -37,8 +37,6 @@ import cellgen
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from rnngen import functions
-
 FWD_TOL, GRAD_TOL = 1e-10, 1e-8  # float64, times s = max(1, T / 20)
 CI_SEED, CI_CELLS = 9, 50
 CI_COMBOS = 2  # option combinations per cell in CI (defaults + one); the stress tier checks all
@@ -98,7 +96,7 @@ def test_generator_covers_the_grammar():
     for i in range(300):
         counts.update(set(cellgen.cell_from_seed(CI_SEED, i).features))
     missing = [f for f in REQUIRED if counts[f] == 0]
-    missing += [f"fn:{n}" for n in functions.TABLE if counts[f"fn:{n}"] == 0]
+    missing += [f"fn:{n}" for n in cellgen.FUNCS if counts[f"fn:{n}"] == 0]
     assert not missing, f"never drawn in 300 cells: {missing}"
     sample: Counter = Counter()
     for i in range(CI_CELLS):
