@@ -736,23 +736,11 @@ class _RowCall(_Printed):
         raise TypeError(f"{self.call_name} works across a row: differentiate it by its VJP")
 
 
-class _RowVJP(sp.Function):
-    """``softmax_vjp(y, d)``: the gradient through a row-wise function called in an equation."""
+class _RowVJP(_VJP):
+    """``softmax_vjp(y, d)``: the gradient through a row-wise function called in an equation
+    (every backend defines it, PyTorch included)."""
 
-    call_name: str
-    nargs = 2
-
-    def _numpycode(self, printer):
-        a, d = (printer._print(x) for x in self.args)
-        return f"{self.call_name}_vjp({a}, {d})"
-
-    _tensorflowcode = _numpycode
-    _torchcode = _numpycode
-
-    def _latex(self, printer, exp=None):
-        a, d = (printer._print(x) for x in self.args)
-        name = rf"\operatorname{{{self.call_name}}}".replace("_", r"\_")
-        return rf"\left(\partial {name}\left({a}\right)\right)^{{\top}} {d}"
+    _torchcode = _VJP._numpycode
 
 
 @cache
