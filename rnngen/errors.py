@@ -75,3 +75,17 @@ def stage(what: str, file: str = "") -> Iterator[None]:
         raise
     except Exception as err:
         raise InternalError(what, file, err) from err
+
+
+def fail(ctx, err: Exception) -> None:
+    """A user error on the command line: its message (the traceback with ``--debug``), exit 2.
+
+    ``ctx`` is the click context of the command."""
+    import traceback
+
+    import click
+
+    if ctx.obj.get("debug"):
+        traceback.print_exception(err)
+    click.echo(str(err), err=True)
+    ctx.exit(2)

@@ -72,13 +72,12 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
     from rich.table import Table
 
     from ..build import parse_specs, resolve_specs
-    from ..cli import _fail
-    from ..errors import SpecError
+    from ..errors import SpecError, fail
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        _fail(ctx, RuntimeError("rnngen analyze needs matplotlib: pip install 'rnngen[analyze]'"))
+        fail(ctx, RuntimeError("rnngen analyze needs matplotlib: pip install 'rnngen[analyze]'"))
         return
     from . import report
     from .run import Settings
@@ -92,7 +91,7 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
         paths = resolve_specs(specs)
         parse_specs(paths)  # every spec problem, before any work
     except SpecError as err:
-        _fail(ctx, err)
+        fail(ctx, err)
         return
     started = time.perf_counter()
     with Progress(
@@ -108,7 +107,7 @@ def analyze(ctx, specs, units, steps, seeds, train, lengths, train_steps, out_di
     try:
         written = report.write(results, out_dir)
     except OSError as err:
-        _fail(ctx, err)
+        fail(ctx, err)
         return
     header, rows = report.summary_table(results)
     table = Table(
