@@ -110,7 +110,11 @@ def build(ctx: click.Context, specs: tuple[str, ...], out_dir: Path | None, chec
     show_default=True,
     help="Comma-separated backends to verify: numpy, tf, torch.",
 )
-@click.option("--quick", is_flag=True, help="A small configuration matrix (about 30 s).")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A small configuration matrix: every check, fewer shapes (the install command runs it).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--json",
