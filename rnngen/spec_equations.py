@@ -6,6 +6,7 @@ that fails is reported where it is, and equations that read it are not blamed fo
 
 from __future__ import annotations
 
+import re
 from itertools import product
 
 import sympy as sp
@@ -306,9 +307,17 @@ def unread_equations(equations, states, output, weights, bool_names) -> list[tup
     for n in (eq.name for eq in equations):
         if n in live:
             continue
+        written = [
+            eq.name
+            for eq in equations
+            if eq.name != n and any(re.search(rf"\b{re.escape(n)}\b", s) for s in eq.text)
+        ]
         if readers[n]:
             users = ", ".join(f"'{r}'" for r in sorted(readers[n]))
             why = f"it is only used by {users}, which nothing reads"
+        elif written:
+            where = ", ".join(f"'{w}'" for w in written)
+            why = f"it cancels out of {where}, where it is written (as in 'a + {n} - {n}')"
         else:
             why = "it is not a state or the output and no later equation uses it"
         out.append((n, f"nothing reads '{n}': {why}; remove it or use it"))
