@@ -15,6 +15,8 @@ HEADLINE = (
     ("tfloop/keras", "tf-loop_over_keras_fwdbwd"),
     ("tffloor/floor", "tf-floor_over_floor_fwdbwd"),
     ("xla: fused/keras", "tf-fused-xla_over_keras-xla_fwdbwd"),
+    ("tchfused/torch", "torch-fused_over_torch_fwdbwd"),
+    ("tchloop/torch", "torch-autograd_over_torch_fwdbwd"),
 )
 ORDER = [
     "numpy",
@@ -26,6 +28,8 @@ ORDER = [
     "tf-fused-xla",
     "tf-floor",
     "torch",
+    "torch-fused",
+    "torch-autograd",
 ]
 
 
@@ -68,6 +72,10 @@ def compute_ratios(results):
             row[f"keras-xla_over_keras_{phase}"] = impls.get("keras-xla", {}).get(
                 f"ratio_vs_keras_{phase}_per_rep"
             )
+            for impl in ("torch-fused", "torch-autograd"):  # same process as torch.nn
+                row[f"{impl}_over_torch_{phase}"] = impls.get(impl, {}).get(
+                    f"ratio_vs_torch_{phase}_per_rep"
+                )
             row[f"tf-floor_over_floor_{phase}"] = _ratio(
                 impls.get("tf-floor", {}).get(f"{phase}_median_s"),
                 impls.get("floor", {}).get(f"{phase}_median_s"),

@@ -507,8 +507,12 @@ def _torch_weights(cell, ws, U):
 
 
 def worker_torch(task):
+    import importlib
+
     import numpy as np
     import torch
+
+    sys.path.insert(0, str(ROOT))
 
     torch.set_num_threads(task["threads"])
     results = []
@@ -567,8 +571,43 @@ def worker_torch(task):
             return y.detach().numpy(), [xg.grad.numpy()] + g
 
         y, g = fwdbwd()
+        impls, records = {}, {"torch": rec}
         if _gate(rec, *_errors(y, g, ref)):
-            _fill_times(rec, _interleaved({"torch": (fwd, fwdbwd)}, task["reps"])["torch"])
+            impls["torch"] = (fwd, fwdbwd)
+        # the generated torch module, both implementations, interleaved with torch.nn
+        gen = importlib.import_module(f"generated.{cell}_torch")
+        for impl in ("fused", "autograd"):
+            name = f"torch-{impl}"
+            grec = {**rec, "impl": name, "framework": "pytorch (generated)"}
+            for key in ("status", "max_abs_err_output", "max_rel_err_grads"):
+                grec.pop(key, None)
+            results.append(grec)
+            records[name] = grec
+            layer = getattr(gen, CELLS[cell][0])(D, U, return_sequences=True, implementation=impl)
+            layer.set_weights(ws)
+
+            def gfwd(layer=layer, x=x):
+                with torch.no_grad():
+                    return layer(x)
+
+            def gfwdbwd(layer=layer, x=x, dy=dy):
+                xg = x.clone().requires_grad_(True)
+                layer.zero_grad()
+                y = layer(xg)
+                y.backward(dy)
+                grads = [p.grad.numpy() for p in layer.parameters()]
+                return y.detach().numpy(), [xg.grad.numpy(), *grads]
+
+            if _gate(grec, *_errors(*gfwdbwd(), ref)):
+                impls[name] = (gfwd, gfwdbwd)
+        times = _interleaved(impls, task["reps"]) if impls else {}
+        for name in impls:
+            _fill_times(records[name], times[name])
+            if name != "torch" and "torch" in times:
+                for phase in ("fwd", "fwdbwd"):
+                    records[name][f"ratio_vs_torch_{phase}_per_rep"] = _per_rep_ratio(
+                        times[name][phase], times["torch"][phase]
+                    )
     return {"results": results, "versions": {"torch": torch.__version__}}
 
 
