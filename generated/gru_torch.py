@@ -14,8 +14,9 @@ Step equations (x is the input, *_prev the states before the step):
     r = recurrent_activation(x @ kernel_r + input_bias_r + h_prev @ recurrent_kernel_r +
         recurrent_bias_r)
     hh = activation(x @ kernel_h + input_bias_h + r * (h_prev @ recurrent_kernel_h +
-        recurrent_bias_h))
+        recurrent_bias_h))  (when reset_after)
     hh = activation(x @ kernel_h + input_bias_h + (r * h_prev) @ recurrent_kernel_h)
+        (otherwise)
     h = z * h_prev + (1 - z) * hh
 
 Two implementations (``implementation=``): ``"fused"`` (the default) runs the sequence as one
