@@ -89,6 +89,30 @@ class StatementPrinter:
         """An expression inside the loop, where a one-product hoisted group is ``<name>_t``."""
         return self.expr(hoisted_t(self.variant, e))
 
+    def hoisted_operands(self) -> list[str]:
+        """Hoisted operands other than ``x`` (computed once, kept for the backward pass)."""
+        return list(dict.fromkeys(g.operand for g in self.variant.hoisted if g.operand != "x"))
+
+    def hoisted_operand_gradients(self, src, terms: list[dict], every_step) -> dict[str, str]:
+        """Group name -> the source of its operand's gradient over every step
+        (``every_step(group)``): bound to a name where several terms (or a VJP) read it,
+        written inline where one term does."""
+        uses: dict[str, int] = {}
+        for term in terms:
+            uses[term["group"].name] = uses.get(term["group"].name, 0) + 1
+        out: dict[str, str] = {}
+        for term in terms:
+            g = term["group"]
+            if g.name in out:
+                continue
+            through_vjp = any(t["factor"] is None for t in terms if t["group"] is g)
+            if uses[g.name] > 1 or through_vjp:
+                out[g.name] = naming.hoisted_seed(g)
+                src(f"{out[g.name]} = {every_step(g)}")
+            else:
+                out[g.name] = every_step(g)
+        return out
+
     def hoisted_term(self, term: dict, d_op: str, product: bool = False) -> str:
         """What a hoisted operand's gradient ``d_op`` gives ``x`` or a vector weight: ``d_op *
         factor``, or (through a run-time or row-wise function) the printed VJP, which reads

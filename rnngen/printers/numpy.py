@@ -241,10 +241,6 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
             src(f"return outputs, [{finals}], tape")
         return src.text()
 
-    def hoisted_operands(self) -> list[str]:
-        """Hoisted operands other than ``x`` (computed once, kept for the backward pass)."""
-        return list(dict.fromkeys(g.operand for g in self.variant.hoisted if g.operand != "x"))
-
     def folded_bias(self, g: symbolic.Group) -> str:
         """The bias row added to a hoisted group: its products' folded biases, in order."""
         folded = dict(g.folded)
@@ -398,23 +394,13 @@ class NumpyPrinter(StatementPrinter, NumpyCode):
         """Input and weight gradients over every step: one matrix product each."""
         v = self.variant
         terms = base.hoisted_terms(v)
-        uses: dict[str, int] = {}
-        for term in terms:
-            uses[term["group"].name] = uses.get(term["group"].name, 0) + 1
-        d_operand = {}
-        for term in terms:
-            g = term["group"]
-            if g.name in d_operand:
-                continue
-            value = (
+        d_operand = self.hoisted_operand_gradients(
+            src,
+            terms,
+            lambda g: (
                 f"_per_step(_all_steps({naming.seq(g.adjoint)}) @ {self.weight_slice(g)}.T, T, B)"
-            )
-            through_vjp = any(t["factor"] is None for t in terms if t["group"] is g)
-            if uses[g.name] > 1 or through_vjp:  # read by several terms (or a VJP): once
-                d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
-                src(f"{d_operand[g.name]} = {value}")
-            else:
-                d_operand[g.name] = value
+            ),
+        )
         for term in terms:
             d_op = d_operand[term["group"].name]
             if term["var"] == "x":

@@ -437,21 +437,11 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
     def _after_loop(self, src: Source, accs, n_buffers: int) -> None:
         v = self.variant
         terms = base.hoisted_terms(v)
-        uses: dict[str, int] = {}
-        for term in terms:
-            uses[term["group"].name] = uses.get(term["group"].name, 0) + 1
-        d_operand = {}
-        for term in terms:
-            g = term["group"]
-            if g.name in d_operand:
-                continue
-            value = f"_seq_matmul({naming.seq(g.adjoint)}, tf.transpose({self.weight_slice(g)}))"
-            through_vjp = any(t["factor"] is None for t in terms if t["group"] is g)
-            if uses[g.name] > 1 or through_vjp:  # read by several terms (or a VJP): once
-                d_operand[g.name] = naming.input_gradient_of(g.operand, g.name)
-                src(f"{d_operand[g.name]} = {value}")
-            else:
-                d_operand[g.name] = value
+        d_operand = self.hoisted_operand_gradients(
+            src,
+            terms,
+            lambda g: f"_seq_matmul({naming.seq(g.adjoint)}, tf.transpose({self.weight_slice(g)}))",
+        )
         d_x = [f"tas[{n_buffers}].stack()"] if v.x_grad is not None else []
         for term in terms:
             d_op = d_operand[term["group"].name]

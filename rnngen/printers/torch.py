@@ -10,8 +10,6 @@ time-major inside these functions: ``x`` is (T, B, input_dim) and every state bu
 
 from __future__ import annotations
 
-import re
-
 import sympy as sp
 
 from .. import naming, symbolic
@@ -154,29 +152,14 @@ class TorchPrinter(StatementPrinter, TorchCode):
     def stacked_stored(self) -> set[str]:
         """Stored forward values read after the backward loop (a weight gradient's operand),
         which the forward pass stacks; the others stay lists of steps (no copy)."""
-        if not hasattr(self, "_stacked"):
-            probe = Source()
-            saved = set(self.read)
-            self._after_loop(probe)
-            self.read = saved
-            text = probe.text()
-            self._stacked = {
-                name
-                for name, _ in self.variant.stored
-                if re.search(rf"\b{re.escape(naming.seq(name))}\b", text)
-            }
-        return self._stacked
+        operands = {base.operand_seq(self.spec, g) for g in self.variant.groups}
+        return {name for name, _ in self.variant.stored if naming.seq(name) in operands}
 
-    def hoisted_operands(self) -> list[str]:
-        """Hoisted operands other than ``x`` (computed once, kept for the backward pass)."""
-        return list(dict.fromkeys(g.operand for g in self.variant.hoisted if g.operand != "x"))
-
-    def _sizes(self, src: Source, lines: list[str], first_state: str, x: str) -> None:
+    def _sizes(self, src: Source, first_state: str, x: str) -> None:
         """Bind ``units`` and ``input_dim`` where the printed lines read them."""
-        text = "\n".join(lines)
-        if "units" in self.read or "units" in text:
+        if "units" in self.read:
             src(f"units = {first_state}.shape[-1]")
-        if "input_dim" in self.read or "input_dim" in text:
+        if "input_dim" in self.read:
             src(f"input_dim = {x}.shape[-1]")
 
     # -- functions -----------------------------------------------------------------------------
@@ -210,7 +193,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
             src(f'"""One step for {v.describe()}.', "", "Returns (output, new states).", '"""')
             prevs = ", ".join(naming.prev(s) for s in states)
             src(f"{prevs}{',' if len(states) == 1 else ''} = states")
-            self._sizes(src, body.lines, naming.prev(states[0]), "x")
+            self._sizes(src, naming.prev(states[0]), "x")
             if base.reads_x_t(v):
                 src(f"{naming.X_T} = x")
             src(*body.lines)
