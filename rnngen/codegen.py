@@ -8,6 +8,7 @@ themselves); statements, loops and names come from the templates.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import shutil
@@ -84,7 +85,13 @@ DOCUMENT = ("derivation.md.j2", ".md")
 # -- rendering ---------------------------------------------------------------------------------
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
+    """The template environment, made once per process so each template compiles once.
+
+    Its globals are the same for every spec; what belongs to one spec is passed to
+    ``render`` as template variables (includes see them too).
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
@@ -237,20 +244,20 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
     source = re.sub(r"[^A-Za-z0-9._/-]", "_", source)
     ctx = Context(spec, derivation, source)
     env = environment()
-    env.globals.update(
-        {f"{b.name}_functions": b.functions(spec) for b in BACKENDS},
-        derivation_printer=lambda v: DerivationPrinter(spec, v),
-        condition=condition,
-        gates=lambda tensor: printers_base.gates(derivation, tensor),
-        placements=resolve.placements,
-        units_source=units_source(spec),
-        input_dim_sources=input_dim_sources(spec),
-    )
+    variables = {
+        **{f"{b.name}_functions": b.functions(spec) for b in BACKENDS},
+        "derivation_printer": lambda v: DerivationPrinter(spec, v),
+        "condition": condition,
+        "gates": lambda tensor: printers_base.gates(derivation, tensor),
+        "placements": resolve.placements,
+        "units_source": units_source(spec),
+        "input_dim_sources": input_dim_sources(spec),
+    }
     out = {}
     for template, suffix in [(b.template, b.suffix) for b in BACKENDS] + [DOCUMENT]:
         if not (template_dir() / template).exists():
             continue
-        text = env.get_template(template).render(ctx=ctx, spec=spec, d=derivation)
+        text = env.get_template(template).render(ctx=ctx, spec=spec, d=derivation, **variables)
         if suffix.endswith(".py"):
             text = format_python(text, f"{spec.name}{suffix}")
         out[f"{spec.name}{suffix}"] = text
@@ -258,20 +265,20 @@ def render(spec: CellSpec, source: str) -> dict[str, str]:
 
 
 def format_python(text: str, name: str) -> str:
-    """Check the module parses, then format it with the pinned ruff for stable output.
+    """Format a generated module with the pinned ruff for stable output (it must parse).
 
     The formatter is a declared dependency (``ruff`` in pyproject.toml), always the
     package's own binary, never whichever ``ruff`` is first on PATH: the output is the
     same bytes on every machine.
     """
-    try:
-        ast.parse(text)
-    except SyntaxError as err:  # a template bug, never a user mistake
-        raise RuntimeError(f"generated {name} does not parse: {err}") from err
     cmd = [ruff_binary(), "format", "--quiet", "--isolated", "--line-length", "100"]
     cmd += ["--target-version", "py311", "--stdin-filename", name, "-"]
     proc = subprocess.run(cmd, input=text, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
+        try:  # ruff refuses a module that does not parse: say where, in Python's words
+            ast.parse(text)
+        except SyntaxError as err:  # a template bug, never a user mistake
+            raise RuntimeError(f"generated {name} does not parse: {err}") from err
         raise RuntimeError(f"ruff could not format generated {name}: {proc.stderr.strip()}")
     return proc.stdout
 

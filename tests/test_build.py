@@ -247,3 +247,9 @@ def test_code_generated_from_user_specs_is_ruff_clean(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_a_generated_module_that_does_not_parse_is_named():
+    """A template bug gives one clear error naming the module and Python's reason."""
+    with pytest.raises(RuntimeError, match=r"generated broken_numpy\.py does not parse"):
+        codegen.format_python("def (:\n", "broken_numpy.py")
