@@ -22,6 +22,7 @@ import sympy as sp
 
 from . import functions, resolve, symbolic
 from .printers import base as printers_base
+from .printers import keras_ops
 from .printers.expressions import py, tex, tfpy  # noqa: F401  (tex: re-exported for tests)
 from .printers.latex import DerivationPrinter
 from .printers.numpy import NumpyPrinter
@@ -107,6 +108,7 @@ def environment() -> jinja2.Environment:
         REFUSED_ACTIVATIONS=functions.REFUSED,
         REFUSED_AT_RUN_TIME=functions.REFUSED_AT_RUN_TIME,
         ROW_WISE=functions.ROW_WISE_TABLE,
+        KERAS_OPS=keras_ops,  # the keras.ops spellings (the Keras layer's step)
     )
     return env
 
