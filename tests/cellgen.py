@@ -14,10 +14,14 @@ layouts that depend on boolean options, equation alternatives under ``when:`` co
 which of these a cell uses.
 
 ``check_cell`` builds a cell into a temporary folder and compares, for every combination of its
-boolean options, the generated NumPy layer and the generated TF layer (``implementation="loop"``
-and ``"fused"``), all in float64, forward and BPTT (inputs, initial states, every weight), with
-``rnngen.verify``'s independent TF interpreter of the parsed equations (``run_equations``),
-using the verifier's own data (``make_data``), runners and ``compare``.
+boolean options, the generated NumPy layer, the generated TF layer (``implementation="loop"``
+and ``"fused"``), the generated PyTorch module's ``forward`` (``"fused"`` and ``"autograd"``) and
+the generated JAX module's ``apply`` (``"fused"`` and ``"scan"``; see ``tests/cellbackends.py``),
+all in float64, forward and BPTT (inputs, initial states, every weight), with ``rnngen.verify``'s
+independent TF interpreter of the parsed equations (``run_equations``), using the verifier's own
+data (``make_data``), runners and ``compare``. A backend whose framework is not installed is left
+out (and counted as such); one that ``rnngen build`` writes a module for but whose module is
+missing or fails to import is a failure.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cellbackends
 import numpy as np
 import yaml
 
@@ -716,12 +721,18 @@ DEAD_REFUSAL = re.compile(r"nothing reads '(\w+)'")
 
 B, T, D, U = 2, 4, 3, 4
 BACKENDS = ("numpy", "tf/loop", "tf/fused")
+BACKENDS += tuple(label for label, _ in cellbackends.TORCH + cellbackends.JAX)
+#: backends other than NumPy/TF: (framework, module suffix, ((label, implementation), ...), runner)
+MODULE_BACKENDS = (
+    ("torch", "_torch.py", cellbackends.TORCH, cellbackends.run_torch),
+    ("jax", "_jax.py", cellbackends.JAX, cellbackends.run_jax),
+)
 
 
 @dataclass
 class Failure:
     kind: str  # crash | mismatch | bad_refusal | oracle
-    backend: str  # parse | build | import | numpy | tf/loop | tf/fused | oracle
+    backend: str  # parse | build | import <b> | oracle | one of BACKENDS
     message: str
     config: str = ""
 
@@ -739,6 +750,8 @@ class Outcome:
     combos: int = 0
     skipped_combos: int = 0
     worst: dict = field(default_factory=dict)  # backend -> worst relative error seen
+    checked: Counter = field(default_factory=Counter)  # backend -> configurations compared
+    absent: set = field(default_factory=set)  # frameworks not installed (backends left out)
 
 
 def _api():
@@ -765,7 +778,7 @@ def _short(err: BaseException) -> str:
     tb = traceback.extract_tb(err.__traceback__)
     where = ""
     for fr in reversed(tb):
-        if "/rnngen/" in fr.filename or "_numpy" in fr.filename or "_tf" in fr.filename:
+        if "/rnngen/" in fr.filename or re.search(r"_(numpy|tf|torch|jax)\.py$", fr.filename):
             where = f" [{Path(fr.filename).name}:{fr.name}]"
             break
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()]
@@ -790,11 +803,13 @@ def check_cell(
     workdir: Path | None = None,
     backends=BACKENDS,
     max_combos: int | None = None,
+    module_combos: int | None = None,
 ) -> Outcome:
     """Build ``cell`` and compare every backend with the equation interpreter (float64).
 
     Every combination of boolean options is checked, or the defaults and ``max_combos - 1``
-    others drawn at random.
+    others drawn at random. The torch and JAX modules are run on the first ``module_combos``
+    of these (the defaults first; ``None``: all of them).
     """
     from rnngen.errors import SpecError
     from rnngen.spec import parse
@@ -828,7 +843,16 @@ def check_cell(
             fail("crash", "build", _short(err))
             return _done(out, t0)
         mods = {}
-        for backend, file in (("numpy", f"{cs.name}_numpy.py"), ("tf", f"{cs.name}_tf.py")):
+        files = [("numpy", f"{cs.name}_numpy.py"), ("tf", f"{cs.name}_tf.py")]
+        built = {b.name for b in _codegen_backends()}
+        for framework, suffix, labels, _ in MODULE_BACKENDS:
+            if not any(label in backends for label, _ in labels) or framework not in built:
+                continue
+            if cellbackends.installed(framework):
+                files.append((framework, cs.name + suffix))
+            else:
+                out.absent.add(framework)
+        for backend, file in files:
             try:
                 mods[backend] = api["import_path"](tmp / "out" / file)
             except Exception as err:  # noqa: BLE001
@@ -861,11 +885,18 @@ def check_cell(
             label = " ".join(f"{k}={v}" for k, v in full.items())
             label += " mask" * mask + " go_backwards" * backwards
             out.combos += 1
-            _check_config(api, cs, mods, cfg, seed, label, out, fail, backends)
+            run_modules = module_combos is None or out.combos <= module_combos
+            _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modules)
     return _done(out, t0)
 
 
-def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends):
+def _codegen_backends():
+    from rnngen import codegen
+
+    return codegen.BACKENDS
+
+
+def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modules=True):
     try:
         data = api["make_data"](mods["numpy"], cs, cfg, seed)
     except Exception as err:  # noqa: BLE001
@@ -897,6 +928,12 @@ def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends):
         runners[f"tf/{impl}"] = lambda impl=impl: api["run_keras_layer"](
             cls, cs, cfg, data, extra={"implementation": impl}, dtype="float64"
         )
+    for framework, _, labels, runner in MODULE_BACKENDS:
+        if run_modules and framework in mods:
+            for backend, impl in labels:
+                runners[backend] = lambda runner=runner, m=mods[framework], impl=impl: runner(
+                    m, cs, cfg, data, impl
+                )
     for backend, run in runners.items():
         if backend not in backends:
             continue
@@ -911,6 +948,7 @@ def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends):
             out.skipped_combos += 1
             return
         out.worst[backend] = max(out.worst.get(backend, 0.0), res.max_rel)
+        out.checked[backend] += 1
         if not res.ok:
             w = res.worst or {}
             fail(
@@ -1047,6 +1085,10 @@ class Summary:
     classes: dict = field(default_factory=dict)  # signature -> [count, first cell]
     features: Counter = field(default_factory=Counter)  # feature -> cells using it
     failures: list = field(default_factory=list)  # (cell, outcome)
+    checked: Counter = field(default_factory=Counter)  # backend -> configurations compared
+    cells_checked: Counter = field(default_factory=Counter)  # backend -> cells compared
+    worst: dict = field(default_factory=dict)  # backend -> worst relative error
+    absent: set = field(default_factory=set)  # frameworks not installed
 
     def line(self) -> str:
         return (
@@ -1056,22 +1098,41 @@ class Summary:
             f"wall={self.seconds:.1f}s ({self.seconds / max(self.cells, 1):.2f}s/cell)"
         )
 
+    def backends_line(self) -> str:
+        """Per backend: cells and configurations compared, worst relative error."""
+        parts = [
+            f"{b}: {self.cells_checked[b]} cells/{self.checked[b]} configs, "
+            f"worst rel {self.worst.get(b, 0.0):.2g}"
+            for b in BACKENDS
+            if self.checked[b]
+        ]
+        parts += [f"{f}: not installed" for f in sorted(self.absent)]
+        return "; ".join(parts)
+
     def report(self) -> str:
-        lines = [self.line()]
+        lines = [self.line(), "  " + self.backends_line()]
         for sig, (n, cell) in sorted(self.classes.items(), key=lambda kv: -kv[1][0]):
             lines.append(f"  {n:4d} x {sig}   (first: seed {cell.seed})")
         return "\n".join(lines)
 
 
-def run_sample(seed: int, n: int, progress=None, workdir=None, max_combos=None) -> Summary:
-    """Draw and check ``n`` cells from ``seed`` (cell i is ``cell_from_seed(seed, i)``)."""
+def run_sample(
+    seed: int, n: int, progress=None, workdir=None, max_combos=None, module_combos=None
+) -> Summary:
+    """Draw and check ``n`` cells from ``seed`` (cell i is ``cell_from_seed(seed, i)``);
+    ``max_combos`` and ``module_combos`` as :func:`check_cell` takes them."""
     s = Summary(seed)
     t0 = time.perf_counter()
     for i in range(n):
         cell = cell_from_seed(seed, i)
         s.features.update(set(cell.features))
-        res = check_cell(cell, seed, workdir, max_combos=max_combos)
+        res = check_cell(cell, seed, workdir, max_combos=max_combos, module_combos=module_combos)
         s.cells += 1
+        s.checked.update(res.checked)
+        s.cells_checked.update(set(res.checked))
+        s.absent |= res.absent
+        for b, w in res.worst.items():
+            s.worst[b] = max(s.worst.get(b, 0.0), w)
         s.built += res.status != "refused" and not any(
             f.backend in ("parse", "build") for f in res.failures
         )

@@ -2,10 +2,22 @@
 
 Cells come from ``tests/cellgen.py`` (random specs drawn from the spec grammar). Each is built
 into a temporary folder; for every combination of its boolean options (with a random value for
-each activation option) the generated NumPy layer and the generated TF layer with
-``implementation="loop"`` and ``"fused"``, all in float64, are compared forward and backward
-(inputs, initial states, every weight) with ``rnngen.verify``'s independent TF interpreter of the
-parsed equations, differentiated by ``tf.GradientTape``.
+each activation option, and at random a mask with gaps and ``go_backwards``) these, all in
+float64, are compared forward (outputs, final states) and backward (gradients of a random
+projection of them with respect to the inputs, the initial states and every weight) with
+``rnngen.verify``'s independent TF interpreter of the parsed equations, differentiated by
+``tf.GradientTape``, on the same data:
+
+* the generated NumPy layer (its ``backward``);
+* the generated TF layer, ``implementation="loop"`` and ``"fused"`` (``tf.GradientTape``);
+* the generated PyTorch module's functional ``forward``, ``implementation="fused"`` (derived
+  BPTT) and ``"autograd"`` (``torch.autograd.grad``);
+* the generated JAX module's ``apply``, ``implementation="fused"`` (``jax.custom_vjp``, derived
+  BPTT) and ``"scan"`` (``jax.grad``), inside ``jax.enable_x64(True)`` (restored afterwards).
+
+(``tests/cellbackends.py`` runs the torch and JAX modules.) A backend whose framework is not
+installed is left out and the line printed says so; CI installs both. The data carry no dropout
+masks (dropout is checked by ``rnngen verify``), so none are passed.
 
 Tolerances (float64, ``s = max(1, T / 20)``, as in the README): forward ``1e-10 * s`` relative
 to ``max(1, max|reference|)``; gradients ``1e-8 * s`` relative to the largest entry of the
@@ -20,9 +32,9 @@ problem of the cell are failures. Refusals that do (an equation nothing reads, w
 generator draws on purpose) are counted apart.
 
 Tiers: ``test_cell_sample_matches_autodiff`` checks a fixed-seed sample of 50 cells, each with
-its default options and one other combination (1-2 minutes; ~4 minutes when the 2 cores are
-shared); ``test_cell_property_stress`` checks ``RNNGEN_CELLS`` cells (default 1000), every
-combination of options, and runs
+its default options and one other combination, on every backend (1-2 minutes; ~4 minutes when
+the 2 cores are shared); ``test_cell_property_stress`` checks ``RNNGEN_CELLS`` cells (default
+1000), every combination of options on every backend, and runs
 only when selected: ``RNNGEN_CELLS=1000 python -m pytest -m stress tests/test_cell_property.py``
 (``RNNGEN_SEED`` picks another seed). Reproduce cell ``i`` of a run with
 ``cellgen.cell_from_seed(seed, i).yaml``.
@@ -40,6 +52,8 @@ from hypothesis import HealthCheck, given, settings
 FWD_TOL, GRAD_TOL = 1e-10, 1e-8  # float64, times s = max(1, T / 20)
 CI_SEED, CI_CELLS = 9, 50
 CI_COMBOS = 2  # option combinations per cell in CI (defaults + one); the stress tier checks all
+#: option combinations per cell on which CI runs the torch and JAX modules (None: all CI_COMBOS)
+CI_MODULE_COMBOS = None
 
 
 def test_verifier_applies_the_readme_tolerances():
@@ -141,13 +155,37 @@ def _explain(summary) -> str:
 @pytest.mark.tf
 def test_cell_sample_matches_autodiff(capsys):
     pytest.importorskip("tensorflow")
-    summary = cellgen.run_sample(CI_SEED, CI_CELLS, max_combos=CI_COMBOS)
+    summary = cellgen.run_sample(
+        CI_SEED, CI_CELLS, max_combos=CI_COMBOS, module_combos=CI_MODULE_COMBOS
+    )
     with capsys.disabled():
-        print(f"\ncell property sample: {summary.line()}")
+        print(f"\ncell property sample: {summary.line()}\n  {summary.backends_line()}")
     assert summary.cells == CI_CELLS
     assert summary.failed == 0, _explain(summary)
     # the sample must mostly test code, not refusals and overflows
     assert summary.passed >= 0.8 * CI_CELLS, summary.report()
+    _assert_every_backend_ran(summary, all_combos=CI_MODULE_COMBOS is None)
+
+
+def _assert_every_backend_ran(summary, all_combos):
+    """Each backend that is built and installed compared every cell the NumPy layer did (every
+    configuration too, where it runs on all of them)."""
+    for backend in _expected_backends(summary):
+        assert summary.cells_checked[backend] == summary.cells_checked["numpy"], (
+            f"{backend} compared {summary.cells_checked[backend]} cells, NumPy "
+            f"{summary.cells_checked['numpy']}\n" + summary.report()
+        )
+        if all_combos:
+            assert summary.checked[backend] == summary.checked["numpy"], summary.report()
+
+
+def _expected_backends(summary) -> list[str]:
+    built = {b.name for b in cellgen._codegen_backends()}
+    out = []
+    for framework, _, labels, _ in cellgen.MODULE_BACKENDS:
+        if framework in built and cellgen.cellbackends.installed(framework):
+            out += [label for label, _ in labels]
+    return out
 
 
 @pytest.mark.stress
@@ -171,3 +209,4 @@ def test_cell_property_stress(request, capsys):
             + ", ".join(f"{k}={v}" for k, v in sorted(summary.features.items()))
         )
     assert summary.failed == 0, _explain(summary)
+    _assert_every_backend_ran(summary, all_combos=True)
