@@ -108,7 +108,7 @@ def build(ctx: click.Context, specs: tuple[str, ...], out_dir: Path | None, chec
     "--backend",
     default="numpy,tf",
     show_default=True,
-    help="Comma-separated backends to verify: numpy, tf, torch.",
+    help="Comma-separated backends to verify: numpy, tf, torch, jax.",
 )
 @click.option(
     "--quick",

@@ -66,6 +66,14 @@ the layer's cell instance, exactly as for the Keras reference, and the call runs
 rounds its coefficients to float32). The references run once per configuration and are shared
 by the backends. A new cell is verified on both backends like a shipped one.
 
+The ``torch`` backend (``<name>_torch.py``) has ``nn``, ``autograd``, ``finite_diff`` and
+``hygiene`` rows (:mod:`rnngen.verify.torch_checks`). The ``jax`` backend (``<name>_jax.py``,
+functional ``init``/``apply``) has, in float64: ``autodiff`` (the fused ``jax.custom_vjp`` against
+``jax.grad`` of the undecorated ``lax.scan``, any spec), ``finite_diff`` (random directions and
+sampled entries) and ``hygiene``; and ``keras``, for the shipped cells, against Keras's own layer
+on the JAX backend in a subprocess, in float32 (:mod:`rnngen.verify.jax_checks`,
+:mod:`rnngen.verify.jax_keras`).
+
 Tolerance rule {TOLERANCE_RULE}
 
 Results are reproducible for a given ``seed``. A missing ``tf`` module is reported as "not
@@ -79,8 +87,10 @@ Modules, one job each: :mod:`~rnngen.verify.configs` (configuration matrices),
 (finite differences), :mod:`~rnngen.verify.truncate`, :mod:`~rnngen.verify.dropout`,
 :mod:`~rnngen.verify.init`, :mod:`~rnngen.verify.hygiene` (the other checks),
 :mod:`~rnngen.verify.results` (report rows), :mod:`~rnngen.verify.driver` and
-:mod:`~rnngen.verify.tf_checks` (one spec, both backends), :mod:`~rnngen.verify.report` (tables)
-and :mod:`~rnngen.verify.run` (``rnngen verify``: every spec, tables, JSON).
+:mod:`~rnngen.verify.tf_checks`, :mod:`~rnngen.verify.torch_checks`,
+:mod:`~rnngen.verify.jax_checks` and :mod:`~rnngen.verify.jax_keras` (one spec, every backend),
+:mod:`~rnngen.verify.report` (tables) and :mod:`~rnngen.verify.run` (``rnngen verify``: every
+spec, tables, JSON).
 """
 
 from __future__ import annotations

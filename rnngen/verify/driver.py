@@ -1,6 +1,8 @@
 """One spec through ``rnngen verify``: :func:`verify_spec` runs the checks of every backend and
 returns the report's rows (what the checks are: :mod:`rnngen.verify`). The NumPy backend's
-matrix checks are here; the TF backend's are in :mod:`rnngen.verify.tf_checks`."""
+matrix checks are here; the TF backend's are in :mod:`rnngen.verify.tf_checks`, the torch
+backend's in :mod:`rnngen.verify.torch_checks`, the jax backend's in
+:mod:`rnngen.verify.jax_checks`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from .configs import SMOOTH, Config, configurations, declared_dropout, fd_config
 from .data import make_data
 from .fd import fd_check, full_jacobian_check
 from .hygiene import hygiene_row, reap, start_hygiene
+from .jax_checks import count as jax_count
+from .jax_checks import jax_checks
 from .layers import run_numpy_layer
 from .modules import import_path, modules_folder, stale_generated
 from .refs import keras_class, run_equations, run_keras_layer
@@ -89,6 +93,7 @@ def verify_spec(
             + (2 * len(cfgs) * per_backend if "tf" in backends and tf_path is not None else 0)
             + _extra_count(cs, checks, backends, quick, tf_path is not None)
             + (torch_count(cs, checks, quick, defaults) if "torch" in backends else 0)
+            + (jax_count(cs, checks, quick, defaults) if "jax" in backends else 0)
         )
         refs = _RefCache(cs, numpy_module, seed)
         prog = progress if progress is not None else ProgressTask(None, None)
@@ -130,6 +135,9 @@ def verify_spec(
             elif backend == "torch":
                 torch_path = mdir / f"{cs.name}_torch.py" if mdir else None
                 results += torch_checks(cs, torch_path, checks, quick, seed, prog, defaults)
+            elif backend == "jax":
+                jax_path = mdir / f"{cs.name}_jax.py" if mdir else None
+                results += jax_checks(cs, jax_path, checks, quick, seed, prog, defaults)
             else:
                 results.append(
                     CheckResult(
