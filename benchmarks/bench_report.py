@@ -17,6 +17,8 @@ HEADLINE = (
     ("xla: fused/keras", "tf-fused-xla_over_keras-xla_fwdbwd"),
     ("tchfused/torch", "torch-fused_over_torch_fwdbwd"),
     ("tchloop/torch", "torch-autograd_over_torch_fwdbwd"),
+    ("jxfused/jxscan", "jax-fused_over_jax-scan_fwdbwd"),
+    ("jxfused/keras", "jax-fused_over_keras_fwdbwd"),
 )
 ORDER = [
     "numpy",
@@ -30,6 +32,8 @@ ORDER = [
     "torch",
     "torch-fused",
     "torch-autograd",
+    "jax-fused",
+    "jax-scan",
 ]
 
 
@@ -41,8 +45,9 @@ def compute_ratios(results):
     """One row per (threads, shape, cell).
 
     Same-process ratios (medians of per-repetition ratios): numpy/floor, tf-*/keras,
-    tf-*/tf-floor and keras/tf-floor. Across processes (ratios of medians): numpy/keras,
-    numpy/torch and tf-floor/floor.
+    tf-*/tf-floor, keras/tf-floor, torch-*/torch and jax-fused/jax-scan. Across processes (ratios
+    of medians): numpy/keras, numpy/torch, tf-floor/floor and jax-*/keras. Memory:
+    jax-fused/jax-scan of XLA's forward+BPTT bytes.
     """
     by = {}
     for r in results:
@@ -76,11 +81,26 @@ def compute_ratios(results):
                 row[f"{impl}_over_torch_{phase}"] = impls.get(impl, {}).get(
                     f"ratio_vs_torch_{phase}_per_rep"
                 )
+            row[f"jax-fused_over_jax-scan_{phase}"] = impls.get("jax-fused", {}).get(
+                f"ratio_vs_jax_scan_{phase}_per_rep"
+            )
+            for impl in ("jax-fused", "jax-scan"):  # across processes
+                row[f"{impl}_over_keras_{phase}"] = _ratio(
+                    impls.get(impl, {}).get(f"{phase}_median_s"),
+                    impls.get("keras", {}).get(f"{phase}_median_s"),
+                )
             row[f"tf-floor_over_floor_{phase}"] = _ratio(
                 impls.get("tf-floor", {}).get(f"{phase}_median_s"),
                 impls.get("floor", {}).get(f"{phase}_median_s"),
             )
         row["numpy_peak_over_target"] = gen.get("peak_over_target")
+        fused, scan = impls.get("jax-fused", {}), impls.get("jax-scan", {})
+        row["jax-fused_peak_over_jax-scan"] = _ratio(
+            *(
+                r.get("peak_bytes") if isinstance(r.get("peak_bytes"), int) else None
+                for r in (fused, scan)
+            )
+        )
         ratios.append(row)
     return ratios
 
@@ -91,7 +111,10 @@ def summarize(ratios, threads_list):
     out = {}
     for row in ratios:
         cell = out.setdefault(row["shape"], {}).setdefault(row["cell"], {})
-        for key in [k for _, k in HEADLINE] + ["numpy_peak_over_target"]:
+        for key in [k for _, k in HEADLINE] + [
+            "numpy_peak_over_target",
+            "jax-fused_peak_over_jax-scan",
+        ]:
             per_regime = cell.setdefault(key, {str(t): None for t in threads_list})
             per_regime[str(row["threads"])] = row.get(key)
     return out
@@ -189,6 +212,7 @@ def print_tables(report):
     for title, _ in HEADLINE:
         rt.add_column(title, justify="right", no_wrap=True)
     rt.add_column("np peak/target", justify="right", no_wrap=True)
+    rt.add_column("jx mem fused/scan", justify="right", no_wrap=True)
     summary = report["summary"]
     for shape in meta["shapes"]:
         for cell in meta["cells"]:
@@ -200,7 +224,8 @@ def print_tables(report):
                 for _, key in HEADLINE
             ]
             peak = values["numpy_peak_over_target"].get(str(threads_list[0]))
-            rt.add_row(shape, cell, *cols, _fmt_x(peak))
+            jmem = values["jax-fused_peak_over_jax-scan"].get(str(threads_list[0]))
+            rt.add_row(shape, cell, *cols, _fmt_x(peak), _fmt_x(jmem))
     console.print(rt)
     b = report.get("build")
     if b:

@@ -34,6 +34,12 @@ mask/dropout):
   compares the two compiled versions.
 * ``torch``      -- ``torch.nn.RNN/GRU/LSTM`` (weights copied from Keras), only when ``torch``
   is importable; skipped otherwise.
+* ``jax-fused`` / ``jax-scan`` -- the generated JAX module ``generated/<cell>_jax.py``, jitted:
+  the ``jax.custom_vjp`` with the derived BPTT, and JAX autodiff through the plain ``lax.scan``
+  (only when ``jax`` is importable). Compiled ahead of time; compile seconds are recorded apart
+  (``compile_fwd_s``, ``compile_fwdbwd_s``) and are not in the timings. Their ``peak_bytes`` is
+  XLA's ``memory_analysis()`` of the compiled forward+BPTT (arguments + outputs + temporaries,
+  deterministic). See ``bench_jax.py``.
 
 Thread regimes: ``--threads`` takes a comma list; the default ``1,<all cores>`` measures both
 regimes in one command (the single-threaded one first), each with its own worker processes,
@@ -46,7 +52,9 @@ next to NumPy's BLAS threads and no framework's import skews another's timings. 
 worker never imports TensorFlow. Every worker of a regime gets the same thread budget:
 ``OMP/OPENBLAS/MKL_NUM_THREADS`` in its environment, and in the TF worker
 ``tf.config.threading.set_intra_op_parallelism_threads(threads)`` and
-``set_inter_op_parallelism_threads(threads)``; PyTorch gets ``torch.set_num_threads(threads)``.
+``set_inter_op_parallelism_threads(threads)``; PyTorch gets ``torch.set_num_threads(threads)``;
+the JAX worker gets ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``
+in the 1-thread regime and XLA's defaults otherwise (JSON ``meta.jax_runtime``).
 On a shared machine, read the multi-threaded regime with care: OpenBLAS's busy-waiting workers
 collapse (10-50x slower steps) as soon as other processes compete for the cores, while
 TensorFlow degrades gracefully (the load average before and after the run is recorded).
@@ -60,7 +68,10 @@ report medians. Ratios (JSON ``ratios``, one row per regime, shape and cell):
   ``tf-fused_over_keras``, ``tf-fused_over_tf-floor``, ``tf-loop_over_tf-floor`` and
   ``keras_over_tf-floor``;
 * across processes, ratio of medians: ``numpy_over_keras``, ``numpy_over_torch`` and
-  ``tf-floor_over_floor`` (oneDNN's GEMMs against OpenBLAS's).
+  ``tf-floor_over_floor`` (oneDNN's GEMMs against OpenBLAS's);
+* JAX: ``jax-fused_over_jax-scan`` (same process, median of per-repetition ratios),
+  ``jax-fused_over_keras`` and ``jax-scan_over_keras`` (across processes, ratio of medians), and
+  ``jax-fused_peak_over_jax-scan`` (XLA's forward+BPTT memory, fused / scan).
 
 Each ends in ``_fwd`` or ``_fwdbwd``. JSON ``summary`` holds the forward+BPTT headline ratios as
 ``{shape: {cell: {ratio: {threads: value}}}}``, both regimes side by side.
@@ -120,8 +131,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_jax import worker_jax, xla_flags
 from bench_report import compute_ratios, print_tables, summarize
 from bench_workers import CELLS, GRAD_RTOL, OUT_TOL, SHAPES, WORKERS, _median
+
+WORKERS = {**WORKERS, "jax": worker_jax}
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
@@ -149,6 +163,13 @@ def _run_worker(kind, task, tmp):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(task["threads"])
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if kind == "jax":  # XLA's CPU thread pools take their size from XLA_FLAGS, not OMP
+        flags = xla_flags(task["threads"], os.environ.get("XLA_FLAGS"))
+        if flags:
+            env["XLA_FLAGS"] = flags
+        else:
+            env.pop("XLA_FLAGS", None)
+        env.pop("JAX_ENABLE_X64", None)  # float32, as every other implementation
     if kind == "numpy":
         # Some machines pin OpenBLAS to an older kernel (OPENBLAS_CORETYPE=Haswell) to dodge
         # bugs of old OpenBLAS builds; it slows a current NumPy's GEMMs by ~25%. The benchmark
@@ -203,10 +224,14 @@ def _time_build(reps):
 
 
 def _torch_available():
+    return _importable("torch")
+
+
+def _importable(name):
     try:
         import importlib.util
 
-        return importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(name) is not None
     except Exception:  # noqa: BLE001
         return False
 
@@ -360,6 +385,7 @@ def main(argv=None):
             "git": _git_state(),
             "blas": {},
             "tf_runtime": {},
+            "jax_runtime": {},
             "versions": {},
             "workers": {},
         },
@@ -368,8 +394,10 @@ def main(argv=None):
     }
     meta = report["meta"]
     kinds = ["tf", "numpy"] + (["torch"] if _torch_available() else [])
-    if "torch" not in kinds:
-        meta["workers"]["torch"] = "skipped: torch not importable"
+    kinds += ["jax"] if _importable("jax") else []
+    for kind in ("torch", "jax"):
+        if kind not in kinds:
+            meta["workers"][kind] = f"skipped: {kind} not importable"
     with tempfile.TemporaryDirectory() as tmp:
         for threads in threads_list:
             refdir = Path(tmp) / f"ref_{threads}"
@@ -396,6 +424,8 @@ def main(argv=None):
                     meta["blas"][str(threads)] = runtime.get("threadpool_info")
                 elif kind == "tf":
                     meta["tf_runtime"][str(threads)] = runtime
+                elif kind == "jax":
+                    meta["jax_runtime"][str(threads)] = runtime
                 if out.get("error"):
                     report["errors"].append(f"threads {threads}: {out['error']}")
     meta["machine"]["loadavg_end"] = _loadavg()
