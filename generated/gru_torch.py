@@ -46,7 +46,7 @@ __all__ = [
     "torch_state_dict_from_keras",
 ]
 
-# -- elementwise functions and their derivatives ------------------------------------------------
+# -- elementwise functions, their derivatives and VJPs ---------------------------------------------
 
 
 def celu(u):
@@ -58,6 +58,11 @@ def celu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def celu_vjp(y, d):
+    """d * celu'(u), given d, the gradient of its output."""
+    return d * celu_grad(y)
+
+
 def elu(u):
     return torch.where(u > 0, u, torch.expm1(torch.clamp(u, max=0)))
 
@@ -67,6 +72,11 @@ def elu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def elu_vjp(y, d):
+    """d * elu'(u), given d, the gradient of its output."""
+    return d * elu_grad(y)
+
+
 def exponential(u):
     return torch.exp(u)
 
@@ -74,6 +84,11 @@ def exponential(u):
 def exponential_grad(y):
     """d exponential(u) / du, written in terms of y = exponential(u)."""
     return y
+
+
+def exponential_vjp(y, d):
+    """d * exponential'(u), given d, the gradient of its output."""
+    return d * exponential_grad(y)
 
 
 def gelu(u):
@@ -89,6 +104,11 @@ def gelu_grad(u):
     )
 
 
+def gelu_vjp(u, d):
+    """d * gelu'(u), given d, the gradient of its output."""
+    return d * gelu_grad(u)
+
+
 def hard_shrink(u):
     return torch.where(torch.abs(u) > 0.5, u, 0 * u)
 
@@ -98,6 +118,11 @@ def hard_shrink_grad(y):
     return (y != 0).to(y.dtype)
 
 
+def hard_shrink_vjp(y, d):
+    """d * hard_shrink'(u), given d, the gradient of its output."""
+    return d * hard_shrink_grad(y)
+
+
 def hard_sigmoid(u):
     return torch.clamp(u + 3, 0, 6) / 6
 
@@ -105,6 +130,11 @@ def hard_sigmoid(u):
 def hard_sigmoid_grad(y):
     """d hard_sigmoid(u) / du, written in terms of y = hard_sigmoid(u)."""
     return 0.16666666666666666 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def hard_sigmoid_vjp(y, d):
+    """d * hard_sigmoid'(u), given d, the gradient of its output."""
+    return d * hard_sigmoid_grad(y)
 
 
 def hard_silu(u):
@@ -120,6 +150,11 @@ def hard_silu_grad(u):
     )
 
 
+def hard_silu_vjp(u, d):
+    """d * hard_silu'(u), given d, the gradient of its output."""
+    return d * hard_silu_grad(u)
+
+
 def hard_tanh(u):
     return torch.clamp(u, -1, 1)
 
@@ -127,6 +162,11 @@ def hard_tanh(u):
 def hard_tanh_grad(y):
     """d hard_tanh(u) / du, written in terms of y = hard_tanh(u)."""
     return ((y > -1) & (y < 1)).to(y.dtype)
+
+
+def hard_tanh_vjp(y, d):
+    """d * hard_tanh'(u), given d, the gradient of its output."""
+    return d * hard_tanh_grad(y)
 
 
 def leaky_relu(u):
@@ -138,6 +178,11 @@ def leaky_relu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, torch.zeros_like(y) + 0.2)
 
 
+def leaky_relu_vjp(y, d):
+    """d * leaky_relu'(u), given d, the gradient of its output."""
+    return d * leaky_relu_grad(y)
+
+
 def linear(u):
     return u
 
@@ -147,6 +192,11 @@ def linear_grad(y):
     return 1
 
 
+def linear_vjp(y, d):
+    """d * linear'(u), given d, the gradient of its output."""
+    return d * linear_grad(y)
+
+
 def log_sigmoid(u):
     return -torch.logaddexp(-u, torch.zeros_like(u))
 
@@ -154,6 +204,11 @@ def log_sigmoid(u):
 def log_sigmoid_grad(y):
     """d log_sigmoid(u) / du, written in terms of y = log_sigmoid(u)."""
     return -torch.expm1(y)
+
+
+def log_sigmoid_vjp(y, d):
+    """d * log_sigmoid'(u), given d, the gradient of its output."""
+    return d * log_sigmoid_grad(y)
 
 
 def mish(u):
@@ -167,6 +222,11 @@ def mish_grad(u):
     ) + torch.tanh(torch.logaddexp(u, torch.zeros_like(u)))
 
 
+def mish_vjp(u, d):
+    """d * mish'(u), given d, the gradient of its output."""
+    return d * mish_grad(u)
+
+
 def relu(u):
     return torch.relu(u)
 
@@ -176,6 +236,11 @@ def relu_grad(y):
     return (y > 0).to(y.dtype)
 
 
+def relu_vjp(y, d):
+    """d * relu'(u), given d, the gradient of its output."""
+    return torch.ops.aten.threshold_backward(d, y, 0)
+
+
 def relu6(u):
     return torch.clamp(u, 0, 6)
 
@@ -183,6 +248,11 @@ def relu6(u):
 def relu6_grad(y):
     """d relu6(u) / du, written in terms of y = relu6(u)."""
     return ((y > 0) & (y < 6)).to(y.dtype)
+
+
+def relu6_vjp(y, d):
+    """d * relu6'(u), given d, the gradient of its output."""
+    return d * relu6_grad(y)
 
 
 def selu(u):
@@ -196,6 +266,11 @@ def selu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1.0507009873554805, 1.7580993408473768 + y)
 
 
+def selu_vjp(y, d):
+    """d * selu'(u), given d, the gradient of its output."""
+    return d * selu_grad(y)
+
+
 def sigmoid(u):
     return torch.sigmoid(u)
 
@@ -203,6 +278,11 @@ def sigmoid(u):
 def sigmoid_grad(y):
     """d sigmoid(u) / du, written in terms of y = sigmoid(u)."""
     return y * (1 - y)
+
+
+def sigmoid_vjp(y, d):
+    """d * sigmoid'(u), given d, the gradient of its output."""
+    return torch.ops.aten.sigmoid_backward(d, y)
 
 
 def silu(u):
@@ -214,6 +294,11 @@ def silu_grad(u):
     return u * (1 - torch.sigmoid(u)) * torch.sigmoid(u) + torch.sigmoid(u)
 
 
+def silu_vjp(u, d):
+    """d * silu'(u), given d, the gradient of its output."""
+    return d * silu_grad(u)
+
+
 def soft_shrink(u):
     return torch.where(u > 0.5, u - 0.5, torch.where(u < -0.5, u + 0.5, 0 * u))
 
@@ -221,6 +306,11 @@ def soft_shrink(u):
 def soft_shrink_grad(y):
     """d soft_shrink(u) / du, written in terms of y = soft_shrink(u)."""
     return (y != 0).to(y.dtype)
+
+
+def soft_shrink_vjp(y, d):
+    """d * soft_shrink'(u), given d, the gradient of its output."""
+    return d * soft_shrink_grad(y)
 
 
 def softplus(u):
@@ -232,6 +322,11 @@ def softplus_grad(y):
     return -torch.expm1(-y)
 
 
+def softplus_vjp(y, d):
+    """d * softplus'(u), given d, the gradient of its output."""
+    return d * softplus_grad(y)
+
+
 def softsign(u):
     return u / (1 + torch.abs(u))
 
@@ -239,6 +334,11 @@ def softsign(u):
 def softsign_grad(y):
     """d softsign(u) / du, written in terms of y = softsign(u)."""
     return (1 - torch.abs(y)) ** 2
+
+
+def softsign_vjp(y, d):
+    """d * softsign'(u), given d, the gradient of its output."""
+    return d * softsign_grad(y)
 
 
 def sparse_plus(u):
@@ -254,6 +354,11 @@ def sparse_plus_grad(y):
     )
 
 
+def sparse_plus_vjp(y, d):
+    """d * sparse_plus'(u), given d, the gradient of its output."""
+    return d * sparse_plus_grad(y)
+
+
 def sparse_sigmoid(u):
     return torch.where(u <= -1, 0 * u, torch.where(u >= 1, 0 * u + 1, 0.5 * (u + 1)))
 
@@ -261,6 +366,11 @@ def sparse_sigmoid(u):
 def sparse_sigmoid_grad(y):
     """d sparse_sigmoid(u) / du, written in terms of y = sparse_sigmoid(u)."""
     return 0.5 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def sparse_sigmoid_vjp(y, d):
+    """d * sparse_sigmoid'(u), given d, the gradient of its output."""
+    return d * sparse_sigmoid_grad(y)
 
 
 def squareplus(u):
@@ -272,6 +382,11 @@ def squareplus_grad(y):
     return y**2 / (1 + y**2)
 
 
+def squareplus_vjp(y, d):
+    """d * squareplus'(u), given d, the gradient of its output."""
+    return d * squareplus_grad(y)
+
+
 def tanh(u):
     return torch.tanh(u)
 
@@ -279,6 +394,11 @@ def tanh(u):
 def tanh_grad(y):
     """d tanh(u) / du, written in terms of y = tanh(u)."""
     return 1 - y**2
+
+
+def tanh_vjp(y, d):
+    """d * tanh'(u), given d, the gradient of its output."""
+    return torch.ops.aten.tanh_backward(d, y)
 
 
 def tanh_shrink(u):
@@ -290,33 +410,38 @@ def tanh_shrink_grad(u):
     return torch.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def tanh_shrink_vjp(u, d):
+    """d * tanh_shrink'(u), given d, the gradient of its output."""
+    return d * tanh_shrink_grad(u)
+
+
+#: activation name -> (function, vector-Jacobian product, whether it reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, celu_vjp, True),
+    "elu": (elu, elu_vjp, True),
+    "exponential": (exponential, exponential_vjp, True),
+    "gelu": (gelu, gelu_vjp, False),
+    "hard_shrink": (hard_shrink, hard_shrink_vjp, True),
+    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_vjp, True),
+    "hard_silu": (hard_silu, hard_silu_vjp, False),
+    "hard_tanh": (hard_tanh, hard_tanh_vjp, True),
+    "leaky_relu": (leaky_relu, leaky_relu_vjp, True),
+    "linear": (linear, linear_vjp, True),
+    "log_sigmoid": (log_sigmoid, log_sigmoid_vjp, True),
+    "mish": (mish, mish_vjp, False),
+    "relu": (relu, relu_vjp, True),
+    "relu6": (relu6, relu6_vjp, True),
+    "selu": (selu, selu_vjp, True),
+    "sigmoid": (sigmoid, sigmoid_vjp, True),
+    "silu": (silu, silu_vjp, False),
+    "soft_shrink": (soft_shrink, soft_shrink_vjp, True),
+    "softplus": (softplus, softplus_vjp, True),
+    "softsign": (softsign, softsign_vjp, True),
+    "sparse_plus": (sparse_plus, sparse_plus_vjp, True),
+    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_vjp, True),
+    "squareplus": (squareplus, squareplus_vjp, True),
+    "tanh": (tanh, tanh_vjp, True),
+    "tanh_shrink": (tanh_shrink, tanh_shrink_vjp, False),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
@@ -342,23 +467,23 @@ def _all_steps(a):
 # -- activations: table names, or callables that torch autograd differentiates ----------------
 
 
-def _autograd_derivative(f):
-    """The derivative of an elementwise callable, by torch autograd (for the fused backward)."""
+def _autograd_vjp(f):
+    """The vector-Jacobian product of a callable, by torch autograd (for the fused backward)."""
 
-    def grad(u):
+    def vjp(u, d):
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(f(u).sum(), u)
-        return d
+            (g,) = torch.autograd.grad(f(u), u, d)
+        return g
 
-    return grad
+    return vjp
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument:
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument:
     a name of ``ACTIVATIONS`` (or an alias), or a callable on tensors."""
     if callable(value) and not isinstance(value, str | type):
-        return value, _autograd_derivative(value), False
+        return value, _autograd_vjp(value), False
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
         return ACTIVATIONS[name]
@@ -372,19 +497,20 @@ def _activation(value, argument):
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
-        out += [f, _through_output(f, grad) if general and from_output else grad]
+    for f, vjp, from_output in resolved:
+        out += [f, _through_output(f, vjp) if general and from_output else vjp]
     return out, general
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 # -- Keras-compatible initializers (NumPy draws, as the NumPy layer makes them) ---------------
@@ -516,9 +642,9 @@ def _step_v0(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=True, no dropout.
 
@@ -561,9 +687,9 @@ def _forward_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout.
 
@@ -647,9 +773,9 @@ def _backward_v0(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout.
 
@@ -700,11 +826,11 @@ def _backward_v0(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_r = d_hh_pre * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_z_pre, d_r_pre, d_hh_pre * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -743,9 +869,9 @@ def _step_v1(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=True, no dropout, input-form.
 
@@ -791,9 +917,9 @@ def _forward_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, no dropout, input-form.
 
@@ -889,9 +1015,9 @@ def _backward_v1(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout, input-form.
 
@@ -948,11 +1074,11 @@ def _backward_v1(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_r = d_hh_in * (h_prev_recurrent_kernel_h + recurrent_bias_h)
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_z_in, d_r_in, d_hh_in * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -991,9 +1117,9 @@ def _step_v2(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=True, with dropout masks.
 
@@ -1053,9 +1179,9 @@ def _forward_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks.
 
@@ -1173,9 +1299,9 @@ def _backward_v2(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks.
 
@@ -1246,18 +1372,18 @@ def _backward_v2(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
         d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_hh_pre_steps.append(d_hh_pre)
@@ -1323,9 +1449,9 @@ def _step_v3(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=True, with dropout masks, input-form.
 
@@ -1386,9 +1512,9 @@ def _forward_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=True, with dropout masks, input-form.
 
@@ -1516,9 +1642,9 @@ def _backward_v3(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks, input-form.
 
@@ -1595,18 +1721,18 @@ def _backward_v3(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
         d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * (h_prev_dropped2_recurrent_kernel_h + recurrent_bias_h)
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_hh_in_steps.append(d_hh_in)
@@ -1670,9 +1796,9 @@ def _step_v4(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=False, no dropout.
 
@@ -1712,9 +1838,9 @@ def _forward_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout.
 
@@ -1796,9 +1922,9 @@ def _backward_v4(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout.
 
@@ -1850,13 +1976,13 @@ def _backward_v4(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_zr = torch.cat(
             [d_z_pre, d_r_pre], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
         )
@@ -1893,9 +2019,9 @@ def _step_v5(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=False, no dropout, input-form.
 
@@ -1938,9 +2064,9 @@ def _forward_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, no dropout, input-form.
 
@@ -2034,9 +2160,9 @@ def _backward_v5(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout, input-form.
 
@@ -2094,13 +2220,13 @@ def _backward_v5(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_zr = torch.cat(
             [d_z_in, d_r_in], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
         )
@@ -2137,9 +2263,9 @@ def _step_v6(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=False, with dropout masks.
 
@@ -2194,9 +2320,9 @@ def _forward_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks.
 
@@ -2306,9 +2432,9 @@ def _backward_v6(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks.
 
@@ -2374,15 +2500,15 @@ def _backward_v6(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
@@ -2438,9 +2564,9 @@ def _step_v7(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, reset_after=False, with dropout masks, input-form.
 
@@ -2498,9 +2624,9 @@ def _forward_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, reset_after=False, with dropout masks, input-form.
 
@@ -2622,9 +2748,9 @@ def _backward_v7(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks, input-form.
 
@@ -2696,15 +2822,15 @@ def _backward_v7(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (
@@ -2758,9 +2884,9 @@ def _step_v8(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=True, no dropout.
 
@@ -2793,9 +2919,9 @@ def _forward_v8(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout.
 
@@ -2869,9 +2995,9 @@ def _backward_v8(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout.
 
@@ -2920,11 +3046,11 @@ def _backward_v8(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_r = d_hh_pre * h_prev_recurrent_kernel_h
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_z_pre, d_r_pre, d_hh_pre * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -2953,9 +3079,9 @@ def _step_v9(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=True, no dropout, input-form.
 
@@ -2991,9 +3117,9 @@ def _forward_v9(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, no dropout, input-form.
 
@@ -3079,9 +3205,9 @@ def _backward_v9(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout, input-form.
 
@@ -3136,11 +3262,11 @@ def _backward_v9(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_r = d_hh_in * h_prev_recurrent_kernel_h
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_z_in, d_r_in, d_hh_in * r], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -3169,9 +3295,9 @@ def _step_v10(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=True, with dropout masks.
 
@@ -3219,9 +3345,9 @@ def _forward_v10(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks.
 
@@ -3327,9 +3453,9 @@ def _backward_v10(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks.
 
@@ -3398,18 +3524,18 @@ def _backward_v10(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h = d_hh_pre * r
         d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_pre * h_prev_dropped2_recurrent_kernel_h
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_hh_pre_steps.append(d_hh_pre)
@@ -3463,9 +3589,9 @@ def _step_v11(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=True, with dropout masks, input-form.
 
@@ -3516,9 +3642,9 @@ def _forward_v11(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=True, with dropout masks, input-form.
 
@@ -3636,9 +3762,9 @@ def _backward_v11(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks, input-form.
 
@@ -3713,18 +3839,18 @@ def _backward_v11(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_h_prev_dropped2_recurrent_kernel_h = d_hh_in * r
         d_h_prev_dropped2_recurrent_kernel_h_steps.append(d_h_prev_dropped2_recurrent_kernel_h)
         d_h_prev_dropped2_via_recurrent_kernel = (
             d_h_prev_dropped2_recurrent_kernel_h @ recurrent_kernel_h_T
         )
         d_r = d_hh_in * h_prev_dropped2_recurrent_kernel_h
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_hh_in_steps.append(d_hh_in)
@@ -3776,9 +3902,9 @@ def _step_v12(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=False, no dropout.
 
@@ -3813,9 +3939,9 @@ def _forward_v12(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout.
 
@@ -3892,9 +4018,9 @@ def _backward_v12(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout.
 
@@ -3946,13 +4072,13 @@ def _backward_v12(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_recurrent_kernel_zr = torch.cat(
             [d_z_pre, d_r_pre], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
         )
@@ -3985,9 +4111,9 @@ def _step_v13(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=False, no dropout, input-form.
 
@@ -4025,9 +4151,9 @@ def _forward_v13(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, no dropout, input-form.
 
@@ -4116,9 +4242,9 @@ def _backward_v13(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout, input-form.
 
@@ -4176,13 +4302,13 @@ def _backward_v13(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_via_recurrent_kernel * h_prev
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_recurrent_kernel_zr = torch.cat(
             [d_z_in, d_r_in], -1, out=d_h_prev_recurrent_kernel_zr_seq[t]
         )
@@ -4215,9 +4341,9 @@ def _step_v14(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=False, with dropout masks.
 
@@ -4265,9 +4391,9 @@ def _forward_v14(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks.
 
@@ -4370,9 +4496,9 @@ def _backward_v14(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks.
 
@@ -4438,15 +4564,15 @@ def _backward_v14(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_pre = d_hh * activation_grad(hh)
+        d_hh_pre = activation_vjp(hh, d_hh)
         d_hh_pre_steps.append(d_hh_pre)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_pre @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_pre = d_r * recurrent_activation_grad(r)
+        d_r_pre = recurrent_activation_vjp(r, d_r)
         d_r_pre_steps.append(d_r_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_pre @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_pre = d_z * recurrent_activation_grad(z)
+        d_z_pre = recurrent_activation_vjp(z, d_z)
         d_z_pre_steps.append(d_z_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
         d_h = (
@@ -4496,9 +4622,9 @@ def _step_v15(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, reset_after=False, with dropout masks, input-form.
 
@@ -4549,9 +4675,9 @@ def _forward_v15(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, reset_after=False, with dropout masks, input-form.
 
@@ -4666,9 +4792,9 @@ def _backward_v15(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks, input-form.
 
@@ -4740,15 +4866,15 @@ def _backward_v15(
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
         d_hh = d_h * (1 - z)
-        d_hh_in = d_hh * activation_grad(hh_in)
+        d_hh_in = activation_vjp(hh_in, d_hh)
         d_hh_in_steps.append(d_hh_in)
         d_h_prev_r_dropped2_via_recurrent_kernel = d_hh_in @ recurrent_kernel_h_T
         d_r = d_h_prev_r_dropped2_via_recurrent_kernel * h_prev * h_prev_mask_2
-        d_r_in = d_r * recurrent_activation_grad(r_in)
+        d_r_in = recurrent_activation_vjp(r_in, d_r)
         d_r_in_steps.append(d_r_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_r_in @ recurrent_kernel_r_T
         d_z = d_h * (h_prev - hh)
-        d_z_in = d_z * recurrent_activation_grad(z_in)
+        d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_z_in_steps.append(d_z_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
         d_h = (

@@ -42,7 +42,7 @@ __all__ = [
     "torch_state_dict_from_keras",
 ]
 
-# -- elementwise functions and their derivatives ------------------------------------------------
+# -- elementwise functions, their derivatives and VJPs ---------------------------------------------
 
 
 def celu(u):
@@ -54,6 +54,11 @@ def celu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def celu_vjp(y, d):
+    """d * celu'(u), given d, the gradient of its output."""
+    return d * celu_grad(y)
+
+
 def elu(u):
     return torch.where(u > 0, u, torch.expm1(torch.clamp(u, max=0)))
 
@@ -63,6 +68,11 @@ def elu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def elu_vjp(y, d):
+    """d * elu'(u), given d, the gradient of its output."""
+    return d * elu_grad(y)
+
+
 def exponential(u):
     return torch.exp(u)
 
@@ -70,6 +80,11 @@ def exponential(u):
 def exponential_grad(y):
     """d exponential(u) / du, written in terms of y = exponential(u)."""
     return y
+
+
+def exponential_vjp(y, d):
+    """d * exponential'(u), given d, the gradient of its output."""
+    return d * exponential_grad(y)
 
 
 def gelu(u):
@@ -85,6 +100,11 @@ def gelu_grad(u):
     )
 
 
+def gelu_vjp(u, d):
+    """d * gelu'(u), given d, the gradient of its output."""
+    return d * gelu_grad(u)
+
+
 def hard_shrink(u):
     return torch.where(torch.abs(u) > 0.5, u, 0 * u)
 
@@ -94,6 +114,11 @@ def hard_shrink_grad(y):
     return (y != 0).to(y.dtype)
 
 
+def hard_shrink_vjp(y, d):
+    """d * hard_shrink'(u), given d, the gradient of its output."""
+    return d * hard_shrink_grad(y)
+
+
 def hard_sigmoid(u):
     return torch.clamp(u + 3, 0, 6) / 6
 
@@ -101,6 +126,11 @@ def hard_sigmoid(u):
 def hard_sigmoid_grad(y):
     """d hard_sigmoid(u) / du, written in terms of y = hard_sigmoid(u)."""
     return 0.16666666666666666 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def hard_sigmoid_vjp(y, d):
+    """d * hard_sigmoid'(u), given d, the gradient of its output."""
+    return d * hard_sigmoid_grad(y)
 
 
 def hard_silu(u):
@@ -116,6 +146,11 @@ def hard_silu_grad(u):
     )
 
 
+def hard_silu_vjp(u, d):
+    """d * hard_silu'(u), given d, the gradient of its output."""
+    return d * hard_silu_grad(u)
+
+
 def hard_tanh(u):
     return torch.clamp(u, -1, 1)
 
@@ -123,6 +158,11 @@ def hard_tanh(u):
 def hard_tanh_grad(y):
     """d hard_tanh(u) / du, written in terms of y = hard_tanh(u)."""
     return ((y > -1) & (y < 1)).to(y.dtype)
+
+
+def hard_tanh_vjp(y, d):
+    """d * hard_tanh'(u), given d, the gradient of its output."""
+    return d * hard_tanh_grad(y)
 
 
 def leaky_relu(u):
@@ -134,6 +174,11 @@ def leaky_relu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, torch.zeros_like(y) + 0.2)
 
 
+def leaky_relu_vjp(y, d):
+    """d * leaky_relu'(u), given d, the gradient of its output."""
+    return d * leaky_relu_grad(y)
+
+
 def linear(u):
     return u
 
@@ -143,6 +188,11 @@ def linear_grad(y):
     return 1
 
 
+def linear_vjp(y, d):
+    """d * linear'(u), given d, the gradient of its output."""
+    return d * linear_grad(y)
+
+
 def log_sigmoid(u):
     return -torch.logaddexp(-u, torch.zeros_like(u))
 
@@ -150,6 +200,11 @@ def log_sigmoid(u):
 def log_sigmoid_grad(y):
     """d log_sigmoid(u) / du, written in terms of y = log_sigmoid(u)."""
     return -torch.expm1(y)
+
+
+def log_sigmoid_vjp(y, d):
+    """d * log_sigmoid'(u), given d, the gradient of its output."""
+    return d * log_sigmoid_grad(y)
 
 
 def mish(u):
@@ -163,6 +218,11 @@ def mish_grad(u):
     ) + torch.tanh(torch.logaddexp(u, torch.zeros_like(u)))
 
 
+def mish_vjp(u, d):
+    """d * mish'(u), given d, the gradient of its output."""
+    return d * mish_grad(u)
+
+
 def relu(u):
     return torch.relu(u)
 
@@ -172,6 +232,11 @@ def relu_grad(y):
     return (y > 0).to(y.dtype)
 
 
+def relu_vjp(y, d):
+    """d * relu'(u), given d, the gradient of its output."""
+    return torch.ops.aten.threshold_backward(d, y, 0)
+
+
 def relu6(u):
     return torch.clamp(u, 0, 6)
 
@@ -179,6 +244,11 @@ def relu6(u):
 def relu6_grad(y):
     """d relu6(u) / du, written in terms of y = relu6(u)."""
     return ((y > 0) & (y < 6)).to(y.dtype)
+
+
+def relu6_vjp(y, d):
+    """d * relu6'(u), given d, the gradient of its output."""
+    return d * relu6_grad(y)
 
 
 def selu(u):
@@ -192,6 +262,11 @@ def selu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1.0507009873554805, 1.7580993408473768 + y)
 
 
+def selu_vjp(y, d):
+    """d * selu'(u), given d, the gradient of its output."""
+    return d * selu_grad(y)
+
+
 def sigmoid(u):
     return torch.sigmoid(u)
 
@@ -199,6 +274,11 @@ def sigmoid(u):
 def sigmoid_grad(y):
     """d sigmoid(u) / du, written in terms of y = sigmoid(u)."""
     return y * (1 - y)
+
+
+def sigmoid_vjp(y, d):
+    """d * sigmoid'(u), given d, the gradient of its output."""
+    return torch.ops.aten.sigmoid_backward(d, y)
 
 
 def silu(u):
@@ -210,6 +290,11 @@ def silu_grad(u):
     return u * (1 - torch.sigmoid(u)) * torch.sigmoid(u) + torch.sigmoid(u)
 
 
+def silu_vjp(u, d):
+    """d * silu'(u), given d, the gradient of its output."""
+    return d * silu_grad(u)
+
+
 def soft_shrink(u):
     return torch.where(u > 0.5, u - 0.5, torch.where(u < -0.5, u + 0.5, 0 * u))
 
@@ -217,6 +302,11 @@ def soft_shrink(u):
 def soft_shrink_grad(y):
     """d soft_shrink(u) / du, written in terms of y = soft_shrink(u)."""
     return (y != 0).to(y.dtype)
+
+
+def soft_shrink_vjp(y, d):
+    """d * soft_shrink'(u), given d, the gradient of its output."""
+    return d * soft_shrink_grad(y)
 
 
 def softplus(u):
@@ -228,6 +318,11 @@ def softplus_grad(y):
     return -torch.expm1(-y)
 
 
+def softplus_vjp(y, d):
+    """d * softplus'(u), given d, the gradient of its output."""
+    return d * softplus_grad(y)
+
+
 def softsign(u):
     return u / (1 + torch.abs(u))
 
@@ -235,6 +330,11 @@ def softsign(u):
 def softsign_grad(y):
     """d softsign(u) / du, written in terms of y = softsign(u)."""
     return (1 - torch.abs(y)) ** 2
+
+
+def softsign_vjp(y, d):
+    """d * softsign'(u), given d, the gradient of its output."""
+    return d * softsign_grad(y)
 
 
 def sparse_plus(u):
@@ -250,6 +350,11 @@ def sparse_plus_grad(y):
     )
 
 
+def sparse_plus_vjp(y, d):
+    """d * sparse_plus'(u), given d, the gradient of its output."""
+    return d * sparse_plus_grad(y)
+
+
 def sparse_sigmoid(u):
     return torch.where(u <= -1, 0 * u, torch.where(u >= 1, 0 * u + 1, 0.5 * (u + 1)))
 
@@ -257,6 +362,11 @@ def sparse_sigmoid(u):
 def sparse_sigmoid_grad(y):
     """d sparse_sigmoid(u) / du, written in terms of y = sparse_sigmoid(u)."""
     return 0.5 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def sparse_sigmoid_vjp(y, d):
+    """d * sparse_sigmoid'(u), given d, the gradient of its output."""
+    return d * sparse_sigmoid_grad(y)
 
 
 def squareplus(u):
@@ -268,6 +378,11 @@ def squareplus_grad(y):
     return y**2 / (1 + y**2)
 
 
+def squareplus_vjp(y, d):
+    """d * squareplus'(u), given d, the gradient of its output."""
+    return d * squareplus_grad(y)
+
+
 def tanh(u):
     return torch.tanh(u)
 
@@ -275,6 +390,11 @@ def tanh(u):
 def tanh_grad(y):
     """d tanh(u) / du, written in terms of y = tanh(u)."""
     return 1 - y**2
+
+
+def tanh_vjp(y, d):
+    """d * tanh'(u), given d, the gradient of its output."""
+    return torch.ops.aten.tanh_backward(d, y)
 
 
 def tanh_shrink(u):
@@ -286,33 +406,38 @@ def tanh_shrink_grad(u):
     return torch.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def tanh_shrink_vjp(u, d):
+    """d * tanh_shrink'(u), given d, the gradient of its output."""
+    return d * tanh_shrink_grad(u)
+
+
+#: activation name -> (function, vector-Jacobian product, whether it reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, celu_vjp, True),
+    "elu": (elu, elu_vjp, True),
+    "exponential": (exponential, exponential_vjp, True),
+    "gelu": (gelu, gelu_vjp, False),
+    "hard_shrink": (hard_shrink, hard_shrink_vjp, True),
+    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_vjp, True),
+    "hard_silu": (hard_silu, hard_silu_vjp, False),
+    "hard_tanh": (hard_tanh, hard_tanh_vjp, True),
+    "leaky_relu": (leaky_relu, leaky_relu_vjp, True),
+    "linear": (linear, linear_vjp, True),
+    "log_sigmoid": (log_sigmoid, log_sigmoid_vjp, True),
+    "mish": (mish, mish_vjp, False),
+    "relu": (relu, relu_vjp, True),
+    "relu6": (relu6, relu6_vjp, True),
+    "selu": (selu, selu_vjp, True),
+    "sigmoid": (sigmoid, sigmoid_vjp, True),
+    "silu": (silu, silu_vjp, False),
+    "soft_shrink": (soft_shrink, soft_shrink_vjp, True),
+    "softplus": (softplus, softplus_vjp, True),
+    "softsign": (softsign, softsign_vjp, True),
+    "sparse_plus": (sparse_plus, sparse_plus_vjp, True),
+    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_vjp, True),
+    "squareplus": (squareplus, squareplus_vjp, True),
+    "tanh": (tanh, tanh_vjp, True),
+    "tanh_shrink": (tanh_shrink, tanh_shrink_vjp, False),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
@@ -338,23 +463,23 @@ def _all_steps(a):
 # -- activations: table names, or callables that torch autograd differentiates ----------------
 
 
-def _autograd_derivative(f):
-    """The derivative of an elementwise callable, by torch autograd (for the fused backward)."""
+def _autograd_vjp(f):
+    """The vector-Jacobian product of a callable, by torch autograd (for the fused backward)."""
 
-    def grad(u):
+    def vjp(u, d):
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(f(u).sum(), u)
-        return d
+            (g,) = torch.autograd.grad(f(u), u, d)
+        return g
 
-    return grad
+    return vjp
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument:
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument:
     a name of ``ACTIVATIONS`` (or an alias), or a callable on tensors."""
     if callable(value) and not isinstance(value, str | type):
-        return value, _autograd_derivative(value), False
+        return value, _autograd_vjp(value), False
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
         return ACTIVATIONS[name]
@@ -368,19 +493,20 @@ def _activation(value, argument):
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
-        out += [f, _through_output(f, grad) if general and from_output else grad]
+    for f, vjp, from_output in resolved:
+        out += [f, _through_output(f, vjp) if general and from_output else vjp]
     return out, general
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 # -- Keras-compatible initializers (NumPy draws, as the NumPy layer makes them) ---------------
@@ -512,9 +638,9 @@ def _step_v0(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, no dropout.
 
@@ -560,9 +686,9 @@ def _forward_v0(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, no dropout.
 
@@ -659,9 +785,9 @@ def _backward_v0(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, no dropout.
 
@@ -715,15 +841,15 @@ def _backward_v0(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(activation_c)
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -758,9 +884,9 @@ def _step_v1(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, no dropout, input-form.
 
@@ -810,9 +936,9 @@ def _forward_v1(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
@@ -925,9 +1051,9 @@ def _backward_v1(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, no dropout, input-form.
 
@@ -990,15 +1116,15 @@ def _backward_v1(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(c)
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_i_in, d_f_in, d_g_in, d_o_in], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -1033,9 +1159,9 @@ def _step_v2(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, with dropout masks.
 
@@ -1104,9 +1230,9 @@ def _forward_v2(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
@@ -1248,9 +1374,9 @@ def _backward_v2(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, with dropout masks.
 
@@ -1331,21 +1457,21 @@ def _backward_v2(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(activation_c)
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_o_pre_steps.append(d_o_pre)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_g_pre_steps.append(d_g_pre)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_f_pre_steps.append(d_f_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_i_pre_steps.append(d_i_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
@@ -1414,9 +1540,9 @@ def _step_v3(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=True, with dropout masks, input-form.
 
@@ -1489,9 +1615,9 @@ def _forward_v3(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
@@ -1649,9 +1775,9 @@ def _backward_v3(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=True, with dropout masks, input-form.
 
@@ -1741,21 +1867,21 @@ def _backward_v3(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(c)
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_o_in_steps.append(d_o_in)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_g_in_steps.append(d_g_in)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_f_in_steps.append(d_f_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_i_in_steps.append(d_i_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (
@@ -1822,9 +1948,9 @@ def _step_v4(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, no dropout.
 
@@ -1864,9 +1990,9 @@ def _forward_v4(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, no dropout.
 
@@ -1957,9 +2083,9 @@ def _backward_v4(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, no dropout.
 
@@ -2013,15 +2139,15 @@ def _backward_v4(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(activation_c)
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_i_pre, d_f_pre, d_g_pre, d_o_pre], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -2051,9 +2177,9 @@ def _step_v5(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, no dropout, input-form.
 
@@ -2097,9 +2223,9 @@ def _forward_v5(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
@@ -2206,9 +2332,9 @@ def _backward_v5(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, no dropout, input-form.
 
@@ -2271,15 +2397,15 @@ def _backward_v5(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(c)
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_h_prev_recurrent_kernel = torch.cat(
             [d_i_in, d_f_in, d_g_in, d_o_in], -1, out=d_h_prev_recurrent_kernel_seq[t]
         )
@@ -2309,9 +2435,9 @@ def _step_v6(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, with dropout masks.
 
@@ -2371,9 +2497,9 @@ def _forward_v6(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
@@ -2506,9 +2632,9 @@ def _backward_v6(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, with dropout masks.
 
@@ -2589,21 +2715,21 @@ def _backward_v6(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(activation_c)
+        d_c = d_c + activation_vjp(activation_c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_pre = d_o * recurrent_activation_grad(o)
+        d_o_pre = recurrent_activation_vjp(o, d_o)
         d_o_pre_steps.append(d_o_pre)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_pre @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_pre = d_g * activation_grad(g)
+        d_g_pre = activation_vjp(g, d_g)
         d_g_pre_steps.append(d_g_pre)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_pre @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_pre = d_f * recurrent_activation_grad(f)
+        d_f_pre = recurrent_activation_vjp(f, d_f)
         d_f_pre_steps.append(d_f_pre)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_pre @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_pre = d_i * recurrent_activation_grad(i)
+        d_i_pre = recurrent_activation_vjp(i, d_i)
         d_i_pre_steps.append(d_i_pre)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_pre @ recurrent_kernel_i_T
         d_h = (
@@ -2664,9 +2790,9 @@ def _step_v7(
     weights,
     masks,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """One step for use_bias=False, with dropout masks, input-form.
 
@@ -2730,9 +2856,9 @@ def _forward_v7(
     masks,
     zero_output_for_mask,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
@@ -2881,9 +3007,9 @@ def _backward_v7(
     d_outputs,
     d_states,
     activation,
-    activation_grad,
+    activation_vjp,
     recurrent_activation,
-    recurrent_activation_grad,
+    recurrent_activation_vjp,
 ):
     """BPTT for use_bias=False, with dropout masks, input-form.
 
@@ -2973,21 +3099,21 @@ def _backward_v7(
             d_c_skip = torch.where(keep, 0.0, d_c)
             d_c = torch.where(keep, d_c, 0.0)
         d_activation_c = d_h * o
-        d_c = d_c + d_activation_c * activation_grad(c)
+        d_c = d_c + activation_vjp(c, d_activation_c)
         d_o = activation_c * d_h
-        d_o_in = d_o * recurrent_activation_grad(o_in)
+        d_o_in = recurrent_activation_vjp(o_in, d_o)
         d_o_in_steps.append(d_o_in)
         d_h_prev_dropped3_via_recurrent_kernel = d_o_in @ recurrent_kernel_o_T
         d_g = d_c * i
-        d_g_in = d_g * activation_grad(g_in)
+        d_g_in = activation_vjp(g_in, d_g)
         d_g_in_steps.append(d_g_in)
         d_h_prev_dropped2_via_recurrent_kernel = d_g_in @ recurrent_kernel_c_T
         d_f = c_prev * d_c
-        d_f_in = d_f * recurrent_activation_grad(f_in)
+        d_f_in = recurrent_activation_vjp(f_in, d_f)
         d_f_in_steps.append(d_f_in)
         d_h_prev_dropped1_via_recurrent_kernel = d_f_in @ recurrent_kernel_f_T
         d_i = d_c * g
-        d_i_in = d_i * recurrent_activation_grad(i_in)
+        d_i_in = recurrent_activation_vjp(i_in, d_i)
         d_i_in_steps.append(d_i_in)
         d_h_prev_dropped0_via_recurrent_kernel = d_i_in @ recurrent_kernel_i_T
         d_h = (

@@ -37,7 +37,7 @@ __all__ = [
     "torch_state_dict_from_keras",
 ]
 
-# -- elementwise functions and their derivatives ------------------------------------------------
+# -- elementwise functions, their derivatives and VJPs ---------------------------------------------
 
 
 def celu(u):
@@ -49,6 +49,11 @@ def celu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def celu_vjp(y, d):
+    """d * celu'(u), given d, the gradient of its output."""
+    return d * celu_grad(y)
+
+
 def elu(u):
     return torch.where(u > 0, u, torch.expm1(torch.clamp(u, max=0)))
 
@@ -58,6 +63,11 @@ def elu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, 1 + y)
 
 
+def elu_vjp(y, d):
+    """d * elu'(u), given d, the gradient of its output."""
+    return d * elu_grad(y)
+
+
 def exponential(u):
     return torch.exp(u)
 
@@ -65,6 +75,11 @@ def exponential(u):
 def exponential_grad(y):
     """d exponential(u) / du, written in terms of y = exponential(u)."""
     return y
+
+
+def exponential_vjp(y, d):
+    """d * exponential'(u), given d, the gradient of its output."""
+    return d * exponential_grad(y)
 
 
 def gelu(u):
@@ -80,6 +95,11 @@ def gelu_grad(u):
     )
 
 
+def gelu_vjp(u, d):
+    """d * gelu'(u), given d, the gradient of its output."""
+    return d * gelu_grad(u)
+
+
 def hard_shrink(u):
     return torch.where(torch.abs(u) > 0.5, u, 0 * u)
 
@@ -89,6 +109,11 @@ def hard_shrink_grad(y):
     return (y != 0).to(y.dtype)
 
 
+def hard_shrink_vjp(y, d):
+    """d * hard_shrink'(u), given d, the gradient of its output."""
+    return d * hard_shrink_grad(y)
+
+
 def hard_sigmoid(u):
     return torch.clamp(u + 3, 0, 6) / 6
 
@@ -96,6 +121,11 @@ def hard_sigmoid(u):
 def hard_sigmoid_grad(y):
     """d hard_sigmoid(u) / du, written in terms of y = hard_sigmoid(u)."""
     return 0.16666666666666666 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def hard_sigmoid_vjp(y, d):
+    """d * hard_sigmoid'(u), given d, the gradient of its output."""
+    return d * hard_sigmoid_grad(y)
 
 
 def hard_silu(u):
@@ -111,6 +141,11 @@ def hard_silu_grad(u):
     )
 
 
+def hard_silu_vjp(u, d):
+    """d * hard_silu'(u), given d, the gradient of its output."""
+    return d * hard_silu_grad(u)
+
+
 def hard_tanh(u):
     return torch.clamp(u, -1, 1)
 
@@ -118,6 +153,11 @@ def hard_tanh(u):
 def hard_tanh_grad(y):
     """d hard_tanh(u) / du, written in terms of y = hard_tanh(u)."""
     return ((y > -1) & (y < 1)).to(y.dtype)
+
+
+def hard_tanh_vjp(y, d):
+    """d * hard_tanh'(u), given d, the gradient of its output."""
+    return d * hard_tanh_grad(y)
 
 
 def leaky_relu(u):
@@ -129,6 +169,11 @@ def leaky_relu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1, torch.zeros_like(y) + 0.2)
 
 
+def leaky_relu_vjp(y, d):
+    """d * leaky_relu'(u), given d, the gradient of its output."""
+    return d * leaky_relu_grad(y)
+
+
 def linear(u):
     return u
 
@@ -138,6 +183,11 @@ def linear_grad(y):
     return 1
 
 
+def linear_vjp(y, d):
+    """d * linear'(u), given d, the gradient of its output."""
+    return d * linear_grad(y)
+
+
 def log_sigmoid(u):
     return -torch.logaddexp(-u, torch.zeros_like(u))
 
@@ -145,6 +195,11 @@ def log_sigmoid(u):
 def log_sigmoid_grad(y):
     """d log_sigmoid(u) / du, written in terms of y = log_sigmoid(u)."""
     return -torch.expm1(y)
+
+
+def log_sigmoid_vjp(y, d):
+    """d * log_sigmoid'(u), given d, the gradient of its output."""
+    return d * log_sigmoid_grad(y)
 
 
 def mish(u):
@@ -158,6 +213,11 @@ def mish_grad(u):
     ) + torch.tanh(torch.logaddexp(u, torch.zeros_like(u)))
 
 
+def mish_vjp(u, d):
+    """d * mish'(u), given d, the gradient of its output."""
+    return d * mish_grad(u)
+
+
 def relu(u):
     return torch.relu(u)
 
@@ -167,6 +227,11 @@ def relu_grad(y):
     return (y > 0).to(y.dtype)
 
 
+def relu_vjp(y, d):
+    """d * relu'(u), given d, the gradient of its output."""
+    return torch.ops.aten.threshold_backward(d, y, 0)
+
+
 def relu6(u):
     return torch.clamp(u, 0, 6)
 
@@ -174,6 +239,11 @@ def relu6(u):
 def relu6_grad(y):
     """d relu6(u) / du, written in terms of y = relu6(u)."""
     return ((y > 0) & (y < 6)).to(y.dtype)
+
+
+def relu6_vjp(y, d):
+    """d * relu6'(u), given d, the gradient of its output."""
+    return d * relu6_grad(y)
 
 
 def selu(u):
@@ -187,6 +257,11 @@ def selu_grad(y):
     return torch.where((y > 0), torch.zeros_like(y) + 1.0507009873554805, 1.7580993408473768 + y)
 
 
+def selu_vjp(y, d):
+    """d * selu'(u), given d, the gradient of its output."""
+    return d * selu_grad(y)
+
+
 def sigmoid(u):
     return torch.sigmoid(u)
 
@@ -194,6 +269,11 @@ def sigmoid(u):
 def sigmoid_grad(y):
     """d sigmoid(u) / du, written in terms of y = sigmoid(u)."""
     return y * (1 - y)
+
+
+def sigmoid_vjp(y, d):
+    """d * sigmoid'(u), given d, the gradient of its output."""
+    return torch.ops.aten.sigmoid_backward(d, y)
 
 
 def silu(u):
@@ -205,6 +285,11 @@ def silu_grad(u):
     return u * (1 - torch.sigmoid(u)) * torch.sigmoid(u) + torch.sigmoid(u)
 
 
+def silu_vjp(u, d):
+    """d * silu'(u), given d, the gradient of its output."""
+    return d * silu_grad(u)
+
+
 def soft_shrink(u):
     return torch.where(u > 0.5, u - 0.5, torch.where(u < -0.5, u + 0.5, 0 * u))
 
@@ -212,6 +297,11 @@ def soft_shrink(u):
 def soft_shrink_grad(y):
     """d soft_shrink(u) / du, written in terms of y = soft_shrink(u)."""
     return (y != 0).to(y.dtype)
+
+
+def soft_shrink_vjp(y, d):
+    """d * soft_shrink'(u), given d, the gradient of its output."""
+    return d * soft_shrink_grad(y)
 
 
 def softplus(u):
@@ -223,6 +313,11 @@ def softplus_grad(y):
     return -torch.expm1(-y)
 
 
+def softplus_vjp(y, d):
+    """d * softplus'(u), given d, the gradient of its output."""
+    return d * softplus_grad(y)
+
+
 def softsign(u):
     return u / (1 + torch.abs(u))
 
@@ -230,6 +325,11 @@ def softsign(u):
 def softsign_grad(y):
     """d softsign(u) / du, written in terms of y = softsign(u)."""
     return (1 - torch.abs(y)) ** 2
+
+
+def softsign_vjp(y, d):
+    """d * softsign'(u), given d, the gradient of its output."""
+    return d * softsign_grad(y)
 
 
 def sparse_plus(u):
@@ -245,6 +345,11 @@ def sparse_plus_grad(y):
     )
 
 
+def sparse_plus_vjp(y, d):
+    """d * sparse_plus'(u), given d, the gradient of its output."""
+    return d * sparse_plus_grad(y)
+
+
 def sparse_sigmoid(u):
     return torch.where(u <= -1, 0 * u, torch.where(u >= 1, 0 * u + 1, 0.5 * (u + 1)))
 
@@ -252,6 +357,11 @@ def sparse_sigmoid(u):
 def sparse_sigmoid_grad(y):
     """d sparse_sigmoid(u) / du, written in terms of y = sparse_sigmoid(u)."""
     return 0.5 * ((y > 0) & (y < 1)).to(y.dtype)
+
+
+def sparse_sigmoid_vjp(y, d):
+    """d * sparse_sigmoid'(u), given d, the gradient of its output."""
+    return d * sparse_sigmoid_grad(y)
 
 
 def squareplus(u):
@@ -263,6 +373,11 @@ def squareplus_grad(y):
     return y**2 / (1 + y**2)
 
 
+def squareplus_vjp(y, d):
+    """d * squareplus'(u), given d, the gradient of its output."""
+    return d * squareplus_grad(y)
+
+
 def tanh(u):
     return torch.tanh(u)
 
@@ -270,6 +385,11 @@ def tanh(u):
 def tanh_grad(y):
     """d tanh(u) / du, written in terms of y = tanh(u)."""
     return 1 - y**2
+
+
+def tanh_vjp(y, d):
+    """d * tanh'(u), given d, the gradient of its output."""
+    return torch.ops.aten.tanh_backward(d, y)
 
 
 def tanh_shrink(u):
@@ -281,33 +401,38 @@ def tanh_shrink_grad(u):
     return torch.tanh(u) ** 2
 
 
-#: activation name -> (function, derivative, whether the derivative reads the output)
+def tanh_shrink_vjp(u, d):
+    """d * tanh_shrink'(u), given d, the gradient of its output."""
+    return d * tanh_shrink_grad(u)
+
+
+#: activation name -> (function, vector-Jacobian product, whether it reads the output)
 ACTIVATIONS = {
-    "celu": (celu, celu_grad, True),
-    "elu": (elu, elu_grad, True),
-    "exponential": (exponential, exponential_grad, True),
-    "gelu": (gelu, gelu_grad, False),
-    "hard_shrink": (hard_shrink, hard_shrink_grad, True),
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_grad, True),
-    "hard_silu": (hard_silu, hard_silu_grad, False),
-    "hard_tanh": (hard_tanh, hard_tanh_grad, True),
-    "leaky_relu": (leaky_relu, leaky_relu_grad, True),
-    "linear": (linear, linear_grad, True),
-    "log_sigmoid": (log_sigmoid, log_sigmoid_grad, True),
-    "mish": (mish, mish_grad, False),
-    "relu": (relu, relu_grad, True),
-    "relu6": (relu6, relu6_grad, True),
-    "selu": (selu, selu_grad, True),
-    "sigmoid": (sigmoid, sigmoid_grad, True),
-    "silu": (silu, silu_grad, False),
-    "soft_shrink": (soft_shrink, soft_shrink_grad, True),
-    "softplus": (softplus, softplus_grad, True),
-    "softsign": (softsign, softsign_grad, True),
-    "sparse_plus": (sparse_plus, sparse_plus_grad, True),
-    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_grad, True),
-    "squareplus": (squareplus, squareplus_grad, True),
-    "tanh": (tanh, tanh_grad, True),
-    "tanh_shrink": (tanh_shrink, tanh_shrink_grad, False),
+    "celu": (celu, celu_vjp, True),
+    "elu": (elu, elu_vjp, True),
+    "exponential": (exponential, exponential_vjp, True),
+    "gelu": (gelu, gelu_vjp, False),
+    "hard_shrink": (hard_shrink, hard_shrink_vjp, True),
+    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_vjp, True),
+    "hard_silu": (hard_silu, hard_silu_vjp, False),
+    "hard_tanh": (hard_tanh, hard_tanh_vjp, True),
+    "leaky_relu": (leaky_relu, leaky_relu_vjp, True),
+    "linear": (linear, linear_vjp, True),
+    "log_sigmoid": (log_sigmoid, log_sigmoid_vjp, True),
+    "mish": (mish, mish_vjp, False),
+    "relu": (relu, relu_vjp, True),
+    "relu6": (relu6, relu6_vjp, True),
+    "selu": (selu, selu_vjp, True),
+    "sigmoid": (sigmoid, sigmoid_vjp, True),
+    "silu": (silu, silu_vjp, False),
+    "soft_shrink": (soft_shrink, soft_shrink_vjp, True),
+    "softplus": (softplus, softplus_vjp, True),
+    "softsign": (softsign, softsign_vjp, True),
+    "sparse_plus": (sparse_plus, sparse_plus_vjp, True),
+    "sparse_sigmoid": (sparse_sigmoid, sparse_sigmoid_vjp, True),
+    "squareplus": (squareplus, squareplus_vjp, True),
+    "tanh": (tanh, tanh_vjp, True),
+    "tanh_shrink": (tanh_shrink, tanh_shrink_vjp, False),
 }
 ACTIVATION_ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
 #: Keras activations rnngen refuses, with why
@@ -333,23 +458,23 @@ def _all_steps(a):
 # -- activations: table names, or callables that torch autograd differentiates ----------------
 
 
-def _autograd_derivative(f):
-    """The derivative of an elementwise callable, by torch autograd (for the fused backward)."""
+def _autograd_vjp(f):
+    """The vector-Jacobian product of a callable, by torch autograd (for the fused backward)."""
 
-    def grad(u):
+    def vjp(u, d):
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(f(u).sum(), u)
-        return d
+            (g,) = torch.autograd.grad(f(u), u, d)
+        return g
 
-    return grad
+    return vjp
 
 
 def _activation(value, argument):
-    """``(function, derivative, the derivative reads the output)`` for an activation argument:
+    """``(function, vector-Jacobian product, it reads the output)`` for an activation argument:
     a name of ``ACTIVATIONS`` (or an alias), or a callable on tensors."""
     if callable(value) and not isinstance(value, str | type):
-        return value, _autograd_derivative(value), False
+        return value, _autograd_vjp(value), False
     name = ACTIVATION_ALIASES.get(value, value) if isinstance(value, str | None) else value
     if isinstance(name, str) and name in ACTIVATIONS:
         return ACTIVATIONS[name]
@@ -363,19 +488,20 @@ def _activation(value, argument):
 
 
 def _resolve_functions(arguments):
-    """``([f, df, ...], general)`` for (value, argument) pairs; ``general``: some derivative
-    reads its input, so every derivative does (the variant derived from the inputs)."""
+    """``([f, f_vjp, ...], general)`` for (value, argument) pairs; ``general``: some
+    vector-Jacobian product reads its input, so every one does (the variant derived from the
+    inputs)."""
     resolved = [_activation(value, argument) for value, argument in arguments]
     general = not all(from_output for _, _, from_output in resolved)
     out = []
-    for f, grad, from_output in resolved:
-        out += [f, _through_output(f, grad) if general and from_output else grad]
+    for f, vjp, from_output in resolved:
+        out += [f, _through_output(f, vjp) if general and from_output else vjp]
     return out, general
 
 
-def _through_output(f, grad):
-    """A derivative written in the output, as a function of the input."""
-    return lambda u: grad(f(u))
+def _through_output(f, vjp):
+    """A vector-Jacobian product written in the output, as a function of the input."""
+    return lambda u, d: vjp(f(u), d)
 
 
 # -- Keras-compatible initializers (NumPy draws, as the NumPy layer makes them) ---------------
@@ -501,7 +627,7 @@ def _check_rate(name, rate, declared):
 # -- one step, one fused forward and its BPTT per variant -------------------------------------
 
 
-def _step_v0(x, states, weights, masks, activation, activation_grad):
+def _step_v0(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=True, no dropout.
 
     Returns (output, new states).
@@ -519,7 +645,7 @@ def _step_v0(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v0(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, no dropout.
 
@@ -568,7 +694,7 @@ def _forward_v0(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v0(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -606,7 +732,7 @@ def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_steps.append(d_h_pre)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
@@ -627,7 +753,7 @@ def _backward_v0(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v1(x, states, weights, masks, activation, activation_grad):
+def _step_v1(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=True, no dropout, input-form.
 
     Returns (output, new states).
@@ -646,7 +772,7 @@ def _step_v1(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v1(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, no dropout, input-form.
 
@@ -699,7 +825,7 @@ def _forward_v1(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v1(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -737,7 +863,7 @@ def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_steps.append(d_h_in)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
@@ -758,7 +884,7 @@ def _backward_v1(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v2(x, states, weights, masks, activation, activation_grad):
+def _step_v2(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=True, with dropout masks.
 
     Returns (output, new states).
@@ -780,7 +906,7 @@ def _step_v2(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v2(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, with dropout masks.
 
@@ -838,7 +964,7 @@ def _forward_v2(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v2(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -880,7 +1006,7 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_steps.append(d_h_pre)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -901,7 +1027,7 @@ def _backward_v2(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v3(x, states, weights, masks, activation, activation_grad):
+def _step_v3(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=True, with dropout masks, input-form.
 
     Returns (output, new states).
@@ -924,7 +1050,7 @@ def _step_v3(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v3(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=True, with dropout masks, input-form.
 
@@ -986,7 +1112,7 @@ def _forward_v3(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v3(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1027,7 +1153,7 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_steps.append(d_h_in)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -1048,7 +1174,7 @@ def _backward_v3(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v4(x, states, weights, masks, activation, activation_grad):
+def _step_v4(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=False, no dropout.
 
     Returns (output, new states).
@@ -1064,7 +1190,7 @@ def _step_v4(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v4(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, no dropout.
 
@@ -1111,7 +1237,7 @@ def _forward_v4(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v4(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1149,7 +1275,7 @@ def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_steps.append(d_h_pre)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
@@ -1168,7 +1294,7 @@ def _backward_v4(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v5(x, states, weights, masks, activation, activation_grad):
+def _step_v5(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=False, no dropout, input-form.
 
     Returns (output, new states).
@@ -1185,7 +1311,7 @@ def _step_v5(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v5(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, no dropout, input-form.
 
@@ -1236,7 +1362,7 @@ def _forward_v5(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v5(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1274,7 +1400,7 @@ def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_steps.append(d_h_in)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_via_recurrent_kernel
@@ -1293,7 +1419,7 @@ def _backward_v5(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v6(x, states, weights, masks, activation, activation_grad):
+def _step_v6(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=False, with dropout masks.
 
     Returns (output, new states).
@@ -1313,7 +1439,7 @@ def _step_v6(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v6(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, with dropout masks.
 
@@ -1369,7 +1495,7 @@ def _forward_v6(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v6(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1411,7 +1537,7 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_pre = d_h * activation_grad(h)
+        d_h_pre = activation_vjp(h, d_h)
         d_h_pre_steps.append(d_h_pre)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
@@ -1430,7 +1556,7 @@ def _backward_v6(tape, d_outputs, d_states, activation, activation_grad):
     return d_x, [d_h], d_weights
 
 
-def _step_v7(x, states, weights, masks, activation, activation_grad):
+def _step_v7(x, states, weights, masks, activation, activation_vjp):
     """One step for use_bias=False, with dropout masks, input-form.
 
     Returns (output, new states).
@@ -1451,7 +1577,7 @@ def _step_v7(x, states, weights, masks, activation, activation_grad):
 
 
 def _forward_v7(
-    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_grad
+    x, weights, initial_state, mask, masks, zero_output_for_mask, activation, activation_vjp
 ):
     """Forward pass for use_bias=False, with dropout masks, input-form.
 
@@ -1511,7 +1637,7 @@ def _forward_v7(
     return outputs, [h_seq[T]], tape
 
 
-def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
+def _backward_v7(tape, d_outputs, d_states, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks, input-form.
 
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
@@ -1552,7 +1678,7 @@ def _backward_v7(tape, d_outputs, d_states, activation, activation_grad):
             )
             d_h_skip = torch.where(keep, 0.0, d_h)
             d_h = torch.where(keep, d_h + d_out, 0.0)
-        d_h_in = d_h * activation_grad(h_in)
+        d_h_in = activation_vjp(h_in, d_h)
         d_h_in_steps.append(d_h_in)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0

@@ -269,6 +269,12 @@ class Elementwise:
     def torch_grad(self) -> str:
         return _TorchCode(self._var).doprint(self._grad_expr)
 
+    @property
+    def torch_vjp(self) -> str:
+        """PyTorch body of ``def name_vjp(y, d)`` (or ``(u, d)``): ``d`` times the derivative,
+        as one of torch's own backward kernels where it has one (``TORCH_VJP``)."""
+        return TORCH_VJP.get(self.name, f"d * {self.name}_grad({self._var})")
+
     @cached_property
     def grad_latex(self) -> str:
         return LatexPrinter().doprint(self._grad_expr)
@@ -406,6 +412,14 @@ TORCH = {
     "exp": "torch.exp(u)", "abs": "torch.abs(u)", "sqrt": "torch.sqrt(u)", "log": "torch.log(u)",
 }
 # fmt: on
+
+#: PyTorch's own backward kernels for ``d * f'(y)``, written in the output ``y``: one op where
+#: the printed derivative takes three (tests check each against the SymPy derivative)
+TORCH_VJP = {
+    "tanh": "torch.ops.aten.tanh_backward(d, y)",
+    "sigmoid": "torch.ops.aten.sigmoid_backward(d, y)",
+    "relu": "torch.ops.aten.threshold_backward(d, y, 0)",
+}
 
 #: Spellings accepted for an activation option, as Keras accepts them.
 ALIASES = {None: "linear", "None": "linear", "swish": "silu", "hard_swish": "hard_silu"}
@@ -560,7 +574,7 @@ def resolve_activation(name):
     return name if name in TABLE and TABLE[name].activation else None
 
 
-# the PyTorch module's activation options are elementwise (d * <option>_grad(y))
+# the PyTorch module's activation options are elementwise (<option>_vjp(y, d) is d * f'(y))
 REFUSED |= dict.fromkeys(
     ROW_WISE_TABLE, "row-wise: PyTorch activation options take elementwise functions only"
 )
@@ -572,9 +586,7 @@ REFUSED_AT_RUN_TIME = {n: why for n, why in REFUSED.items() if n not in ROW_WISE
 
 class _VJP(sp.Function):
     """``<option>_vjp(a, d)``: the gradient through a run-time activation, given the gradient
-    ``d`` of its output; ``a`` is its output (or, in the input-form variant, its input).
-
-    Backends whose activations are elementwise only print ``d * <option>_grad(a)``."""
+    ``d`` of its output; ``a`` is its output (or, in the input-form variant, its input)."""
 
     call_name: str
     nargs = 2
@@ -584,10 +596,7 @@ class _VJP(sp.Function):
         return f"{self.call_name}_vjp({a}, {d})"
 
     _tensorflowcode = _numpycode
-
-    def _torchcode(self, printer):
-        a, d = (printer._print(x) for x in self.args)
-        return f"{printer.parenthesize(self.args[1], 50)} * {self.call_name}_grad({a})"
+    _torchcode = _numpycode
 
     def _latex(self, printer, exp=None):
         a, d = (printer._print(x) for x in self.args)
@@ -617,8 +626,6 @@ class _RowCall(_Printed):
 class _RowVJP(_VJP):
     """``softmax_vjp(y, d)``: the gradient through a row-wise function called in an equation
     (every backend defines it, PyTorch included)."""
-
-    _torchcode = _VJP._numpycode
 
 
 @cache

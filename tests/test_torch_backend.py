@@ -249,7 +249,8 @@ def test_fused_gradcheck(built, stem):
 
 def test_every_table_function_prints_for_torch():
     """Each table function's torch forward equals its NumPy forward, and its printed torch
-    derivative equals torch autograd of that forward, on a grid that misses the kinks."""
+    derivative and VJP (torch's own backward kernel where ``TORCH_VJP`` names one) equal torch
+    autograd of that forward, on a grid that misses the kinks."""
     u = torch.linspace(-4.0, 4.0, 2001, dtype=torch.float64) + 1e-6 * math.sqrt(2)
     for name, entry in functions.TABLE.items():
         domain = u.abs() + 0.1 if name in ("sqrt", "log") else u
@@ -258,11 +259,17 @@ def test_every_table_function_prints_for_torch():
         exec(f"def grad({entry._var}):\n    return {entry.torch_grad}\n", scope)
         v = domain.clone().requires_grad_(True)
         y = scope["f"](v)
-        (expected,) = torch.autograd.grad(y.sum(), v)
+        (expected,) = torch.autograd.grad(y.sum(), v, retain_graph=True)
         arg = y.detach() if entry.grad_from == "output" else domain
         got = scope["grad"](arg)
         got = torch.as_tensor(got, dtype=torch.float64).expand_as(expected)
         close(got, expected, 1e-9, f"{name}: printed torch derivative vs autograd")
+        # the VJP the fused backward calls (torch's own kernel for TORCH_VJP's entries)
+        d = torch.cos(3.0 * domain)  # an arbitrary output gradient, of both signs
+        scope[f"{name}_grad"] = scope["grad"]  # as the generated module names it
+        exec(f"def vjp({entry._var}, d):\n    return {entry.torch_vjp}\n", scope)
+        (expected_vjp,) = torch.autograd.grad(y, v, d)
+        close(scope["vjp"](arg, d), expected_vjp, 1e-9, f"{name}: torch VJP vs autograd")
         np_scope = {"np": np, "_erf": np.vectorize(math.erf, otypes=[float])}
         exec(f"def f(u):\n    return {entry.numpy}\n", np_scope)
         close(y, np_scope["f"](domain.numpy()), 1e-12, f"{name}: torch vs NumPy forward")

@@ -187,7 +187,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
         body(*self.emit(v.forward, in_step=True))
 
         src = Source()
-        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec)]
+        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec, naming.vjp)]
         src(base.signature(f"_step_{v.name}", args))
         with src:
             src(f'"""One step for {v.describe()}.', "", "Returns (output, new states).", '"""')
@@ -206,7 +206,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
         args = ["x", "weights", "initial_state", "mask", "masks", "zero_output_for_mask"]
         self.read = set()
         src = Source()
-        src(base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec)))
+        src(base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
         with src:
             src(
                 f'"""Forward pass for {v.describe()}.',
@@ -309,7 +309,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
         states = spec.states
         src = Source()
         args = ["tape", "d_outputs", "d_states"]
-        src(base.signature(f"_backward_{v.name}", args + base.activation_arguments(spec)))
+        src(base.signature(f"_backward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
         with src:
             src(
                 f'"""BPTT for {v.describe()}.',
