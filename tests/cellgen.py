@@ -803,13 +803,14 @@ def check_cell(
     workdir: Path | None = None,
     backends=BACKENDS,
     max_combos: int | None = None,
-    module_combos: int | None = None,
+    module_combos: dict | None = None,
 ) -> Outcome:
     """Build ``cell`` and compare every backend with the equation interpreter (float64).
 
     Every combination of boolean options is checked, or the defaults and ``max_combos - 1``
-    others drawn at random. The torch and JAX modules are run on the first ``module_combos``
-    of these (the defaults first; ``None``: all of them).
+    others drawn at random. ``module_combos`` (``{"torch": n, "jax": n}``) runs a framework's
+    module on the first ``n`` of these whose reference is usable (the defaults first; ``None``
+    or absent: all).
     """
     from rnngen.errors import SpecError
     from rnngen.spec import parse
@@ -885,7 +886,11 @@ def check_cell(
             label = " ".join(f"{k}={v}" for k, v in full.items())
             label += " mask" * mask + " go_backwards" * backwards
             out.combos += 1
-            run_modules = module_combos is None or out.combos <= module_combos
+            compared = out.combos - 1 - out.skipped_combos  # earlier ones not skipped
+            run_modules = {
+                f: (module_combos or {}).get(f) is None or compared < module_combos[f]
+                for f, *_ in MODULE_BACKENDS
+            }
             _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modules)
     return _done(out, t0)
 
@@ -896,7 +901,7 @@ def _codegen_backends():
     return codegen.BACKENDS
 
 
-def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modules=True):
+def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modules=None):
     try:
         data = api["make_data"](mods["numpy"], cs, cfg, seed)
     except Exception as err:  # noqa: BLE001
@@ -929,7 +934,7 @@ def _check_config(api, cs, mods, cfg, seed, label, out, fail, backends, run_modu
             cls, cs, cfg, data, extra={"implementation": impl}, dtype="float64"
         )
     for framework, _, labels, runner in MODULE_BACKENDS:
-        if run_modules and framework in mods:
+        if (run_modules or {}).get(framework, True) and framework in mods:
             for backend, impl in labels:
                 runners[backend] = lambda runner=runner, m=mods[framework], impl=impl: runner(
                     m, cs, cfg, data, impl
