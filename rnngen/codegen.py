@@ -22,6 +22,7 @@ import sympy as sp
 
 from . import functions, resolve, symbolic
 from .printers import base as printers_base
+from .printers import jax as printers_jax
 from .printers import keras_ops
 from .printers.expressions import py, tex, tfpy  # noqa: F401  (tex: re-exported for tests)
 from .printers.latex import DerivationPrinter
@@ -78,6 +79,7 @@ BACKENDS = (
     Backend("numpy", NumpyPrinter, "numpy_layer.py.j2", "_numpy.py"),
     Backend("tf", TensorflowPrinter, "tf_layer.py.j2", "_tf.py"),
     Backend("torch", TorchPrinter, "torch_module.py.j2", "_torch.py"),
+    Backend("jax", printers_jax.JaxPrinter, "jax_module.py.j2", "_jax.py"),
 )
 #: the derivation document: template and suffix
 DOCUMENT = ("derivation.md.j2", ".md")
@@ -109,6 +111,9 @@ def environment() -> jinja2.Environment:
         REFUSED_AT_RUN_TIME=functions.REFUSED_AT_RUN_TIME,
         ROW_WISE=functions.ROW_WISE_TABLE,
         KERAS_OPS=keras_ops,  # the keras.ops spellings (the Keras layer's step)
+        JAX_ROW_WISE=printers_jax.ROW_WISE,  # the JAX module's table bodies
+        jax_body=printers_jax.function_body,
+        jax_grad=printers_jax.grad_body,
     )
     return env
 
