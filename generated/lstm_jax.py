@@ -15,11 +15,23 @@ Step equations (x is the input, *_prev the states before the step):
     c = f * c_prev + i * g
     h = o * activation(c)
 
-Functions: ``init(key, input_dim, units, ...) -> params`` (a dict in Keras's weight names and
-layouts, drawn with Keras's initializer distributions), ``apply(params, x, initial_state,
-mask, ...) -> (sequence, final_states)`` with x (B, T, input_dim) batch first, the sequence
-(B, T, units) in processing order and final_states a list of 2 (B, units) arrays
-(h, c), ``weight_shapes`` and ``draw_dropout_masks``.
+Functions:
+
+* ``init(key, input_dim, units, ...) -> params``: a dict in Keras's weight names and layouts
+  (kernel, recurrent_kernel, bias), drawn with Keras's initializer distributions
+  (``jax.random``).
+* ``apply(params, x, initial_state=None, mask=None, ...) -> (sequence, final_states)``: x is
+  (B, T, input_dim), batch first; the sequence (B, T, units) in processing order, as Keras
+  returns it with ``return_sequences``; final_states the list [h, c],
+  each (B, units).
+* ``weight_shapes(input_dim, units, ...)`` and ``draw_dropout_masks(key, ...)``.
+
+Example::
+
+    params = init(jax.random.PRNGKey(0), 5, 4)
+    x = jnp.ones((2, 3, 5))
+    sequence, final_states = apply(params, x)
+    grads = jax.jit(jax.grad(lambda p: apply(p, x)[0].sum()))(params)
 
 Two implementations (``implementation=``): ``"fused"`` (the default) is one
 ``jax.custom_vjp``: its forward hoists the input projection out of a ``lax.scan`` and keeps

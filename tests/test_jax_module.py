@@ -327,6 +327,10 @@ def test_bad_input_is_a_clear_error(built):
         (lambda: mod.init(jax.random.PRNGKey(0), 2, 3, kernel_initializer="nope"), "Unknown init"),
         (lambda: mod.draw_dropout_masks(jax.random.PRNGKey(0), 2, 3, 4, 1.5), "`dropout` must be"),
     ]
+    _, plain, _ = built(next(p for p in SPECS if p.stem == "layer_norm_lstm"))  # no dropout
+    plain_params = plain.init(jax.random.PRNGKey(0), INPUT, UNITS)
+    masks = {"dropout": jnp.ones((B, INPUT))}
+    cases.append((lambda: plain.apply(plain_params, x, dropout_masks=masks), "must be None"))
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
