@@ -38,6 +38,11 @@ states and dropout masks (constants: no gradient flows into them), and work unde
 (the options are static Python values), ``grad``, ``vmap`` (over inputs or a stack of
 parameter sets) and float64. The fused op's backward is not itself differentiable twice
 (``jax.hessian``, ``jvp``): use ``"scan"`` for those.
+
+Across devices, shard along the batch: under ``jax.jit`` with batch-sharded inputs
+(``jax.sharding.NamedSharding``) XLA partitions both scans over the devices; inside
+``jax.shard_map`` the fused backward sums the gradients of replicated weights over the mesh
+(with ``check_vma=False``, shard_map's transpose does).
 """
 
 import functools
@@ -379,13 +384,13 @@ REFUSED_ACTIVATIONS = {
 }
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _callable_vjp(f):
     """The vector-Jacobian product of a user callable, by ``jax.vjp`` (read at its input)."""
     return lambda u, d: jax.vjp(f, u)[1](d)[0]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _through_output(f, vjp):
     """A vector-Jacobian product written in the output, as a function of the input."""
     return lambda u, d: vjp(f(u), d)
@@ -1419,18 +1424,35 @@ def _make_fused(key, functions, zero_output_for_mask):
         outputs, final, residuals = forward_fn(
             x, weights, initial, mask, masks, zero_output_for_mask, *functions
         )
-        return (outputs, final), residuals
+        return (outputs, final), (residuals, initial)
 
-    def fused_bwd(residuals, cotangents):
+    def fused_bwd(saved, cotangents):
+        residuals, initial = saved
         d_outputs, d_final = cotangents
         d_x, d_initial, d_weights = backward_fn(
             residuals, d_outputs, list(d_final), zero_output_for_mask, *functions
         )
+        primals = (residuals["x"], list(initial), residuals["weights"])
+        d_x, d_initial, d_weights = jax.tree.map(_like, (d_x, list(d_initial), d_weights), primals)
         # the sequence and dropout masks are constants: no gradient
-        return d_x, list(d_initial), d_weights, None, None
+        return d_x, d_initial, d_weights, None, None
 
     fused.defvjp(fused_fwd, fused_bwd)
     return fused
+
+
+def _varying(a):
+    """The mesh axes along which ``a`` varies inside ``jax.shard_map`` (none elsewhere)."""
+    aval = jax.typeof(a)
+    manual = getattr(aval, "manual_axis_type", None)
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def _like(cotangent, primal):
+    """A cotangent with its primal's type: inside ``shard_map``, summed over the mesh axes along
+    which the primal does not vary (a weight replicated over the batch shards)."""
+    extra = _varying(cotangent) - _varying(primal)
+    return lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
 
 
 _cached_fused = functools.lru_cache(maxsize=256)(_make_fused)
@@ -1542,7 +1564,8 @@ def apply(
                 f"units={units}, received {weights[name].shape}"
             )
     if initial_state is None:
-        initial = [jnp.zeros((B, units), dtype) for _ in STATES]
+        # zeros like x: under shard_map they vary across the mesh as x does
+        initial = [jnp.zeros_like(x, shape=(B, units)) for _ in STATES]
     else:
         initial = (
             list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]

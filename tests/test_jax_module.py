@@ -251,8 +251,9 @@ def test_fused_gradient_matches_central_differences(built, stem):
 
 
 def test_jit_vmap_and_grad_under_jit(built):
-    """jit (options static, or closed over), vmap over a stack of batches and over a stack of
-    parameter sets, and grad under jit, each against the eager call (float64)."""
+    """jit (options static, or closed over), vmap over the batch (each example a batch of one),
+    over a stack of batches and over a stack of parameter sets, and grad under jit, each
+    against the eager or jitted call (float64)."""
     _, mod, _ = built(next(p for p in SPECS if p.stem == "gru"))
     params, x, h0, mask, _, d_seq, _ = problem(mod, seed=2, dropout=False)
     mask = jnp.asarray(mask)
@@ -274,6 +275,8 @@ def test_jit_vmap_and_grad_under_jit(built):
 
     # vmap over a stack of batches, and over a stack of parameter sets (with their gradients),
     # against a loop of the jitted calls
+    per_example = jax.vmap(lambda xi, hi, mi: mod.apply(params, xi[None], [hi[None]], mi[None])[0])
+    assert rel_err(per_example(x, h0[0], mask)[:, 0], eager_seq) <= 1e-13
     xs = jnp.stack([x, 2 * x, -x])
     mapped = jax.vmap(lambda x: mod.apply(params, x, h0, mask)[0])(xs)
     for i in range(3):

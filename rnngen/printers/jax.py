@@ -430,7 +430,7 @@ class JaxPrinter(StatementPrinter, JaxCode):
             else:
                 sizes.setdefault(naming.adjoint(a.name), a.size)
         accumulators = list(sizes.items())
-        self.uses_dtype = bool(accumulators)
+        self.uses_dtype = False
         adjoints = [name for name, _ in base.adjoint_buffers(v)]
         streams = self.backward_streams()
         step = Source()
@@ -464,7 +464,11 @@ class JaxPrinter(StatementPrinter, JaxCode):
             after("# values of the weights alone: their gradients summed over steps and batch")
             after(*self.emit(v.static_backward))
         self._after_loop(after)
-        zeros = [f"jnp.zeros({self.expr(size)}, dtype)" for _, size in accumulators]
+        # zeros like the state gradients: under shard_map they vary across the mesh as the
+        # carry's updates do (a scan's carry keeps its type)
+        zeros = [
+            f"jnp.zeros_like(d_states[0], shape=({self.expr(size)},))" for _, size in accumulators
+        ]
 
         src = Source()
         args = ["residuals", "d_outputs", "d_states", "zero_output_for_mask"]
