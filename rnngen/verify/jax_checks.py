@@ -180,11 +180,21 @@ def _smooth(cs) -> tuple:
 
 
 def autodiff_configs(cs, quick, defaults) -> list[JaxConfig]:
+    """Per bool combination: plain, masked + go_backwards, masked + zero_output_for_mask from
+    zero states, dropout (one mask per rate; a list of one per gate) and the input-form
+    variant; ``--quick``: all of them for the defaults, and plain + everything at once for each
+    flipped option."""
     input_form = tuple((o.name, "silu") for o in cs.activation_options)
-    per_gate = "per_gate" if _has_gates(cs) else "shared"
+    drop = "per_gate" if cs.dropout else ""
     out = []
-    for combo in _bool_combos(cs, quick, defaults):
+    for i, combo in enumerate(_bool_combos(cs, quick, defaults)):
         opts = tuple(combo.items())
+        if quick and i > 0:
+            out += [
+                JaxConfig(opts),
+                JaxConfig(opts, mask=True, go_backwards=True, dropout=drop),
+            ]
+            continue
         out += [
             JaxConfig(opts),
             JaxConfig(opts, mask=True, go_backwards=True),
@@ -192,11 +202,10 @@ def autodiff_configs(cs, quick, defaults) -> list[JaxConfig]:
         ]
         if cs.dropout:
             out.append(JaxConfig(opts, mask=True, dropout="shared"))
-            if per_gate != "shared":
-                out.append(JaxConfig(opts, dropout=per_gate, go_backwards=True))
+            out.append(JaxConfig(opts, dropout="per_gate", go_backwards=True))
         if input_form:
-            out.append(JaxConfig(opts + input_form, dropout=per_gate if cs.dropout else ""))
-    if quick:  # one bool combination is enough for the extra shapes
+            out.append(JaxConfig(opts + input_form, dropout=drop))
+    if quick:
         return out
     out.append(JaxConfig(out[0].options, mask=True, go_backwards=True, T=25))
     return out
@@ -207,7 +216,7 @@ def fd_configs(cs, quick, defaults) -> list[JaxConfig]:
     bools = tuple((o.name, defaults[o.name]) for o in cs.bool_options)
     cfgs = [JaxConfig(bools + smooth, mask=True, T=4)]
     if not quick:
-        drop = ("per_gate" if _has_gates(cs) else "shared") if cs.dropout else ""
+        drop = "per_gate" if cs.dropout else ""
         cfgs.append(
             JaxConfig(
                 bools + smooth,
@@ -263,10 +272,6 @@ def _alternative_keras(opt) -> str | None:
     return None
 
 
-def _has_gates(cs) -> bool:
-    return any(count > 1 for _, count in _dropout_table(cs, None).values())
-
-
 def _dropout_table(cs, module) -> dict:
     """``{rate name: (tensor, masks per rate)}``: the module's ``DROPOUT`` when it has one, else
     one mask per rate from the spec."""
@@ -318,15 +323,14 @@ def _data(module, cs, cfg: JaxConfig, seed: int) -> dict:
     dmasks = None
     if cfg.dropout:
         dmasks = {}
-        for rate_name, (tensor, count) in _dropout_table(cs, module).items():
+        table = _dropout_table(cs, module)
+        for rate_name, (tensor, count) in table.items():
             rate = RATES.get(rate_name, 0.3)
             shape = (B, INPUT) if tensor == "x" else (B, UNITS)
-            per_gate = count > 1 and (
-                cfg.dropout == "per_gate"
-                or (
-                    cfg.dropout == "keras"
-                    and "recurrent_dropout" in dict(_dropout_table(cs, module))
-                )
+            # "per_gate": a list (one mask per gate; a list of one for a one-gate cell);
+            # "keras": as Keras draws them, per gate exactly when recurrent_dropout is on
+            per_gate = cfg.dropout == "per_gate" or (
+                cfg.dropout == "keras" and count > 1 and "recurrent_dropout" in table
             )
             draws = [
                 (rng.random(shape) >= rate) / (1 - rate) for _ in range(count if per_gate else 1)
