@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 
 import numpy as np
 import pytest
 
 from rnngen import codegen, functions, ir, naming, spec, symbolic
-from rnngen.printers import base
+from rnngen.printers import base, keras_ops
+from rnngen.printers.keras_ops import KerasOpsPrinter
 from rnngen.printers.latex import DerivationPrinter
 from rnngen.printers.numpy import NumpyPrinter
 
@@ -140,15 +142,32 @@ def test_printed_backward_step_matches_finite_differences():
     np.testing.assert_allclose(d_h_prev, fd, rtol=0, atol=1e-8)
 
 
-def test_forward_statements_are_emitted_once_and_printed_in_both_tf_functions():
-    """The TF step function and the fused op print the same forward statements."""
+def test_tf_module_prints_the_keras_ops_step_and_the_fused_op_from_one_forward_ir():
+    """The TF layer's functions are a keras.ops step (the loop, every Keras backend), printed
+    by the keras.ops printer, and the fused op, printed by the TF printer: each prints every
+    forward statement once, with no tf call in the step and no keras.ops call in the op."""
     cs, v = _variant(TWO_STATES)
-    printer = codegen.BACKENDS[1].printer(cs, v)
-    body = printer.step_body()
-    assert body
-    step, fused = printer.step_function(), printer.fused_function()
-    for line in body:
-        assert line in step and line in fused, line
+    tf_printer = codegen.BACKENDS[1].printer(cs, v)
+    ops_printer = KerasOpsPrinter(cs, v)
+    fused = tf_printer.fused_function()
+    step = ops_printer.step_function()
+    assert tf_printer.functions() == step + "\n\n" + fused
+    op_body = tf_printer.step_body()  # the forward statements as the op's loop prints them
+    step_body = ops_printer.emit(v.forward, in_step=True)
+    assert op_body and len(step_body) == len(op_body)
+    for line in op_body:
+        assert line in fused, line
+    for line in step_body:
+        assert line in step, line
+    assert "tf." not in step and "ops.sigmoid(" in step and "ops.tanh(" in step
+    assert "ops." not in fused and "sigmoid(" in fused
+    # the same arithmetic: the step's statements are the op's, calls spelled per backend
+    as_op = [re.sub(r"ops\.matmul\((\w+), (\w+)\)", r"\1 @ \2", line) for line in step_body]
+    assert [line.replace("ops.", "") for line in as_op] == op_body
+
+
+def test_keras_ops_spells_every_table_function():
+    assert keras_ops.missing() == []
 
 
 def test_simple_rnn_backward_reads_like_min_char_rnn():

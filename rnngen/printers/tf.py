@@ -1,9 +1,9 @@
-"""The TensorFlow backend: a printer that writes each variant's step and fused sequence op.
+"""The TensorFlow backend: a printer that writes each variant's fused sequence op.
 
-``_step_v<k>`` is one step for ``keras.layers.RNN`` (autodiff gradients); ``_fused_v<k>`` is
-the whole sequence as one ``tf.custom_gradient`` op whose gradient is the derived BPTT. Both
-print the same forward statements, emitted once. The module skeleton around them is
-``templates/tf_layer.py.j2``.
+``_fused_v<k>`` is the whole sequence as one ``tf.custom_gradient`` op whose gradient is the
+derived BPTT. The Keras layer's step for ``keras.layers.RNN`` (``_step_v<k>``, autodiff
+gradients on every Keras backend) is written in keras.ops by :mod:`rnngen.printers.keras_ops`;
+both print the same forward IR. The module skeleton around them is ``templates/tf_layer.py.j2``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from .. import naming, symbolic
 from . import base
 from .base import Source, StatementPrinter
 from .expressions import TensorflowCode
+from .keras_ops import KerasOpsPrinter
 
 
 class TensorflowPrinter(StatementPrinter, TensorflowCode):
@@ -151,13 +152,15 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
             src(f"{b.name} = {self.block_value(b)}")
 
     def step_body(self) -> list[str]:
-        """The forward statements of one step: emitted once, printed in the step and the op."""
+        """The forward statements of one step, as the fused op's loop prints them."""
         return self.emit(self.variant.forward, in_step=True)
 
     # -- functions -----------------------------------------------------------------------------
 
     def functions(self) -> str:
-        return self.step_function() + "\n\n" + self.fused_function()
+        """The variant's keras.ops step (the loop, every Keras backend), then its fused op."""
+        step = KerasOpsPrinter(self.spec, self.variant).step_function()
+        return step + "\n\n" + self.fused_function()
 
     def _size_bindings(self, src: Source, first_state: str) -> None:
         """Bind ``units`` and ``input_dim`` where the printed code reads them."""
@@ -166,48 +169,13 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         if "input_dim" in self.read:
             src("input_dim = x.shape[-1]")
 
-    def step_function(self) -> str:
-        v, spec = self.variant, self.spec
-        states = spec.states
-        args = ["x", "states", "weights", "masks", *base.activation_arguments(spec, naming.vjp)]
-        self.read = set()
-        body = Source()
-        for name, _ in v.weights:
-            body(f'{name} = weights["{name}"]')
-        self.bindings(body, base.sliced_vectors(v))
-        for m, gate, tensor in v.masks:
-            body(f'{m} = masks["{tensor}"][{gate}]')
-        body(*self.emit(v.prelude))
-        for g in v.hoisted:
-            if len(g.products) > 1:
-                body(*self.hoist(g, False, base.first_operand(v, g)))
-                for p, b in g.products:
-                    body(f"{p} = {g.name}[:, {self.columns(g, b)}]")
-            else:  # read in the step as this step's slice of the projection
-                body(*self.hoist(g, False, base.first_operand(v, g), naming.at_step(g.name)))
-        body(*self.step_body())
-
-        src = Source()
-        src(base.signature(f"_step_{v.name}", args))
-        with src:
-            src(
-                '"""One step. Returns (output, new states).', "", f"Variant: {v.describe()}.", '"""'
-            )
-            prevs = ", ".join(naming.prev(s) for s in states)
-            src(f"{prevs}{',' if len(states) == 1 else ''} = states")
-            self._size_bindings(src, naming.prev(states[0]))
-            if base.reads_x_t(v):
-                src(f"{naming.X_T} = x")
-            src(*body.lines)
-            src(f"return {spec.output}, [{', '.join(states)}]")
-        return src.text()
-
     def fused_function(self) -> str:
         v, spec = self.variant, self.spec
         states = spec.states
         n = len(states)
         args = ["x", "mask", "initial_state", "weights", "masks", "zero_output_for_mask"]
         self.read = set()
+        self.weight_terms = {}  # collected anew: printing twice prints the same op
         body = Source()
         body("T = tf.shape(x)[0]", "dtype = x.dtype")
         self.bindings(body, base.sliced_vectors(v))

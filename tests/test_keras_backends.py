@@ -1,0 +1,191 @@
+"""The generated Keras layer on every Keras 3 backend: TensorFlow, JAX and PyTorch, each in its
+own subprocess (``KERAS_BACKEND`` is read once, at Keras's import), against Keras's own layer on
+that backend.
+
+For the shipped specs (SimpleRNN, GRU, LSTM), both implementations ("loop": the keras.ops step
+under ``keras.layers.RNN``; "fused": the backend's custom-gradient op) are compared with
+``keras.layers.SimpleRNN``/``GRU``/``LSTM`` holding the same weights: every returned tensor
+(sequence and states) and the gradient of a random linear loss of them with respect to the
+input and every weight, by the backend's own autodiff (``tf.GradientTape``, ``jax.grad`` of a
+stateless call, ``torch`` backward). On JAX and PyTorch the worker blocks ``import tensorflow``:
+the layer must run without it. A cell from ``tests/specs`` is built into a temporary folder and
+its fused op compared with its loop on JAX and PyTorch (imported as a top-level module there).
+
+This file imports no TensorFlow itself (the subprocesses do), so it is not marked ``tf``; the
+TensorFlow run is marked ``tf``, and skips without TensorFlow, as the others do without JAX or
+PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).with_name("keras_backend_worker.py")
+
+#: float32 tolerances: largest absolute output error; largest gradient error relative to the
+#: largest entry of that gradient (input and each weight)
+FORWARD_ATOL = 1e-5
+GRAD_RTOL = 1e-4
+
+KINDS = {"SimpleRNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
+
+
+def _cases(kind: str) -> list[dict]:
+    """Cases for one Keras layer: both implementations of each."""
+    base = [
+        {"name": f"{kind} plain", "kwargs": {}},
+        {
+            "name": f"{kind} masked, go_backwards, initial state",
+            "kwargs": {},
+            "masked": True,
+            "go_backwards": True,
+            "initial_state": True,
+        },
+        {
+            "name": f"{kind} masked, zero_output_for_mask, dropout",
+            "kwargs": {"zero_output_for_mask": True, "dropout": 0.3, "recurrent_dropout": 0.2},
+            "masked": True,
+        },
+    ]
+    if kind == "GRU":
+        base.append({"name": "GRU reset_after=False", "kwargs": {"reset_after": False}})
+    return [
+        {
+            **c,
+            "spec": KINDS[kind],
+            "layer": kind,
+            "reference": "keras_layer",
+            "units": 5,
+            "implementation": impl,
+            "seed": i,
+        }
+        for i, c in enumerate(base)
+        for impl in ("loop", "fused")
+    ]
+
+
+def _run_worker(backend: str, job: dict, timeout: int = 600) -> list[dict]:
+    """The worker's rows under Keras backend ``backend`` (a package of that name); the last
+    row says whether TensorFlow got imported."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert rows and "tensorflow_imported" in rows[-1], proc.stdout[-3000:]
+    return rows
+
+
+def _check(rows: list[dict], backend: str, custom_gradient: bool) -> None:
+    """Tolerances, and that "fused" ran the fused op (through a custom-gradient op in the
+    graph where ``custom_gradient``: JAX and PyTorch, whose worker can see it)."""
+    failures = []
+    for r in rows:
+        what = f"{backend} {r['name']} [{r['implementation']}]"
+        if r["forward_abs"] > FORWARD_ATOL:
+            failures.append(f"{what}: outputs off by {r['forward_abs']:.3g} > {FORWARD_ATOL}")
+        if r["grad_rel"] > GRAD_RTOL:
+            failures.append(f"{what}: gradients off by {r['grad_rel']:.3g} > {GRAD_RTOL} (rel)")
+        fused = r["implementation"] == "fused"
+        if r["uses_fused"] != fused:
+            failures.append(f"{what}: uses_fused() is {r['uses_fused']}")
+        if custom_gradient and r["custom_gradient"] != fused:
+            failures.append(f"{what}: custom-gradient op in the graph: {r['custom_gradient']}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "without_tf"),
+    [pytest.param("tensorflow", False, marks=pytest.mark.tf), ("jax", True), ("torch", True)],
+)
+def test_shipped_layers_match_keras_on_every_backend(backend, without_tf):
+    """Outputs to 1e-5 and gradients to 1e-4 (relative) of Keras's own layer, both
+    implementations, with and without a mask, go_backwards, initial states and dropout."""
+    cases = [c for kind in KINDS for c in _cases(kind)]
+    job = {"path": str(ROOT), "package": "generated", "block_tensorflow": without_tf}
+    rows = _run_worker(backend, {**job, "cases": cases})
+    assert rows[-1]["tensorflow_imported"] != without_tf
+    results = rows[:-1]
+    assert len(results) == len(cases)
+    for r in results:  # every returned tensor and every gradient was compared
+        assert r["n_outputs"] >= 2 and r["n_grads"] >= 3, r
+    _check(results, backend, custom_gradient=without_tf)
+
+
+def test_layer_on_jax_and_torch_needs_no_tensorflow():
+    """Importing the layer on JAX and PyTorch (TensorFlow blocked) runs a loop call, and asks
+    for no TensorFlow: a quick, unmarked check of the import rule."""
+    for backend in ("jax", "torch"):
+        if importlib.util.find_spec(backend) is None:
+            continue
+        case = {
+            "name": "GRU plain",
+            "spec": "gru",
+            "layer": "GRU",
+            "reference": "keras_layer",
+            "units": 3,
+            "implementation": "loop",
+        }
+        job = {"path": str(ROOT), "package": "generated", "block_tensorflow": True}
+        rows = _run_worker(backend, {**job, "cases": [case]})
+        assert rows[-1] == {"tensorflow_imported": False}
+        _check(rows[:-1], backend, custom_gradient=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("spec_name", ["mgu", "layer_norm_lstm"])
+def test_test_spec_cell_fused_matches_loop(backend, spec_name, tmp_path):
+    """A cell from tests/specs, built into a folder and imported as a top-level module: its
+    fused op (the sibling module's custom gradient) against its keras.ops loop."""
+    spec_path = ROOT / "tests" / "specs" / f"{spec_name}.yaml"
+    out = tmp_path / "built"
+    build = subprocess.run(
+        [sys.executable, "-m", "rnngen", "build", str(spec_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    class_name = yaml.safe_load(spec_path.read_text())["class_name"]
+    cases = [
+        {
+            "name": f"{class_name} {what}",
+            "spec": spec_name,
+            "layer": class_name,
+            "reference": "loop",
+            "units": 5,
+            "implementation": "fused",
+            "seed": i,
+            **extra,
+        }
+        for i, (what, extra) in enumerate(
+            [
+                ("plain", {}),
+                ("masked, go_backwards", {"masked": True, "go_backwards": True}),
+            ]
+        )
+    ]
+    job = {"path": str(out), "package": "", "block_tensorflow": True, "cases": cases}
+    rows = _run_worker(backend, job)
+    assert rows[-1] == {"tensorflow_imported": False}
+    _check(rows[:-1], backend, custom_gradient=True)
