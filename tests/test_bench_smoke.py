@@ -23,7 +23,7 @@ def test_bench_tiny_writes_json(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -97,5 +97,45 @@ def test_bench_tiny_writes_json(tmp_path):
             per_regime = report["summary"]["tiny"][cell][key]
             assert per_regime == {str(t): by_row[t, cell][key] for t in regimes}
 
+    _check_jax(report, regimes, cells)
+
     # `rnngen build` timing is recorded (its success depends on the templates, not on us)
     assert {"command", "runs_s", "median_s", "error", "files"} <= set(report["build"])
+
+
+def _check_jax(report, regimes, cells):
+    """The JAX worker's rows, when JAX is installed: both implementations gated and timed in
+    each regime, compile time and XLA's memory analysis apart, the single-thread XLA_FLAGS
+    recorded, and the jax ratios in every ratio row."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        assert report["meta"]["workers"]["jax"] == "skipped: jax not importable"
+        return
+    meta = report["meta"]
+    assert "jax" in meta["versions"]
+    assert set(meta["jax_runtime"]) == {str(t) for t in regimes}
+    assert "--xla_cpu_multi_thread_eigen=false" in meta["jax_runtime"]["1"]["XLA_FLAGS"]
+    rows = {(r["threads"], r["cell"], r["impl"]): r for r in report["results"]}
+    for threads in regimes:
+        for cell in cells:
+            for impl in ("jax-fused", "jax-scan"):
+                r = rows[threads, cell, impl]
+                assert r["status"] == "ok", r
+                assert r["fwd_median_s"] > 0 and r["fwdbwd_median_s"] > 0
+                assert r["compile_fwd_s"] > 0 and r["compile_fwdbwd_s"] > 0
+                assert r["max_abs_err_output"] <= 1e-4 and r["max_rel_err_grads"] <= 1e-3
+                assert isinstance(r["peak_bytes"], int) and r["peak_bytes"] > 0
+                assert r["xla_temp_bytes"] >= 0
+    for row in report["ratios"]:
+        for key in (
+            "jax-fused_over_jax-scan_fwd",
+            "jax-fused_over_jax-scan_fwdbwd",
+            "jax-fused_over_keras_fwdbwd",
+            "jax-scan_over_keras_fwdbwd",
+            "jax-fused_peak_over_jax-scan",
+        ):
+            assert row[key] is not None and row[key] > 0, (key, row)
+    for cell in cells:
+        per_regime = report["summary"]["tiny"][cell]["jax-fused_over_jax-scan_fwdbwd"]
+        assert set(per_regime) == {str(t) for t in regimes}
