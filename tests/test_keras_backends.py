@@ -189,3 +189,141 @@ def test_test_spec_cell_fused_matches_loop(backend, spec_name, tmp_path):
     rows = _run_worker(backend, job)
     assert rows[-1] == {"tensorflow_imported": False}
     _check(rows[:-1], backend, custom_gradient=True)
+
+
+# -- the keras.ops spellings of the table functions ---------------------------------------------
+
+_OPS_SCRIPT = """
+import json, sys
+import numpy as np
+from keras import ops
+grid = np.load(sys.argv[1])
+bodies = json.loads(sys.argv[2])
+out = {}
+for name, body in bodies.items():
+    scope = {"ops": ops}
+    exec(f"def f(u):\\n    return {body}\\n", scope)
+    out[name] = np.asarray(ops.convert_to_numpy(scope["f"](ops.convert_to_tensor(grid))))
+np.savez(sys.argv[3], **out)
+"""
+
+
+def _expected(name: str, grid):
+    """float64 values of table function ``name`` on ``grid``: the SymPy expression of an
+    elementwise function; the NumPy body of a row-wise one (rows of the grid)."""
+    import math
+
+    import numpy as np
+    import sympy as sp
+
+    from rnngen import functions
+
+    if name in functions.ROW_WISE_TABLE:
+        e = functions.ROW_WISE_TABLE[name]
+        scope = {"np": np}
+        exec(e.helper("numpy") + f"\ndef f(u):\n    return {e.numpy}\n", scope)
+        return scope["f"](grid)
+    numeric = {
+        "Sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+        "Softplus": lambda a: np.logaddexp(0, a),
+        "erf": np.vectorize(math.erf, otypes=[float]),
+        "expm1": np.expm1,
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = sp.lambdify(functions.u, functions.TABLE[name].expr, modules=[numeric, "numpy"])
+        return np.broadcast_to(np.asarray(f(grid), dtype=float), grid.shape)
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("tensorflow", marks=pytest.mark.tf), "jax", "torch"]
+)
+def test_keras_ops_spellings_compute_the_table_functions(backend, tmp_path):
+    """Each keras.ops body the step calls, run on the backend in float32 (a grid over [-4, 4] in
+    rows of 8), against the table's SymPy expression in float64 (NumPy's body for the row-wise
+    ones): 2e-6 absolute plus 1e-5 relative, where the function is defined."""
+    import numpy as np
+
+    from rnngen.printers import keras_ops
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    grid = np.linspace(-4, 4, 801 * 8, dtype=np.float64).reshape(-1, 8)
+    grid32 = grid.astype(np.float32)
+    np.save(tmp_path / "grid.npy", grid32)
+    bodies = {**keras_ops.FUNCTIONS, **keras_ops.ROW_WISE}
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _OPS_SCRIPT,
+            str(tmp_path / "grid.npy"),
+            json.dumps(bodies),
+            str(tmp_path / "out.npz"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = np.load(tmp_path / "out.npz")
+    bad = []
+    for name in bodies:
+        want = _expected(name, grid32.astype(np.float64))
+        defined = np.isfinite(want)
+        assert defined.mean() > 0.4, name
+        err = np.abs(got[name][defined] - want[defined]) - 1e-5 * np.abs(want[defined])
+        if err.max() > 2e-6:
+            bad.append(f"{name}: off by {err.max():.3g} beyond 2e-6 + 1e-5 * |value|")
+    assert not bad, "\n".join(bad)
+
+
+_ALONE_SCRIPT = """
+import sys
+import numpy as np
+from keras import ops
+sys.path.insert(0, sys.argv[1])
+import gru_tf
+x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype("float32")
+auto = gru_tf.GRU(5, return_sequences=True)
+loop = gru_tf.GRU(5, return_sequences=True, implementation="loop")
+auto.build(x.shape)
+loop.build(x.shape)
+loop.set_weights(auto.get_weights())
+print("auto uses fused:", auto.uses_fused())
+y_auto, y_loop = (ops.convert_to_numpy(layer(x)) for layer in (auto, loop))
+print("auto vs loop:", float(np.abs(y_auto - y_loop).max()))
+try:
+    gru_tf.GRU(5, implementation="fused")(x)
+except ValueError as err:
+    print("fused:", " ".join(str(err).split()))
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_without_the_fused_module_auto_runs_the_loop_and_fused_says_what_is_missing(
+    backend, tmp_path
+):
+    """The layer module alone (top level, no ``gru_torch``/``gru_jax`` beside it): "auto" runs
+    the loop (same outputs as "loop"), and "fused" raises a ValueError naming the module."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    layer = (ROOT / "generated" / "gru_tf.py").read_text(encoding="utf-8")
+    (tmp_path / "gru_tf.py").write_text(layer, encoding="utf-8")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _ALONE_SCRIPT, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    assert lines["auto uses fused"] == "False"
+    assert float(lines["auto vs loop"]) == 0.0
+    message = lines["fused"]
+    assert f"'gru_{backend}'" in message and "cannot be imported" in message, message
+    assert "implementation='fused' cannot run" in message, message
