@@ -544,9 +544,13 @@ def _forward_v0(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
         lax.scan(step, carry, xs)
@@ -624,7 +628,8 @@ def _backward_v0(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -753,9 +758,13 @@ def _forward_v1(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     (
         ((h_prev,), _),
@@ -844,7 +853,8 @@ def _backward_v1(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
@@ -1019,9 +1029,13 @@ def _forward_v2(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -1145,7 +1159,8 @@ def _backward_v2(
             d_h_prev_dropped2_recurrent_kernel_h,
         )
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, h_prev_dropped2_recurrent_kernel_h_seq, hh_seq, d_outputs, mask)
     (
         ((d_h,), _, ()),
@@ -1334,9 +1349,13 @@ def _forward_v3(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -1480,7 +1499,8 @@ def _backward_v3(
             d_h_prev_dropped2_recurrent_kernel_h,
         )
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         h_seq[:-1],
         z_in_seq,
@@ -1626,9 +1646,13 @@ def _forward_v4(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs
@@ -1706,7 +1730,8 @@ def _backward_v4(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -1828,9 +1853,13 @@ def _forward_v5(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     (
         ((h_prev,), _),
@@ -1915,7 +1944,8 @@ def _backward_v5(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_in_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -2062,9 +2092,13 @@ def _forward_v6(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -2168,7 +2202,8 @@ def _backward_v6(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_z_pre, d_r_pre, d_hh_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -2342,9 +2377,13 @@ def _forward_v7(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -2464,7 +2503,8 @@ def _backward_v7(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_z_in, d_r_in, d_hh_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_z_in_seq, d_r_in_seq, d_hh_in_seq) = lax.scan(step, carry, xs, reverse=True)
 
@@ -2577,9 +2617,13 @@ def _forward_v8(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
         lax.scan(step, carry, xs)
@@ -2654,7 +2698,8 @@ def _backward_v8(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -2753,9 +2798,13 @@ def _forward_v9(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     (
         ((h_prev,), _),
@@ -2841,7 +2890,8 @@ def _backward_v9(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
@@ -2982,9 +3032,13 @@ def _forward_v10(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -3106,7 +3160,8 @@ def _backward_v10(
             d_h_prev_dropped2_recurrent_kernel_h,
         )
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, h_prev_dropped2_recurrent_kernel_h_seq, hh_seq, d_outputs, mask)
     (
         ((d_h,), _, ()),
@@ -3264,9 +3319,13 @@ def _forward_v11(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -3408,7 +3467,8 @@ def _backward_v11(
             d_h_prev_dropped2_recurrent_kernel_h,
         )
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         h_seq[:-1],
         z_in_seq,
@@ -3533,9 +3593,13 @@ def _forward_v12(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs
@@ -3613,7 +3677,8 @@ def _backward_v12(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -3720,9 +3785,13 @@ def _forward_v13(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     (
         ((h_prev,), _),
@@ -3807,7 +3876,8 @@ def _backward_v13(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_in_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -3935,9 +4005,13 @@ def _forward_v14(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -4041,7 +4115,8 @@ def _backward_v14(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_z_pre, d_r_pre, d_hh_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -4197,9 +4272,13 @@ def _forward_v15(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped0_kernel_z, x_dropped1_kernel_r, x_dropped2_kernel_h, mask)
     (
         ((h_prev,), _),
@@ -4319,7 +4398,8 @@ def _backward_v15(
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_z_in, d_r_in, d_hh_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_z_in_seq, d_r_in_seq, d_hh_in_seq) = lax.scan(step, carry, xs, reverse=True)
 
@@ -4470,9 +4550,9 @@ def _run_scan(key, functions, x, initial, weights, mask, masks, zero_output_for_
         if keep is not None:
             new = [jnp.where(keep, a, b) for a, b in zip(new, states, strict=True)]
             out = jnp.where(keep, out, 0.0 if zero_output_for_mask else previous)
-        return (tuple(new), out), out
+        return (tuple(new), None if keep is None else out), out
 
-    carry = (tuple(initial), jnp.zeros_like(initial[0]))
+    carry = (tuple(initial), None if mask is None else jnp.zeros_like(initial[0]))
     (final, _), outputs = lax.scan(body, carry, (x, mask))
     return outputs, list(final)
 

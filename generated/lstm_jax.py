@@ -543,9 +543,16 @@ def _forward_v0(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_kernel, mask)
     (
         ((h_prev, c_prev), _),
@@ -634,7 +641,8 @@ def _backward_v0(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_h_prev_recurrent_kernel,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, d_outputs, mask)
     ((d_h, d_c), _, ()), (d_h_prev_recurrent_kernel_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -766,9 +774,16 @@ def _forward_v1(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_kernel, mask)
     (
         ((h_prev, c_prev), _),
@@ -869,7 +884,8 @@ def _backward_v1(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_h_prev_recurrent_kernel,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         c_seq[:-1],
         c_seq[1:],
@@ -1071,9 +1087,16 @@ def _forward_v2(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_dropped0_kernel_i, x_dropped1_kernel_f, x_dropped2_kernel_c, x_dropped3_kernel_o, mask)
     (
         ((h_prev, c_prev), _),
@@ -1207,7 +1230,8 @@ def _backward_v2(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_i_pre, d_f_pre, d_g_pre, d_o_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, d_outputs, mask)
     ((d_h, d_c), _, ()), (d_i_pre_seq, d_f_pre_seq, d_g_pre_seq, d_o_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -1429,9 +1453,16 @@ def _forward_v3(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_dropped0_kernel_i, x_dropped1_kernel_f, x_dropped2_kernel_c, x_dropped3_kernel_o, mask)
     (
         ((h_prev, c_prev), _),
@@ -1577,7 +1608,8 @@ def _backward_v3(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_i_in, d_f_in, d_g_in, d_o_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         c_seq[:-1],
         c_seq[1:],
@@ -1725,9 +1757,16 @@ def _forward_v4(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_kernel, mask)
     (
         ((h_prev, c_prev), _),
@@ -1815,7 +1854,8 @@ def _backward_v4(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_h_prev_recurrent_kernel,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, d_outputs, mask)
     ((d_h, d_c), _, ()), (d_h_prev_recurrent_kernel_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -1925,9 +1965,16 @@ def _forward_v5(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_kernel, mask)
     (
         ((h_prev, c_prev), _),
@@ -2027,7 +2074,8 @@ def _backward_v5(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_h_prev_recurrent_kernel,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         c_seq[:-1],
         c_seq[1:],
@@ -2201,9 +2249,16 @@ def _forward_v6(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_dropped0_kernel_i, x_dropped1_kernel_f, x_dropped2_kernel_c, x_dropped3_kernel_o, mask)
     (
         ((h_prev, c_prev), _),
@@ -2337,7 +2392,8 @@ def _backward_v6(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_i_pre, d_f_pre, d_g_pre, d_o_pre)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, d_outputs, mask)
     ((d_h, d_c), _, ()), (d_i_pre_seq, d_f_pre_seq, d_g_pre_seq, d_o_pre_seq) = lax.scan(
         step, carry, xs, reverse=True
@@ -2536,9 +2592,16 @@ def _forward_v7(
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
             c = jnp.where(keep, c, c_prev)
-        return ((h, c), step_output), (step_stored, (h, c), None if mask is None else step_output)
+        return ((h, c), None if mask is None else step_output), (
+            step_stored,
+            (h, c),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0], initial_state[1]), jnp.zeros_like(initial_state[0]))
+    carry = (
+        (initial_state[0], initial_state[1]),
+        None if mask is None else jnp.zeros_like(initial_state[0]),
+    )
     xs = (x_dropped0_kernel_i, x_dropped1_kernel_f, x_dropped2_kernel_c, x_dropped3_kernel_o, mask)
     (
         ((h_prev, c_prev), _),
@@ -2684,7 +2747,8 @@ def _backward_v7(
             d_c = d_c + d_c_skip
         return ((d_h, d_c), d_carry, ()), (d_i_in, d_f_in, d_g_in, d_o_in)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (
         c_seq[:-1],
         c_seq[1:],
@@ -2851,9 +2915,9 @@ def _run_scan(key, functions, x, initial, weights, mask, masks, zero_output_for_
         if keep is not None:
             new = [jnp.where(keep, a, b) for a, b in zip(new, states, strict=True)]
             out = jnp.where(keep, out, 0.0 if zero_output_for_mask else previous)
-        return (tuple(new), out), out
+        return (tuple(new), None if keep is None else out), out
 
-    carry = (tuple(initial), jnp.zeros_like(initial[0]))
+    carry = (tuple(initial), None if mask is None else jnp.zeros_like(initial[0]))
     (final, _), outputs = lax.scan(body, carry, (x, mask))
     return outputs, list(final)
 

@@ -482,9 +482,13 @@ def _forward_v0(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -533,7 +537,8 @@ def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_pre,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[1:], d_outputs, mask)
     ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -594,9 +599,13 @@ def _forward_v1(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -647,7 +656,8 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_in,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_in_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -714,9 +724,13 @@ def _forward_v2(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -771,7 +785,8 @@ def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_pre,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[1:], d_outputs, mask)
     ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -840,9 +855,13 @@ def _forward_v3(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq, h_in_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs
@@ -898,7 +917,8 @@ def _backward_v3(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_in,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_in_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -953,9 +973,13 @@ def _forward_v4(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -1004,7 +1028,8 @@ def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_pre,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[1:], d_outputs, mask)
     ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -1060,9 +1085,13 @@ def _forward_v5(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -1113,7 +1142,8 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_in,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_in_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -1175,9 +1205,13 @@ def _forward_v6(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
@@ -1232,7 +1266,8 @@ def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_pre,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_seq[1:], d_outputs, mask)
     ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -1296,9 +1331,13 @@ def _forward_v7(
         else:  # a masked step repeats the output (or zeros) and keeps the states
             step_output = jnp.where(keep, h, 0.0 if zero_output_for_mask else previous)
             h = jnp.where(keep, h, h_prev)
-        return ((h,), step_output), (step_stored, (h,), None if mask is None else step_output)
+        return ((h,), None if mask is None else step_output), (
+            step_stored,
+            (h,),
+            None if mask is None else step_output,
+        )
 
-    carry = ((initial_state[0],), jnp.zeros_like(initial_state[0]))
+    carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq, h_in_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs
@@ -1354,7 +1393,8 @@ def _backward_v7(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = d_h + d_h_skip
         return ((d_h,), d_carry, ()), (d_h_in,)
 
-    carry = (tuple(d_states), jnp.zeros_like(d_states[0]), ())
+    d_carry = None if mask is None else jnp.zeros_like(d_states[0])
+    carry = (tuple(d_states), d_carry, ())
     xs = (h_in_seq, d_outputs, mask)
     ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
 
@@ -1477,9 +1517,9 @@ def _run_scan(key, functions, x, initial, weights, mask, masks, zero_output_for_
         if keep is not None:
             new = [jnp.where(keep, a, b) for a, b in zip(new, states, strict=True)]
             out = jnp.where(keep, out, 0.0 if zero_output_for_mask else previous)
-        return (tuple(new), out), out
+        return (tuple(new), None if keep is None else out), out
 
-    carry = (tuple(initial), jnp.zeros_like(initial[0]))
+    carry = (tuple(initial), None if mask is None else jnp.zeros_like(initial[0]))
     (final, _), outputs = lax.scan(body, carry, (x, mask))
     return outputs, list(final)
 

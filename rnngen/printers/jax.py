@@ -350,9 +350,8 @@ class JaxPrinter(StatementPrinter, JaxCode):
                 if spec.output not in states
                 else "None if mask is None else step_output"
             )
-            step(
-                f"return ({tuple_of(states)}, step_output), (step_stored, {tuple_of(kept)}, {out})"
-            )
+            carried = "None if mask is None else step_output"  # the output a masked step repeats
+            step(f"return ({tuple_of(states)}, {carried}), (step_stored, {tuple_of(kept)}, {out})")
         src = Source()
         src(
             base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp))
@@ -373,7 +372,7 @@ class JaxPrinter(StatementPrinter, JaxCode):
             src(*step.lines)
             src(
                 f"carry = ({tuple_of([f'initial_state[{i}]' for i in range(len(states))])}, "
-                "jnp.zeros_like(initial_state[0]))"
+                "None if mask is None else jnp.zeros_like(initial_state[0]))"
             )
             src(f"xs = {tuple_of([*stream, 'mask'])}")
             src(
@@ -515,7 +514,8 @@ class JaxPrinter(StatementPrinter, JaxCode):
             src("# each step's product gradients (and input gradient) are its outputs")
             src(*step.lines)
             src(
-                f"carry = (tuple(d_states), jnp.zeros_like(d_states[0]), {tuple_of(zeros)})",
+                f"{naming.CARRY} = None if mask is None else jnp.zeros_like(d_states[0])",
+                f"carry = (tuple(d_states), {naming.CARRY}, {tuple_of(zeros)})",
                 f"xs = {tuple_of([seq for _, seq in streams] + ['d_outputs', 'mask'])}",
                 f"({tuple_of(d_states)}, _, {tuple_of(accs)}), "
                 f"{tuple_of([naming.seq(a) for a in adjoints] + (['d_x'] if d_x_t else []))}"
