@@ -327,3 +327,63 @@ def test_without_the_fused_module_auto_runs_the_loop_and_fused_says_what_is_miss
     message = lines["fused"]
     assert f"'gru_{backend}'" in message and "cannot be imported" in message, message
     assert "implementation='fused' cannot run" in message, message
+
+
+_FIT_SCRIPT = """
+import json, sys
+import numpy as np
+import keras
+sys.path.insert(0, sys.argv[1])
+from generated import gru_tf, lstm_tf, simple_rnn_tf
+modules = {"SimpleRNN": simple_rnn_tf, "GRU": gru_tf, "LSTM": lstm_tf}
+rng = np.random.default_rng(0)
+x = rng.normal(size=(16, 7, 3)).astype("float32")
+x[:5, -2:] = 0.0  # masked by Masking
+y = rng.normal(size=(16, 4)).astype("float32")
+out = {}
+for kind, module in modules.items():
+    for impl in ("keras_layer", "loop", "fused"):
+        keras.utils.set_random_seed(1)
+        kw = dict(dropout=0.2, recurrent_dropout=0.1, seed=3)
+        if impl == "keras_layer":
+            layer = getattr(keras.layers, kind)(4, **kw)
+        else:
+            layer = getattr(module, kind)(4, implementation=impl, **kw)
+        model = keras.Sequential([keras.Input((7, 3)), keras.layers.Masking(), layer])
+        model.compile("sgd", "mse")
+        out[f"{kind} {impl}"] = model.fit(x, y, epochs=3, batch_size=8, verbose=0).history["loss"]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", [pytest.param("tensorflow", marks=pytest.mark.tf), "jax", "torch"]
+)
+def test_fit_with_dropout_and_masking_follows_kerass_loss_curve(backend):
+    """``model.fit`` (compiled as each backend's trainer does: tf.function, jax.jit, torch
+    eager) with Masking, dropout and recurrent dropout seeded alike: the per-epoch losses of
+    both implementations equal Keras's own layer's to 1e-5 relative (the same seed draws the
+    same masks)."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIT_SCRIPT, str(ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    losses = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = []
+    for kind in KINDS:
+        ref = losses[f"{kind} keras_layer"]
+        for impl in ("loop", "fused"):
+            got = losses[f"{kind} {impl}"]
+            err = max(abs(a - b) / abs(b) for a, b in zip(got, ref, strict=True))
+            if err > 1e-5:
+                bad.append(f"{kind} {impl}: losses {got} vs Keras {ref} ({err:.3g} relative)")
+    assert not bad, "\n".join(bad)
