@@ -212,24 +212,21 @@ def autodiff_configs(cs, quick, defaults) -> list[JaxConfig]:
 
 
 def fd_configs(cs, quick, defaults) -> list[JaxConfig]:
+    """Smooth activations only (central differences are meaningless at kinks): everything at
+    once (masks, go_backwards, per-gate dropout, initial states); in full, also a plain masked
+    run, zero_output_for_mask, and each bool option flipped."""
     smooth = _smooth(cs)
     bools = tuple((o.name, defaults[o.name]) for o in cs.bool_options)
-    cfgs = [JaxConfig(bools + smooth, mask=True, T=4)]
+    drop = "per_gate" if cs.dropout else ""
+    cfgs = [JaxConfig(bools + smooth, mask=True, go_backwards=True, dropout=drop, T=4)]
     if not quick:
-        drop = "per_gate" if cs.dropout else ""
-        cfgs.append(
-            JaxConfig(
-                bools + smooth,
-                mask=True,
-                go_backwards=True,
-                zero_output_for_mask=True,
-                dropout=drop,
-                T=4,
-            )
-        )
+        cfgs += [
+            JaxConfig(bools + smooth, mask=True, T=4),
+            JaxConfig(bools + smooth, mask=True, zero_output_for_mask=True, T=4),
+        ]
         for o in cs.bool_options:
             flipped = tuple((n, (not v) if n == o.name else v) for n, v in bools)
-            cfgs.append(JaxConfig(flipped + smooth, mask=True, T=4))
+            cfgs.append(JaxConfig(flipped + smooth, mask=True, dropout=drop, T=4))
     return cfgs
 
 
