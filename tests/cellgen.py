@@ -861,6 +861,7 @@ def check_cell(
         if out.failures:
             return _done(out, t0)
         crng = random.Random(f"{seed}:{cell.seed}")  # the same draws while a cell is shrunk
+        zrng = random.Random(f"{seed}:{cell.seed}:zero")  # apart, so crng's draws are as before
         todo = combos(cs)
         default = {o.name: o.default for o in cs.bool_options}
         todo.sort(key=lambda c: c != default)  # the defaults first
@@ -873,6 +874,7 @@ def check_cell(
                 full[o.name] = crng.choice(o.values)
             # Keras's layer semantics around the cell, drawn too: masked steps, reversed time
             mask, backwards = crng.random() < 0.25, crng.random() < 0.25
+            zero = zrng.random() < 0.5 and mask  # zero_output_for_mask, on half the masked
             cfg = api["Config"](
                 tuple(full.items()),
                 B=B,
@@ -882,9 +884,10 @@ def check_cell(
                 initial_state=True,
                 mask=mask,
                 go_backwards=backwards,
+                zero_output_for_mask=zero,
             )
             label = " ".join(f"{k}={v}" for k, v in full.items())
-            label += " mask" * mask + " go_backwards" * backwards
+            label += " mask" * mask + " zero_output_for_mask" * zero + " go_backwards" * backwards
             out.combos += 1
             compared = out.combos - 1 - out.skipped_combos  # earlier ones not skipped
             run_modules = {

@@ -2,11 +2,11 @@
 
 Cells come from ``tests/cellgen.py`` (random specs drawn from the spec grammar). Each is built
 into a temporary folder; for every combination of its boolean options (with a random value for
-each activation option, and at random a mask with gaps and ``go_backwards``) these, all in
-float64, are compared forward (outputs, final states) and backward (gradients of a random
-projection of them with respect to the inputs, the initial states and every weight) with
-``rnngen.verify``'s independent TF interpreter of the parsed equations, differentiated by
-``tf.GradientTape``, on the same data:
+each activation option, and at random a mask with gaps, half the time with
+``zero_output_for_mask``, and ``go_backwards``) these, all in float64, are compared forward
+(outputs, final states) and backward (gradients of a random projection of them with respect to
+the inputs, the initial states and every weight) with ``rnngen.verify``'s independent TF
+interpreter of the parsed equations, differentiated by ``tf.GradientTape``, on the same data:
 
 * the generated NumPy layer (its ``backward``);
 * the generated TF layer, ``implementation="loop"`` and ``"fused"`` (``tf.GradientTape``);
@@ -32,9 +32,10 @@ problem of the cell are failures. Refusals that do (an equation nothing reads, w
 generator draws on purpose) are counted apart.
 
 Tiers: ``test_cell_sample_matches_autodiff`` checks a fixed-seed sample of 50 cells, each with
-its default options and one other combination, on every backend (1-2 minutes; ~4 minutes when
-the 2 cores are shared); ``test_cell_property_stress`` checks ``RNNGEN_CELLS`` cells (default
-1000), every combination of options on every backend, and runs
+its default options and one other combination, the JAX module on the defaults only (a JAX run
+is mostly XLA compile time; ~70 s of CPU in all, ~2 minutes when the 2 cores are shared);
+``test_cell_property_stress`` checks ``RNNGEN_CELLS`` cells (default 1000), every combination
+of options on every backend (~2 s of CPU a cell), and runs
 only when selected: ``RNNGEN_CELLS=1000 python -m pytest -m stress tests/test_cell_property.py``
 (``RNNGEN_SEED`` picks another seed). Reproduce cell ``i`` of a run with
 ``cellgen.cell_from_seed(seed, i).yaml``.
