@@ -1816,6 +1816,9 @@ class SimpleRNN(keras.layers.RNN):
       (an unrolled Python loop was asked for), the dtype policy is mixed (compute dtype
       differs from the variable dtype), or (PyTorch, JAX) the fused module cannot serve it;
       otherwise loop.
+      On JAX with a mask and ``zero_output_for_mask=False``, Keras's loop outputs the first
+      state at a masked step (TensorFlow's and PyTorch's output the last output, zeros before
+      the first step used); the fused op gives the same as Keras's JAX loop there.
 
     Dropout draws one mask per gate when ``recurrent_dropout > 0`` and one mask shared by
     every gate otherwise, as Keras does.
@@ -2133,18 +2136,25 @@ def _sibling_fused_loop(layer, module, sequences, initial_state, mask, training)
         use_bias=cell.use_bias,
         implementation=implementation,
     )
-    if keras.backend.backend() == "jax" and _jax_keeps_first_state(layer, mask):
+    if _jax_keeps_first_state(layer, mask):
         outputs = _first_state_until_a_step(outputs, initial_state[0], mask, layer.go_backwards)
     return outputs[:, -1], outputs, list(final)
 
 
 def _jax_keeps_first_state(layer, mask):
-    """Whether Keras's JAX loop would output the first state at a masked step: its
-    ``lax.scan`` does (with a mask, ``zero_output_for_mask=False`` and no unrolling), where
-    TensorFlow's and PyTorch's loops output the last output (zeros before the first step
-    that is not masked). The two differ only before that step, where the state is the
-    initial one."""
-    return mask is not None and not layer.zero_output_for_mask and not layer.unroll
+    """Whether Keras's loop outputs the first state at a masked step: its JAX ``lax.scan``
+    does (with a mask, ``zero_output_for_mask=False`` and no unrolling), where TensorFlow's
+    and PyTorch's loops output the last output (zeros before the first step that is not
+    masked).
+    With the output the first state, as here, the two differ only before that step, where
+    the state is the initial one.
+    """
+    return (
+        keras.backend.backend() == "jax"
+        and mask is not None
+        and not layer.zero_output_for_mask
+        and not layer.unroll
+    )
 
 
 def _first_state_until_a_step(outputs, first_state, mask, go_backwards):

@@ -10,7 +10,7 @@ A job: ``{"path": folder put first on sys.path, "package": "generated" or "" (to
 Keras layer module is ``<package>.<spec>_tf``), "layer": class name in that module,
 "reference": "keras_layer" (Keras's own layer of that name) or "loop" (the same layer with
 implementation="loop"), "implementation", "units", "kwargs", "masked", "initial_state",
-"go_backwards", "seed"}``.
+"go_backwards", "seed", "expect" (echoed back)}``.
 """
 
 from __future__ import annotations
@@ -202,6 +202,7 @@ def run_case(module, case):
     return {
         "name": case["name"],
         "implementation": case["implementation"],
+        "expect": case.get("expect", {}),
         "uses_fused": bool(ours.uses_fused()),
         "custom_gradient": custom,
         "forward_abs": _max_abs(out, out_ref),
