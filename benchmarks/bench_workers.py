@@ -1,6 +1,7 @@
 """The benchmark's worker processes: TF (Keras reference, generated TF layers, TF GEMM floor),
-NumPy (generated NumPy layers, NumPy GEMM floor) and PyTorch. ``run.py`` starts each one in its
-own subprocess (``run.py --worker tf|numpy|torch``); the method is described in its docstring.
+NumPy (generated NumPy layers, NumPy GEMM floor) and PyTorch; the JAX worker is in
+``bench_jax.py``. ``run.py`` starts each one in its own subprocess
+(``run.py --worker tf|numpy|torch|jax``); the method is described in its docstring.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ and prints their ratios side by side. Users run the default-thread regime; ``--t
 shows the cost of the code itself when nothing competes for the cores.
 
 Process isolation: every framework runs in its own subprocess per regime (this script
-re-invokes itself with ``--worker tf|numpy|torch``), so TensorFlow's thread pools never run
+re-invokes itself with ``--worker tf|numpy|torch|jax``), so TensorFlow's thread pools never run
 next to NumPy's BLAS threads and no framework's import skews another's timings. The NumPy
 worker never imports TensorFlow. Every worker of a regime gets the same thread budget:
 ``OMP/OPENBLAS/MKL_NUM_THREADS`` in its environment, and in the TF worker
