@@ -154,7 +154,7 @@ def jax_checks(cs, jax_path, checks, quick, seed, prog, defaults) -> list[CheckR
             out.append(run_matrix(cs.name, "finite_diff", "jax", cfgs, fn, text, prog, defaults))
     if proc is not None:
         row = hygiene_row(cs, "jax", proc, True, t0)
-        row.tol = "imports jax only"
+        row.tol = "imports jax (no TF, Keras, rnngen)"
         out.append(row)
     return out
 
