@@ -157,9 +157,11 @@ def _explain(summary) -> str:
 @pytest.mark.tf
 def test_cell_sample_matches_autodiff(capsys):
     pytest.importorskip("tensorflow")
+    x64_before = _jax_x64()
     summary = cellgen.run_sample(
         CI_SEED, CI_CELLS, max_combos=CI_COMBOS, module_combos=CI_MODULE_COMBOS
     )
+    assert _jax_x64() == x64_before, "the JAX runs left jax_enable_x64 changed"
     with capsys.disabled():
         print(f"\ncell property sample: {summary.line()}\n  {summary.backends_line()}")
     assert summary.cells == CI_CELLS
@@ -167,6 +169,14 @@ def test_cell_sample_matches_autodiff(capsys):
     # the sample must mostly test code, not refusals and overflows
     assert summary.passed >= 0.8 * CI_CELLS, summary.report()
     _assert_every_backend_ran(summary, CI_MODULE_COMBOS)
+
+
+def _jax_x64():
+    if not cellgen.cellbackends.installed("jax"):
+        return None
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
 
 
 def _assert_every_backend_ran(summary, module_combos=None):
