@@ -206,7 +206,9 @@ class TorchPrinter(StatementPrinter, TorchCode):
         args = ["x", "weights", "initial_state", "mask", "masks", "zero_output_for_mask"]
         self.read = set()
         src = Source()
-        src(base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
+        src(
+            base.signature(f"_forward_{v.name}", args + base.activation_arguments(spec, naming.vjp))
+        )
         with src:
             src(
                 f'"""Forward pass for {v.describe()}.',
@@ -309,7 +311,11 @@ class TorchPrinter(StatementPrinter, TorchCode):
         states = spec.states
         src = Source()
         args = ["tape", "d_outputs", "d_states"]
-        src(base.signature(f"_backward_{v.name}", args + base.activation_arguments(spec, naming.vjp)))
+        src(
+            base.signature(
+                f"_backward_{v.name}", args + base.activation_arguments(spec, naming.vjp)
+            )
+        )
         with src:
             src(
                 f'"""BPTT for {v.describe()}.',
