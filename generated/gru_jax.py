@@ -39,9 +39,11 @@ Example::
 
 Two implementations (``implementation=``): ``"fused"`` (the default) is one
 ``jax.custom_vjp``: its forward hoists the input projection out of a ``lax.scan`` and keeps
-only the values the backward reads; its backward is the BPTT derived from these equations
-(see gru.md), a reverse ``lax.scan``, with each weight gradient one matrix
-product over all steps after it. ``"scan"`` is the plain ``lax.scan`` over the step,
+only the values the backward reads (the states and the step values listed in each
+``_forward_*``'s residuals, each an array over all steps); its backward is the BPTT derived
+from these equations (see gru.md), a reverse ``lax.scan`` whose carry sums the
+weight gradients step by step and whose output is the input gradient, so it keeps no
+per-step product gradients. ``"scan"`` is the plain ``lax.scan`` over the step,
 differentiated by JAX. Both take masks, ``go_backwards``, ``zero_output_for_mask``, initial
 states and dropout masks (constants: no gradient flows into them), and work under ``jit``
 (the options are static Python values), ``grad``, ``vmap`` (over inputs or a stack of
@@ -553,7 +555,7 @@ def _forward_v0(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
-        lax.scan(step, carry, xs)
+        lax.scan(step, carry, xs, unroll=_UNROLL)
     )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
@@ -583,7 +585,8 @@ def _backward_v0(
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -602,11 +605,11 @@ def _backward_v0(
     hh_seq = residuals["hh"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, x_t, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -623,32 +626,39 @@ def _backward_v0(
         d_h_prev_recurrent_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_x_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_x_kernel_sum = d_x_kernel.sum(0)
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel += h_prev.T @ d_h_prev_recurrent_kernel
+        d_bias = d_bias.at[1, 2 * units : 3 * units].add(
+            d_h_prev_recurrent_kernel.sum(0)[2 * units : 3 * units]
+        )
+        d_bias = d_bias.at[0, 0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[1, 0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[0, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[1, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(0)
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[1, 2 * units : 3 * units].add(
-        _all_steps(d_h_prev_recurrent_kernel_seq).sum(0)[2 * units : 3 * units]
-    )
-    d_bias = d_bias.at[0, 0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[1, 0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[0, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[1, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -773,7 +783,7 @@ def _forward_v1(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -805,7 +815,8 @@ def _backward_v1(
 ):
     """BPTT for use_bias=True, reset_after=True, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -827,11 +838,11 @@ def _backward_v1(
     hh_seq = residuals["hh"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -848,13 +859,33 @@ def _backward_v1(
         d_h_prev_recurrent_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in * r], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_x_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_x_kernel_sum = d_x_kernel.sum(0)
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel += h_prev.T @ d_h_prev_recurrent_kernel
+        d_bias = d_bias.at[1, 2 * units : 3 * units].add(
+            d_h_prev_recurrent_kernel.sum(0)[2 * units : 3 * units]
+        )
+        d_bias = d_bias.at[0, 0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[1, 0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[0, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[1, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
     xs = (
         h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
@@ -864,27 +895,15 @@ def _backward_v1(
         r_seq,
         hh_in_seq,
         hh_seq,
+        x,
         d_outputs,
         mask,
     )
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(0)
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[1, 2 * units : 3 * units].add(
-        _all_steps(d_h_prev_recurrent_kernel_seq).sum(0)[2 * units : 3 * units]
-    )
-    d_bias = d_bias.at[0, 0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[1, 0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[0, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[1, units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -1052,7 +1071,7 @@ def _forward_v2(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1087,7 +1106,8 @@ def _backward_v2(
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1120,11 +1140,25 @@ def _backward_v2(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, h_prev_dropped2_recurrent_kernel_h, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (
+            h_prev,
+            z,
+            r,
+            h_prev_dropped2_recurrent_kernel_h,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1144,6 +1178,29 @@ def _backward_v2(
         d_z = d_h * (h_prev - hh)
         d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_x = d_z_pre @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_pre @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_pre @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_z_pre_sum = d_z_pre.sum(0)
+        d_r_pre_sum = d_r_pre.sum(0)
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_pre)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_pre)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_pre
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_dropped2.T @ d_h_prev_dropped2_recurrent_kernel_h
+        )
+        d_bias = d_bias.at[1, 2 * units : 3 * units].add(
+            d_h_prev_dropped2_recurrent_kernel_h.sum(0)
+        )
+        d_bias = d_bias.at[0, 0:units].add(d_z_pre_sum)
+        d_bias = d_bias.at[1, 0:units].add(d_z_pre_sum)
+        d_bias = d_bias.at[0, units : 2 * units].add(d_r_pre_sum)
+        d_bias = d_bias.at[1, units : 2 * units].add(d_r_pre_sum)
+        d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_hh_pre.sum(0))
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1152,54 +1209,38 @@ def _backward_v2(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (
-            d_z_pre,
-            d_r_pre,
-            d_hh_pre,
-            d_h_prev_dropped2_recurrent_kernel_h,
-        )
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, h_prev_dropped2_recurrent_kernel_h_seq, hh_seq, d_outputs, mask)
-    (
-        ((d_h,), _, ()),
-        (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
-    ) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_seq,
+        r_seq,
+        h_prev_dropped2_recurrent_kernel_h_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_pre_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_pre_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_pre_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_z_pre_sum = _all_steps(d_z_pre_seq).sum(0)
-    d_r_pre_sum = _all_steps(d_r_pre_seq).sum(0)
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_dropped2_seq).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[1, 2 * units : 3 * units].add(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq).sum(0)
-    )
-    d_bias = d_bias.at[0, 0:units].add(d_z_pre_sum)
-    d_bias = d_bias.at[1, 0:units].add(d_z_pre_sum)
-    d_bias = d_bias.at[0, units : 2 * units].add(d_r_pre_sum)
-    d_bias = d_bias.at[1, units : 2 * units].add(d_r_pre_sum)
-    d_bias = d_bias.at[0, 2 * units : 3 * units].add(_all_steps(d_hh_pre_seq).sum(0))
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -1375,7 +1416,7 @@ def _forward_v3(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1413,7 +1454,8 @@ def _backward_v3(
 ):
     """BPTT for use_bias=True, reset_after=True, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1449,10 +1491,10 @@ def _backward_v3(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
             h_prev,
             z_in,
@@ -1462,6 +1504,12 @@ def _backward_v3(
             h_prev_dropped2_recurrent_kernel_h,
             hh_in,
             hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_dropped2,
             d_output,
             keep,
         ) = xs
@@ -1484,6 +1532,29 @@ def _backward_v3(
         d_z = d_h * (h_prev - hh)
         d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_x = d_z_in @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_in @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_in @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_z_in_sum = d_z_in.sum(0)
+        d_r_in_sum = d_r_in.sum(0)
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_in)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_in)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_in
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_dropped2.T @ d_h_prev_dropped2_recurrent_kernel_h
+        )
+        d_bias = d_bias.at[1, 2 * units : 3 * units].add(
+            d_h_prev_dropped2_recurrent_kernel_h.sum(0)
+        )
+        d_bias = d_bias.at[0, 0:units].add(d_z_in_sum)
+        d_bias = d_bias.at[1, 0:units].add(d_z_in_sum)
+        d_bias = d_bias.at[0, units : 2 * units].add(d_r_in_sum)
+        d_bias = d_bias.at[1, units : 2 * units].add(d_r_in_sum)
+        d_bias = d_bias.at[0, 2 * units : 3 * units].add(d_hh_in.sum(0))
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -1492,15 +1563,18 @@ def _backward_v3(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (
-            d_z_in,
-            d_r_in,
-            d_hh_in,
-            d_h_prev_dropped2_recurrent_kernel_h,
-        )
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
     xs = (
         h_seq[:-1],
         z_in_seq,
@@ -1510,47 +1584,20 @@ def _backward_v3(
         h_prev_dropped2_recurrent_kernel_h_seq,
         hh_in_seq,
         hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_dropped2_seq,
         d_outputs,
         mask,
     )
-    (
-        ((d_h,), _, ()),
-        (d_z_in_seq, d_r_in_seq, d_hh_in_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
-    ) = lax.scan(step, carry, xs, reverse=True)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_in_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_in_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_in_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_z_in_sum = _all_steps(d_z_in_seq).sum(0)
-    d_r_in_sum = _all_steps(d_r_in_seq).sum(0)
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_in_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_dropped2_seq).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[1, 2 * units : 3 * units].add(
-        _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq).sum(0)
-    )
-    d_bias = d_bias.at[0, 0:units].add(d_z_in_sum)
-    d_bias = d_bias.at[1, 0:units].add(d_z_in_sum)
-    d_bias = d_bias.at[0, units : 2 * units].add(d_r_in_sum)
-    d_bias = d_bias.at[1, units : 2 * units].add(d_r_in_sum)
-    d_bias = d_bias.at[0, 2 * units : 3 * units].add(_all_steps(d_hh_in_seq).sum(0))
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -1655,7 +1702,7 @@ def _forward_v4(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
-        step, carry, xs
+        step, carry, xs, unroll=_UNROLL
     )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
@@ -1685,7 +1732,8 @@ def _backward_v4(
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1703,11 +1751,11 @@ def _backward_v4(
     recurrent_kernel_h_T = recurrent_kernel[:, 2 * units : 3 * units].T
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_prev, z, r, hh, x_t, h_prev_r, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1725,33 +1773,39 @@ def _backward_v4(
         d_h_prev_recurrent_kernel_zr = jnp.concatenate([d_z_pre, d_r_pre], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
         d_x_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_x_kernel_sum = d_x_kernel.sum(0)
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
+            h_prev.T @ d_h_prev_recurrent_kernel_zr
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r.T @ d_hh_pre
+        )
+        d_bias = d_bias.at[0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_pre)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_pre_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, x, h_prev_r_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(0)
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
-        _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_zr_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_seq).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -1864,7 +1918,7 @@ def _forward_v5(
     (
         ((h_prev,), _),
         ((z_in_seq, z_seq, r_in_seq, r_seq, h_prev_r_seq, hh_in_seq, hh_seq), (h_after,), out_seq),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1896,7 +1950,8 @@ def _backward_v5(
 ):
     """BPTT for use_bias=True, reset_after=False, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1917,11 +1972,11 @@ def _backward_v5(
     recurrent_kernel_h_T = recurrent_kernel[:, 2 * units : 3 * units].T
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_prev, z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1939,33 +1994,51 @@ def _backward_v5(
         d_h_prev_recurrent_kernel_zr = jnp.concatenate([d_z_in, d_r_in], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
         d_x_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_x_kernel_sum = d_x_kernel.sum(0)
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
+            h_prev.T @ d_h_prev_recurrent_kernel_zr
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r.T @ d_hh_in
+        )
+        d_bias = d_bias.at[0:units].add(d_x_kernel_sum[0:units])
+        d_bias = d_bias.at[units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
+        d_bias = d_bias.at[2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_in)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_in_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_in_seq,
+        z_seq,
+        r_in_seq,
+        r_seq,
+        hh_in_seq,
+        hh_seq,
+        x,
+        h_prev_r_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_x_kernel_sum = _all_steps(d_x_kernel_seq).sum(0)
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
-        _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_zr_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_seq).T @ _all_steps(d_hh_in_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[0:units].add(d_x_kernel_sum[0:units])
-    d_bias = d_bias.at[units : 2 * units].add(d_x_kernel_sum[units : 2 * units])
-    d_bias = d_bias.at[2 * units : 3 * units].add(d_x_kernel_sum[2 * units : 3 * units])
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -2107,7 +2180,7 @@ def _forward_v6(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -2141,7 +2214,8 @@ def _backward_v6(
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2171,11 +2245,24 @@ def _backward_v6(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (
+            h_prev,
+            z,
+            r,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_r_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2192,6 +2279,22 @@ def _backward_v6(
         d_z = d_h * (h_prev - hh)
         d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_x = d_z_pre @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_pre @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_pre @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_pre)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_pre)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_pre
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r_dropped2.T @ d_hh_pre
+        )
+        d_bias = d_bias.at[0:units].add(d_z_pre.sum(0))
+        d_bias = d_bias.at[units : 2 * units].add(d_r_pre.sum(0))
+        d_bias = d_bias.at[2 * units : 3 * units].add(d_hh_pre.sum(0))
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2200,41 +2303,37 @@ def _backward_v6(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_z_pre, d_r_pre, d_hh_pre)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_seq,
+        r_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_r_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_pre_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_pre_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_pre_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_dropped2_seq).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[0:units].add(_all_steps(d_z_pre_seq).sum(0))
-    d_bias = d_bias.at[units : 2 * units].add(_all_steps(d_r_pre_seq).sum(0))
-    d_bias = d_bias.at[2 * units : 3 * units].add(_all_steps(d_hh_pre_seq).sum(0))
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -2402,7 +2501,7 @@ def _forward_v7(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -2439,7 +2538,8 @@ def _backward_v7(
 ):
     """BPTT for use_bias=True, reset_after=False, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2472,11 +2572,27 @@ def _backward_v7(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (
+            h_prev,
+            z_in,
+            z,
+            r_in,
+            r,
+            hh_in,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_r_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2493,6 +2609,22 @@ def _backward_v7(
         d_z = d_h * (h_prev - hh)
         d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_x = d_z_in @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_in @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_in @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_in)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_in)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_in
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r_dropped2.T @ d_hh_in
+        )
+        d_bias = d_bias.at[0:units].add(d_z_in.sum(0))
+        d_bias = d_bias.at[units : 2 * units].add(d_r_in.sum(0))
+        d_bias = d_bias.at[2 * units : 3 * units].add(d_hh_in.sum(0))
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -2501,39 +2633,40 @@ def _backward_v7(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_z_in, d_r_in, d_hh_in)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_z_in_seq, d_r_in_seq, d_hh_in_seq) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_in_seq,
+        z_seq,
+        r_in_seq,
+        r_seq,
+        hh_in_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_r_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_in_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_in_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_in_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_in_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_dropped2_seq).T @ _all_steps(d_hh_in_seq)
-    )
-    d_bias = jnp.zeros_like(weights["bias"])
-    d_bias = d_bias.at[0:units].add(_all_steps(d_z_in_seq).sum(0))
-    d_bias = d_bias.at[units : 2 * units].add(_all_steps(d_r_in_seq).sum(0))
-    d_bias = d_bias.at[2 * units : 3 * units].add(_all_steps(d_hh_in_seq).sum(0))
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -2626,7 +2759,7 @@ def _forward_v8(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
-        lax.scan(step, carry, xs)
+        lax.scan(step, carry, xs, unroll=_UNROLL)
     )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
@@ -2656,7 +2789,8 @@ def _backward_v8(
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2672,11 +2806,11 @@ def _backward_v8(
     hh_seq = residuals["hh"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, x_t, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2693,22 +2827,29 @@ def _backward_v8(
         d_h_prev_recurrent_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_x_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel += h_prev.T @ d_h_prev_recurrent_kernel
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -2813,7 +2954,7 @@ def _forward_v9(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -2845,7 +2986,8 @@ def _backward_v9(
 ):
     """BPTT for use_bias=False, reset_after=True, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -2864,11 +3006,11 @@ def _backward_v9(
     hh_seq = residuals["hh"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2885,13 +3027,23 @@ def _backward_v9(
         d_h_prev_recurrent_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in * r], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel @ recurrent_kernel_T
         d_x_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel += h_prev.T @ d_h_prev_recurrent_kernel
         d_h = d_h * z + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
     xs = (
         h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
@@ -2901,17 +3053,15 @@ def _backward_v9(
         r_seq,
         hh_in_seq,
         hh_seq,
+        x,
         d_outputs,
         mask,
     )
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -3055,7 +3205,7 @@ def _forward_v10(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -3090,7 +3240,8 @@ def _backward_v10(
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3121,11 +3272,25 @@ def _backward_v10(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, h_prev_dropped2_recurrent_kernel_h, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (
+            h_prev,
+            z,
+            r,
+            h_prev_dropped2_recurrent_kernel_h,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3145,6 +3310,19 @@ def _backward_v10(
         d_z = d_h * (h_prev - hh)
         d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_x = d_z_pre @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_pre @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_pre @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_pre)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_pre)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_pre
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_dropped2.T @ d_h_prev_dropped2_recurrent_kernel_h
+        )
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3153,43 +3331,37 @@ def _backward_v10(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (
-            d_z_pre,
-            d_r_pre,
-            d_hh_pre,
-            d_h_prev_dropped2_recurrent_kernel_h,
-        )
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, h_prev_dropped2_recurrent_kernel_h_seq, hh_seq, d_outputs, mask)
-    (
-        ((d_h,), _, ()),
-        (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
-    ) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_seq,
+        r_seq,
+        h_prev_dropped2_recurrent_kernel_h_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_pre_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_pre_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_pre_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_dropped2_seq).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -3345,7 +3517,7 @@ def _forward_v11(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -3383,7 +3555,8 @@ def _backward_v11(
 ):
     """BPTT for use_bias=False, reset_after=True, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3417,10 +3590,10 @@ def _backward_v11(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
             h_prev,
             z_in,
@@ -3430,6 +3603,12 @@ def _backward_v11(
             h_prev_dropped2_recurrent_kernel_h,
             hh_in,
             hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_dropped2,
             d_output,
             keep,
         ) = xs
@@ -3452,6 +3631,19 @@ def _backward_v11(
         d_z = d_h * (h_prev - hh)
         d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_x = d_z_in @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_in @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_in @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_in)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_in)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_in
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_dropped2.T @ d_h_prev_dropped2_recurrent_kernel_h
+        )
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -3460,15 +3652,17 @@ def _backward_v11(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (
-            d_z_in,
-            d_r_in,
-            d_hh_in,
-            d_h_prev_dropped2_recurrent_kernel_h,
-        )
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
     xs = (
         h_seq[:-1],
         z_in_seq,
@@ -3478,36 +3672,20 @@ def _backward_v11(
         h_prev_dropped2_recurrent_kernel_h_seq,
         hh_in_seq,
         hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_dropped2_seq,
         d_outputs,
         mask,
     )
-    (
-        ((d_h,), _, ()),
-        (d_z_in_seq, d_r_in_seq, d_hh_in_seq, d_h_prev_dropped2_recurrent_kernel_h_seq),
-    ) = lax.scan(step, carry, xs, reverse=True)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_in_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_in_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_in_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_in_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_dropped2_seq).T @ _all_steps(d_h_prev_dropped2_recurrent_kernel_h_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -3602,7 +3780,7 @@ def _forward_v12(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
-        step, carry, xs
+        step, carry, xs, unroll=_UNROLL
     )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
@@ -3632,7 +3810,8 @@ def _backward_v12(
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3650,11 +3829,11 @@ def _backward_v12(
     recurrent_kernel_h_T = recurrent_kernel[:, 2 * units : 3 * units].T
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_prev, z, r, hh, x_t, h_prev_r, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3672,28 +3851,34 @@ def _backward_v12(
         d_h_prev_recurrent_kernel_zr = jnp.concatenate([d_z_pre, d_r_pre], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
         d_x_kernel = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
+            h_prev.T @ d_h_prev_recurrent_kernel_zr
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r.T @ d_hh_pre
+        )
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_pre)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_pre_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, x, h_prev_r_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
-        _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_zr_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_seq).T @ _all_steps(d_hh_pre_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -3796,7 +3981,7 @@ def _forward_v13(
     (
         ((h_prev,), _),
         ((z_in_seq, z_seq, r_in_seq, r_seq, h_prev_r_seq, hh_in_seq, hh_seq), (h_after,), out_seq),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -3828,7 +4013,8 @@ def _backward_v13(
 ):
     """BPTT for use_bias=False, reset_after=False, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -3849,11 +4035,11 @@ def _backward_v13(
     recurrent_kernel_h_T = recurrent_kernel[:, 2 * units : 3 * units].T
     recurrent_kernel_zr_T = recurrent_kernel[:, 0 : 2 * units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_prev, z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3871,28 +4057,46 @@ def _backward_v13(
         d_h_prev_recurrent_kernel_zr = jnp.concatenate([d_z_in, d_r_in], -1)
         d_h_prev_via_recurrent_kernel = d_h_prev_recurrent_kernel_zr @ recurrent_kernel_zr_T
         d_x_kernel = jnp.concatenate([d_z_in, d_r_in, d_hh_in], -1)
+        d_x = d_x_kernel @ kernel.T
+        d_kernel += x_t.T @ d_x_kernel
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
+            h_prev.T @ d_h_prev_recurrent_kernel_zr
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r.T @ d_hh_in
+        )
         d_h = d_h * z + d_h_prev_r_via_recurrent_kernel * r + d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_x_kernel, d_h_prev_recurrent_kernel_zr, d_hh_in)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_x_kernel_seq, d_h_prev_recurrent_kernel_zr_seq, d_hh_in_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_in_seq,
+        z_seq,
+        r_in_seq,
+        r_seq,
+        hh_in_seq,
+        hh_seq,
+        x,
+        h_prev_r_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_x_kernel_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_x_kernel_seq)
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0 : 2 * units].add(
-        _all_steps(h_seq[:-1]).T @ _all_steps(d_h_prev_recurrent_kernel_zr_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_seq).T @ _all_steps(d_hh_in_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -4020,7 +4224,7 @@ def _forward_v14(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -4054,7 +4258,8 @@ def _backward_v14(
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -4084,11 +4289,24 @@ def _backward_v14(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z, r, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (
+            h_prev,
+            z,
+            r,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_r_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -4105,6 +4323,19 @@ def _backward_v14(
         d_z = d_h * (h_prev - hh)
         d_z_pre = recurrent_activation_vjp(z, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_pre @ recurrent_kernel_z_T
+        d_x = d_z_pre @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_pre @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_pre @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_pre)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_pre)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_pre)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_pre
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r_dropped2.T @ d_hh_pre
+        )
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -4113,37 +4344,36 @@ def _backward_v14(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_z_pre, d_r_pre, d_hh_pre)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_z_pre_seq, d_r_pre_seq, d_hh_pre_seq) = lax.scan(
-        step, carry, xs, reverse=True
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_seq,
+        r_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_r_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
     )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_pre_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_pre_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_pre_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_pre_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_pre_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_pre_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_pre_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_dropped2_seq).T @ _all_steps(d_hh_pre_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -4297,7 +4527,7 @@ def _forward_v15(
             (h_after,),
             out_seq,
         ),
-    ) = lax.scan(step, carry, xs)
+    ) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -4334,7 +4564,8 @@ def _backward_v15(
 ):
     """BPTT for use_bias=False, reset_after=False, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -4367,11 +4598,27 @@ def _backward_v15(
     recurrent_kernel_r_T = recurrent_kernel[:, units : 2 * units].T
     recurrent_kernel_z_T = recurrent_kernel[:, 0:units].T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (
+            h_prev,
+            z_in,
+            z,
+            r_in,
+            r,
+            hh_in,
+            hh,
+            x_dropped0,
+            x_dropped1,
+            x_dropped2,
+            h_prev_dropped0,
+            h_prev_dropped1,
+            h_prev_r_dropped2,
+            d_output,
+            keep,
+        ) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -4388,6 +4635,19 @@ def _backward_v15(
         d_z = d_h * (h_prev - hh)
         d_z_in = recurrent_activation_vjp(z_in, d_z)
         d_h_prev_dropped0_via_recurrent_kernel = d_z_in @ recurrent_kernel_z_T
+        d_x = d_z_in @ kernel[:, 0:units].T * x_mask_0
+        d_x += d_r_in @ kernel[:, units : 2 * units].T * x_mask_1
+        d_x += d_hh_in @ kernel[:, 2 * units : 3 * units].T * x_mask_2
+        d_kernel = d_kernel.at[:, 0:units].add(x_dropped0.T @ d_z_in)
+        d_kernel = d_kernel.at[:, units : 2 * units].add(x_dropped1.T @ d_r_in)
+        d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(x_dropped2.T @ d_hh_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(h_prev_dropped0.T @ d_z_in)
+        d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
+            h_prev_dropped1.T @ d_r_in
+        )
+        d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
+            h_prev_r_dropped2.T @ d_hh_in
+        )
         d_h = (
             d_h * z
             + d_h_prev_dropped0_via_recurrent_kernel * h_prev_mask_0
@@ -4396,35 +4656,39 @@ def _backward_v15(
         )
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_z_in, d_r_in, d_hh_in)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[:-1], z_in_seq, z_seq, r_in_seq, r_seq, hh_in_seq, hh_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_z_in_seq, d_r_in_seq, d_hh_in_seq) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (
+        h_seq[:-1],
+        z_in_seq,
+        z_seq,
+        r_in_seq,
+        r_seq,
+        hh_in_seq,
+        hh_seq,
+        x_dropped0,
+        x_dropped1,
+        x_dropped2,
+        h_prev_dropped0_seq,
+        h_prev_dropped1_seq,
+        h_prev_r_dropped2_seq,
+        d_outputs,
+        mask,
+    )
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_z_in_seq @ kernel[:, 0:units].T * x_mask_0
-    d_x += d_r_in_seq @ kernel[:, units : 2 * units].T * x_mask_1
-    d_x += d_hh_in_seq @ kernel[:, 2 * units : 3 * units].T * x_mask_2
-    d_kernel = jnp.zeros_like(weights["kernel"])
-    d_kernel = d_kernel.at[:, 0:units].add(_all_steps(x_dropped0).T @ _all_steps(d_z_in_seq))
-    d_kernel = d_kernel.at[:, units : 2 * units].add(
-        _all_steps(x_dropped1).T @ _all_steps(d_r_in_seq)
-    )
-    d_kernel = d_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(x_dropped2).T @ _all_steps(d_hh_in_seq)
-    )
-    d_recurrent_kernel = jnp.zeros_like(weights["recurrent_kernel"])
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 0:units].add(
-        _all_steps(h_prev_dropped0_seq).T @ _all_steps(d_z_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, units : 2 * units].add(
-        _all_steps(h_prev_dropped1_seq).T @ _all_steps(d_r_in_seq)
-    )
-    d_recurrent_kernel = d_recurrent_kernel.at[:, 2 * units : 3 * units].add(
-        _all_steps(h_prev_r_dropped2_seq).T @ _all_steps(d_hh_in_seq)
-    )
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -4460,6 +4724,9 @@ _ARGUMENTS = {
     "bias": "bias",
 }
 IMPLEMENTATIONS = ("fused", "scan")
+#: steps per iteration of the fused op's forward and backward loops (XLA CPU runs a loop of
+#: two steps per iteration faster than one; "scan" stays the plain, unrolled-once loop)
+_UNROLL = 2
 
 
 def weight_shapes(input_dim, units, use_bias=True, reset_after=True):

@@ -30,9 +30,11 @@ Example::
 
 Two implementations (``implementation=``): ``"fused"`` (the default) is one
 ``jax.custom_vjp``: its forward hoists the input projection out of a ``lax.scan`` and keeps
-only the values the backward reads; its backward is the BPTT derived from these equations
-(see simple_rnn.md), a reverse ``lax.scan``, with each weight gradient one matrix
-product over all steps after it. ``"scan"`` is the plain ``lax.scan`` over the step,
+only the values the backward reads (the states and the step values listed in each
+``_forward_*``'s residuals, each an array over all steps); its backward is the BPTT derived
+from these equations (see simple_rnn.md), a reverse ``lax.scan`` whose carry sums the
+weight gradients step by step and whose output is the input gradient, so it keeps no
+per-step product gradients. ``"scan"`` is the plain ``lax.scan`` over the step,
 differentiated by JAX. Both take masks, ``go_backwards``, ``zero_output_for_mask``, initial
 states and dropout masks (constants: no gradient flows into them), and work under ``jit``
 (the options are static Python values), ``grad``, ``vmap`` (over inputs or a stack of
@@ -490,7 +492,7 @@ def _forward_v0(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
-    ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -506,7 +508,8 @@ def _forward_v0(
 def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -518,11 +521,11 @@ def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     h_seq = residuals["h"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h, x_t, h_prev, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -532,21 +535,31 @@ def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_pre = activation_vjp(h, d_h)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_x = d_h_pre @ kernel.T
+        d_kernel += x_t.T @ d_h_pre
+        d_recurrent_kernel += h_prev.T @ d_h_pre
+        d_bias += d_h_pre.sum(0)
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_pre,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[1:], d_outputs, mask)
-    ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_seq[1:], x, h_seq[:-1], d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_pre_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_pre_seq)
-    d_bias = _all_steps(d_h_pre_seq).sum(0)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -607,7 +620,7 @@ def _forward_v1(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
-    ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -624,7 +637,8 @@ def _forward_v1(
 def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=True, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -637,11 +651,11 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     h_in_seq = residuals["h_in"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_in, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_in, x_t, h_prev, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -651,21 +665,31 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_in = activation_vjp(h_in, d_h)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_x = d_h_in @ kernel.T
+        d_kernel += x_t.T @ d_h_in
+        d_recurrent_kernel += h_prev.T @ d_h_in
+        d_bias += d_h_in.sum(0)
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_in,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_in_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_in_seq, x, h_seq[:-1], d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_in_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_in_seq)
-    d_bias = _all_steps(d_h_in_seq).sum(0)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -732,7 +756,9 @@ def _forward_v2(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
-    ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(
+        step, carry, xs, unroll=_UNROLL
+    )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -750,7 +776,8 @@ def _forward_v2(
 def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -766,11 +793,11 @@ def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h, x_dropped, h_prev_dropped, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -780,21 +807,31 @@ def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_pre = activation_vjp(h, d_h)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_x = d_h_pre @ kernel.T * x_mask_0
+        d_kernel += x_dropped.T @ d_h_pre
+        d_recurrent_kernel += h_prev_dropped.T @ d_h_pre
+        d_bias += d_h_pre.sum(0)
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_pre,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[1:], d_outputs, mask)
-    ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_seq[1:], x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_pre_seq @ kernel.T * x_mask_0
-    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_pre_seq)
-    d_bias = _all_steps(d_h_pre_seq).sum(0)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -864,7 +901,7 @@ def _forward_v3(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq, h_in_seq), (h_after,), out_seq) = lax.scan(
-        step, carry, xs
+        step, carry, xs, unroll=_UNROLL
     )
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -882,7 +919,8 @@ def _forward_v3(
 def _backward_v3(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=True, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -898,11 +936,11 @@ def _backward_v3(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_in, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
+        (h_in, x_dropped, h_prev_dropped, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -912,21 +950,31 @@ def _backward_v3(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_in = activation_vjp(h_in, d_h)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_x = d_h_in @ kernel.T * x_mask_0
+        d_kernel += x_dropped.T @ d_h_in
+        d_recurrent_kernel += h_prev_dropped.T @ d_h_in
+        d_bias += d_h_in.sum(0)
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_in,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_in_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
+        ),
+    )
+    xs = (h_in_seq, x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_in_seq @ kernel.T * x_mask_0
-    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_in_seq)
-    d_bias = _all_steps(d_h_in_seq).sum(0)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel, "bias": d_bias}
     return d_x, [d_h], d_weights
 
@@ -981,7 +1029,7 @@ def _forward_v4(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
-    ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -997,7 +1045,8 @@ def _forward_v4(
 def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1009,11 +1058,11 @@ def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     h_seq = residuals["h"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h, x_t, h_prev, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1023,20 +1072,29 @@ def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_pre = activation_vjp(h, d_h)
         d_h_prev_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_x = d_h_pre @ kernel.T
+        d_kernel += x_t.T @ d_h_pre
+        d_recurrent_kernel += h_prev.T @ d_h_pre
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_pre,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[1:], d_outputs, mask)
-    ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_seq[1:], x, h_seq[:-1], d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_pre_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_pre_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -1093,7 +1151,7 @@ def _forward_v5(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
-    ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1110,7 +1168,8 @@ def _forward_v5(
 def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=False, no dropout, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1123,11 +1182,11 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     h_in_seq = residuals["h_in"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_in, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_in, x_t, h_prev, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1137,20 +1196,29 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_in = activation_vjp(h_in, d_h)
         d_h_prev_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_x = d_h_in @ kernel.T
+        d_kernel += x_t.T @ d_h_in
+        d_recurrent_kernel += h_prev.T @ d_h_in
         d_h = d_h_prev_via_recurrent_kernel
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_in,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_in_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_in_seq, x, h_seq[:-1], d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_in_seq @ kernel.T
-    d_kernel = _all_steps(x).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_seq[:-1]).T @ _all_steps(d_h_in_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -1213,7 +1281,9 @@ def _forward_v6(
 
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
-    ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs)
+    ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(
+        step, carry, xs, unroll=_UNROLL
+    )
     h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1231,7 +1301,8 @@ def _forward_v6(
 def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1247,11 +1318,11 @@ def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h, x_dropped, h_prev_dropped, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1261,20 +1332,29 @@ def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_pre = activation_vjp(h, d_h)
         d_h_prev_dropped_via_recurrent_kernel = d_h_pre @ recurrent_kernel_T
+        d_x = d_h_pre @ kernel.T * x_mask_0
+        d_kernel += x_dropped.T @ d_h_pre
+        d_recurrent_kernel += h_prev_dropped.T @ d_h_pre
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_pre,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_seq[1:], d_outputs, mask)
-    ((d_h,), _, ()), (d_h_pre_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_seq[1:], x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_pre_seq @ kernel.T * x_mask_0
-    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_pre_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_pre_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -1340,7 +1420,7 @@ def _forward_v7(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_dropped_kernel, mask)
     ((h_prev,), _), ((h_prev_dropped_seq, h_in_seq), (h_after,), out_seq) = lax.scan(
-        step, carry, xs
+        step, carry, xs, unroll=_UNROLL
     )
     outputs = h_after if mask is None else out_seq
     residuals = {
@@ -1358,7 +1438,8 @@ def _forward_v7(
 def _backward_v7(residuals, d_outputs, d_states, zero_output_for_mask, activation, activation_vjp):
     """BPTT for use_bias=False, with dropout masks, input-form.
 
-    A reverse scan over the steps, then one matrix product per weight gradient.
+    A reverse scan over the steps; its carry holds the state gradients and the
+    weight gradients summed so far (no per-step buffer of product gradients).
     d_outputs: (T, B, units) gradient of each step's output, in processing order.
     d_states: one array (B, units), gradients of the final states.
     Returns (d_x (T, B, input_dim), d_initial_state, d_weights).
@@ -1374,11 +1455,11 @@ def _backward_v7(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
 
-    # the reverse scan: state gradients and per-step sums in the carry;
-    # each step's product gradients (and input gradient) are its outputs
+    # the reverse scan: state gradients and weight gradients in the carry;
+    # each step's input gradient is its output
     def step(carry, xs):
-        (d_h,), d_carry, () = carry
-        (h_in, d_output, keep) = xs
+        (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
+        (h_in, x_dropped, h_prev_dropped, d_output, keep) = xs
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1388,20 +1469,29 @@ def _backward_v7(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             d_h = jnp.where(keep, d_h + d_out, 0.0)
         d_h_in = activation_vjp(h_in, d_h)
         d_h_prev_dropped_via_recurrent_kernel = d_h_in @ recurrent_kernel_T
+        d_x = d_h_in @ kernel.T * x_mask_0
+        d_kernel += x_dropped.T @ d_h_in
+        d_recurrent_kernel += h_prev_dropped.T @ d_h_in
         d_h = d_h_prev_dropped_via_recurrent_kernel * h_prev_mask_0
         if mask is not None:
             d_h = d_h + d_h_skip
-        return ((d_h,), d_carry, ()), (d_h_in,)
+        return ((d_h,), d_carry, (d_kernel, d_recurrent_kernel)), d_x
 
     d_carry = None if mask is None else jnp.zeros_like(d_states[0])
-    carry = (tuple(d_states), d_carry, ())
-    xs = (h_in_seq, d_outputs, mask)
-    ((d_h,), _, ()), (d_h_in_seq,) = lax.scan(step, carry, xs, reverse=True)
+    carry = (
+        tuple(d_states),
+        d_carry,
+        (
+            jnp.zeros_like(d_states[0], shape=weights["kernel"].shape),
+            jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
+        ),
+    )
+    xs = (h_in_seq, x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
+        step, carry, xs, reverse=True, unroll=_UNROLL
+    )
 
-    # input gradients and weight gradients: one matrix product each, over all steps
-    d_x = d_h_in_seq @ kernel.T * x_mask_0
-    d_kernel = _all_steps(x_dropped).T @ _all_steps(d_h_in_seq)
-    d_recurrent_kernel = _all_steps(h_prev_dropped_seq).T @ _all_steps(d_h_in_seq)
+    # the weight gradients
     d_weights = {"kernel": d_kernel, "recurrent_kernel": d_recurrent_kernel}
     return d_x, [d_h], d_weights
 
@@ -1429,6 +1519,9 @@ _ARGUMENTS = {
     "bias": "bias",
 }
 IMPLEMENTATIONS = ("fused", "scan")
+#: steps per iteration of the fused op's forward and backward loops (XLA CPU runs a loop of
+#: two steps per iteration faster than one; "scan" stays the plain, unrolled-once loop)
+_UNROLL = 2
 
 
 def weight_shapes(input_dim, units, use_bias=True):

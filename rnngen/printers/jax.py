@@ -4,9 +4,11 @@
 (``implementation="scan"``). ``_forward_v<k>``/``_backward_v<k>`` are the two halves of the
 fused ``jax.custom_vjp``: the forward hoists the input projection out of the scan and returns,
 besides the outputs, only what the backward reads; the backward is the derived BPTT as a
-reverse ``lax.scan`` whose carry holds the state gradients, with the weight gradients as one
-matrix product each after it. Arrays are time-major inside these functions: ``x`` is
-(T, B, input_dim) and every state buffer is (T + 1, B, units). The module skeleton around them
+reverse ``lax.scan`` whose carry holds the state gradients and the weight gradients summed so
+far (each step adds its products' terms: no per-step buffer of product gradients is kept), and
+whose output is each step's input gradient (the step bodies are :mod:`.jax_parts`). Arrays are
+time-major inside these functions: ``x`` is (T, B, input_dim) and every state buffer is
+(T + 1, B, units). The module skeleton around them
 is ``templates/jax_module.py.j2``.
 
 Expressions print as NumPy source with ``jnp`` for ``np`` (what SymPy's own ``JaxPrinter``
@@ -24,6 +26,7 @@ from .. import functions, grammar, naming, symbolic
 from . import base
 from .base import Source, StatementPrinter
 from .expressions import NumpyCode
+from .jax_parts import BackwardStep, tuple_of
 
 # -- expressions ---------------------------------------------------------------------------------
 
@@ -115,7 +118,7 @@ ROW_WISE = {
 # -- statements ----------------------------------------------------------------------------------
 
 
-class JaxPrinter(StatementPrinter, JaxCode):
+class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
     """Prints one variant's program as JAX (``jax.numpy`` as ``jnp``, ``jax.lax`` as ``lax``)."""
 
     def __init__(self, spec, variant, settings=None):
@@ -189,7 +192,7 @@ class JaxPrinter(StatementPrinter, JaxCode):
         if self.summed.get(g.adjoint):
             value = naming.adjoint_sum(g.adjoint)
         else:
-            value = f"_all_steps({naming.seq(g.adjoint)}).sum(0)"
+            value = f"{g.adjoint}.sum(0)"
         if len(g.products) > 1:
             block = next(b for p, b in g.products if p == r.product)
             value += f"[{self.columns(g, block)}]"
@@ -211,6 +214,8 @@ class JaxPrinter(StatementPrinter, JaxCode):
         for weight, _ in self.variant.weights:
             d_w = naming.adjoint(weight)
             terms = self.weight_terms.get(weight, [])
+            if terms == [("", d_w)]:  # summed in the backward scan's carry
+                continue
             if terms and not any(index for index, _ in terms):
                 src(f"{d_w} = {' + '.join(value for _, value in terms)}")
                 continue
@@ -378,7 +383,8 @@ class JaxPrinter(StatementPrinter, JaxCode):
             src(
                 f"({tuple_of([naming.prev(s) for s in states])}, _), "
                 f"({tuple_of([naming.seq(n) for n, _ in v.stored])}, "
-                f"{tuple_of([f'{s}_after' for s in kept])}, out_seq) = lax.scan(step, carry, xs)"
+                f"{tuple_of([f'{s}_after' for s in kept])}, out_seq) = "
+                "lax.scan(step, carry, xs, unroll=_UNROLL)"
             )
             for s in base.backward_states(spec, v):
                 i = states.index(s)
@@ -403,21 +409,6 @@ class JaxPrinter(StatementPrinter, JaxCode):
             src(f"return outputs, [{', '.join(naming.prev(s) for s in states)}], residuals")
         return src.text()
 
-    def backward_streams(self) -> list[tuple[str, str]]:
-        """``(name, array over steps)`` for each forward value one backward step reads."""
-        out = []
-        state_seqs = {naming.seq(s) for s in self.spec.states}
-        for line in base.backward_reads(self.spec, self.variant):  # "name = <seq>[index]"
-            target, _, value = line.partition(" = ")
-            seq, _, index = value.partition("[")
-            if index == "t + 1]":
-                out.append((target, f"{seq}[1:]"))
-            elif seq in state_seqs:
-                out.append((target, f"{seq}[:-1]"))
-            else:
-                out.append((target, seq))
-        return out
-
     def backward_function(self) -> str:
         v, spec = self.variant, self.spec
         states = spec.states
@@ -430,21 +421,22 @@ class JaxPrinter(StatementPrinter, JaxCode):
                 sizes.setdefault(naming.adjoint(a.name), a.size)
         accumulators = list(sizes.items())
         self.uses_dtype = False
-        adjoints = [name for name, _ in base.adjoint_buffers(v)]
         streams = self.backward_streams()
+        d_states = [naming.adjoint(s) for s in states]
+        accs = [name for name, _ in accumulators]
+        backward = self.emit(v.backward)
+        in_loop = Source()
+        d_x_t = self._in_loop(in_loop, streams, accs)
+        summed = list(self.weight_terms)  # weights whose gradients the carry sums
+        sums = [self.carried(w, accs) for w in summed]
         step = Source()
         step("def step(carry, xs):")
         with step:
-            d_states = [naming.adjoint(s) for s in states]
-            accs = [name for name, _ in accumulators]
-            step(f"{tuple_of(d_states)}, {naming.CARRY}, {tuple_of(accs)} = carry")
+            step(f"{tuple_of(d_states)}, {naming.CARRY}, {tuple_of(accs + sums)} = carry")
             step(f"{tuple_of([n for n, _ in streams] + ['d_output', 'keep'])} = xs")
             self._seed(step)
-            step(*self.emit(v.backward))
-            d_x_t = []
-            if v.x_grad is not None:
-                step(f"d_x_t = {self.expr(v.x_grad)}")
-                d_x_t = ["d_x_t"]
+            step(*backward)
+            step(*in_loop.lines)
             for s, e in v.state_grads:
                 d_s = naming.adjoint(s)
                 if e == symbolic.symbol(d_s):  # written by the transpose rule above
@@ -455,19 +447,27 @@ class JaxPrinter(StatementPrinter, JaxCode):
                 for s in states:
                     step(f"{naming.adjoint(s)} = {naming.adjoint(s)} + {naming.skipped(s)}")
             step(
-                f"return ({tuple_of(d_states)}, {naming.CARRY}, {tuple_of(accs)}), "
-                f"{tuple_of(adjoints + d_x_t)}"
+                f"return ({tuple_of(d_states)}, {naming.CARRY}, {tuple_of(accs + sums)}), "
+                f"{'d_x' if d_x_t else 'None'}"
             )
+        self.weight_terms = {w: [("", d_w)] for w, d_w in zip(summed, sums, strict=True)}
         after = Source()
         if v.static_backward:
             after("# values of the weights alone: their gradients summed over steps and batch")
             after(*self.emit(v.static_backward))
-        self._after_loop(after)
+        if not d_x_t:
+            after("d_x = jnp.zeros_like(x)")
+        for s in v.backward:
+            if isinstance(s, symbolic.Accumulate):
+                b = s.block
+                self.add_weight_term(b.weight, self.block_index(b), naming.adjoint(b.name))
+        self.weight_gradients(after)
         # zeros like the state gradients: under shard_map they vary across the mesh as the
         # carry's updates do (a scan's carry keeps its type)
         zeros = [
             f"jnp.zeros_like(d_states[0], shape=({self.expr(size)},))" for _, size in accumulators
         ]
+        zeros += [f'jnp.zeros_like(d_states[0], shape=weights["{w}"].shape)' for w in summed]
 
         src = Source()
         args = ["residuals", "d_outputs", "d_states", "zero_output_for_mask"]
@@ -480,7 +480,8 @@ class JaxPrinter(StatementPrinter, JaxCode):
             src(
                 f'"""BPTT for {v.describe()}.',
                 "",
-                "A reverse scan over the steps, then one matrix product per weight gradient.",
+                "A reverse scan over the steps; its carry holds the state gradients and the",
+                "weight gradients summed so far (no per-step buffer of product gradients).",
                 "d_outputs: (T, B, units) gradient of each step's output, in processing order.",
                 f"d_states: {base.count(len(states), 'array')} (B, units), "
                 "gradients of the final states.",
@@ -510,94 +511,18 @@ class JaxPrinter(StatementPrinter, JaxCode):
             for s in v.backward:
                 if isinstance(s, symbolic.OperandVJP):
                     src(f"{self.transposed_name(s.group)} = {self.weight_slice(s.group)}.T")
-            src("", "# the reverse scan: state gradients and per-step sums in the carry;")
-            src("# each step's product gradients (and input gradient) are its outputs")
+            src("", "# the reverse scan: state gradients and weight gradients in the carry;")
+            src("# each step's input gradient is its output")
             src(*step.lines)
             src(
                 f"{naming.CARRY} = None if mask is None else jnp.zeros_like(d_states[0])",
                 f"carry = (tuple(d_states), {naming.CARRY}, {tuple_of(zeros)})",
                 f"xs = {tuple_of([seq for _, seq in streams] + ['d_outputs', 'mask'])}",
-                f"({tuple_of(d_states)}, _, {tuple_of(accs)}), "
-                f"{tuple_of([naming.seq(a) for a in adjoints] + (['d_x'] if d_x_t else []))}"
-                " = lax.scan(step, carry, xs, reverse=True)",
+                f"({tuple_of(d_states)}, _, {tuple_of(accs + sums)}), "
+                f"{'d_x' if d_x_t else '_'}"
+                f" = lax.scan(step, carry, xs, reverse=True, unroll=_UNROLL)",
             )
-            src(
-                "",
-                "# input gradients and weight gradients: one matrix product each, over all steps",
-            )
+            src("", "# the weight gradients")
             src(*after.lines)
             src(f"return d_x, [{', '.join(d_states)}], d_weights")
         return src.text()
-
-    def _seed(self, src: Source) -> None:
-        """The output's gradient enters the step; a masked step passes gradients through."""
-        spec = self.spec
-        seed = naming.adjoint(spec.output)
-        src("if mask is None:")
-        with src:
-            src(
-                f"{seed} = {seed} + d_output"
-                if spec.output in spec.states
-                else f"{seed} = d_output"
-            )
-        src("else:")
-        with src:
-            src(f"d_out = d_output + {naming.CARRY}")
-            src(
-                f"{naming.CARRY} = jnp.zeros_like(d_out) if zero_output_for_mask "
-                "else jnp.where(keep, 0.0, d_out)"
-            )
-            for s in spec.states:
-                d_s = naming.adjoint(s)
-                kept = f"{d_s} + d_out" if s == spec.output else d_s
-                src(
-                    f"{naming.skipped(s)} = jnp.where(keep, 0.0, {d_s})",
-                    f"{d_s} = jnp.where(keep, {kept}, 0.0)",
-                )
-            if spec.output not in spec.states:
-                src(f"{seed} = jnp.where(keep, d_out, 0.0)")
-
-    def _after_loop(self, src: Source) -> None:
-        """Input and weight gradients over every step: one matrix product each."""
-        v = self.variant
-        terms = base.hoisted_terms(v)
-        d_operand = self.hoisted_operand_gradients(
-            src, terms, lambda g: f"{naming.seq(g.adjoint)} @ {self.weight_slice(g)}.T"
-        )
-        for term in terms:
-            d_op = d_operand[term["group"].name]
-            if term["var"] == "x":
-                src(f"d_x {'=' if term['first_x'] else '+='} {self.hoisted_term(term, d_op)}")
-            else:
-                b = term["block"]
-                value = f"({self.hoisted_term(term, d_op, True)}).sum((0, 1))"
-                self.add_weight_term(b.weight, self.block_index(b), value)
-        if v.x_grad is None and not any(t["var"] == "x" for t in terms):
-            src("d_x = jnp.zeros_like(x)")
-        for g in v.groups:
-            cols = "" if g.full else f"[:, {self.expr(g.start)} : {self.expr(g.stop)}]"
-            operand = f"_all_steps({base.operand_seq(self.spec, g)})"
-            self.add_weight_term(
-                g.weight, cols, f"{operand}.T @ _all_steps({naming.seq(g.adjoint)})"
-            )
-        reduced: dict[str, int] = {}
-        for r in v.reductions:
-            reduced[r.group.adjoint] = reduced.get(r.group.adjoint, 0) + 1
-        for adjoint, n in reduced.items():
-            if n > 1:  # several bias blocks read it: summed once
-                src(f"{naming.adjoint_sum(adjoint)} = _all_steps({naming.seq(adjoint)}).sum(0)")
-        self.summed = {a: n > 1 for a, n in reduced.items()}
-        src(*self.emit(v.reductions))
-        for s in v.backward:
-            if isinstance(s, symbolic.Accumulate):
-                b = s.block
-                self.add_weight_term(b.weight, self.block_index(b), naming.adjoint(b.name))
-        self.weight_gradients(src)
-
-
-def tuple_of(names) -> str:
-    """Source of a tuple of names: ``()``, ``(a,)``, ``(a, b)``."""
-    names = list(names)
-    if len(names) == 1:
-        return f"({names[0]},)"
-    return f"({', '.join(names)})"
