@@ -385,7 +385,7 @@ def _ops_gelu(u):
 
 
 def _ops_leaky_relu(u):
-    return ops.leaky_relu(u, negative_slope=0.2)
+    return ops.where(u > 0, u, 0.2 * u)
 
 
 def _ops_linear(u):
