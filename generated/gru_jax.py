@@ -519,9 +519,9 @@ def _forward_v0(
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate(
+    x_kernel_bias = jnp.concatenate(
         [input_bias_z + recurrent_bias_z, input_bias_r + recurrent_bias_r, input_bias_h]
     )
 
@@ -529,6 +529,7 @@ def _forward_v0(
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_z = x_kernel_t[:, 0:units]
         x_kernel_r = x_kernel_t[:, units : 2 * units]
         x_kernel_h = x_kernel_t[:, 2 * units : 3 * units]
@@ -557,14 +558,14 @@ def _forward_v0(
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
         lax.scan(step, carry, xs, unroll=_UNROLL)
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
         "z": z_seq,
         "r": r_seq,
@@ -598,7 +599,7 @@ def _backward_v0(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_recurrent_kernel_h_seq = residuals["h_prev_recurrent_kernel_h"]
     z_seq = residuals["z"]
     r_seq = residuals["r"]
@@ -609,7 +610,8 @@ def _backward_v0(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, x_t, d_output, keep) = xs
+        (h_prev_recurrent_kernel_h, z, r, hh, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -653,7 +655,7 @@ def _backward_v0(
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, d_outputs, mask)
+    xs = (h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -738,9 +740,9 @@ def _forward_v1(
     recurrent_bias_r = bias[1, units : 2 * units]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate(
+    x_kernel_bias = jnp.concatenate(
         [input_bias_z + recurrent_bias_z, input_bias_r + recurrent_bias_r, input_bias_h]
     )
 
@@ -748,6 +750,7 @@ def _forward_v1(
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_z = x_kernel_t[:, 0:units]
         x_kernel_r = x_kernel_t[:, units : 2 * units]
         x_kernel_h = x_kernel_t[:, 2 * units : 3 * units]
@@ -784,14 +787,14 @@ def _forward_v1(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -828,7 +831,7 @@ def _backward_v1(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
     recurrent_bias_h = bias[1, 2 * units : 3 * units]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_recurrent_kernel_h_seq = residuals["h_prev_recurrent_kernel_h"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -842,7 +845,8 @@ def _backward_v1(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, d_output, keep) = xs
+        (h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -887,7 +891,6 @@ def _backward_v1(
         ),
     )
     xs = (
-        h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
         z_in_seq,
         z_seq,
@@ -896,6 +899,7 @@ def _backward_v1(
         hh_in_seq,
         hh_seq,
         x,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1003,21 +1007,24 @@ def _forward_v2(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
+    x_dropped0_kernel_z_bias = input_bias_z + recurrent_bias_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
+    x_dropped1_kernel_r_bias = input_bias_r + recurrent_bias_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped2_kernel_h_bias = input_bias_h
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped0_kernel_z_t, x_dropped1_kernel_r_t, x_dropped2_kernel_h_t, keep) = xs
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_t + x_dropped0_kernel_z_bias
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_t + x_dropped1_kernel_r_bias
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_t + x_dropped2_kernel_h_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -1072,14 +1079,14 @@ def _forward_v2(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z": z_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -1125,7 +1132,7 @@ def _backward_v2(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_seq = residuals["z"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -1145,7 +1152,6 @@ def _backward_v2(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            h_prev,
             z,
             r,
             h_prev_dropped2_recurrent_kernel_h,
@@ -1156,9 +1162,11 @@ def _backward_v2(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1222,7 +1230,6 @@ def _backward_v2(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_seq,
         r_seq,
         h_prev_dropped2_recurrent_kernel_h_seq,
@@ -1233,6 +1240,7 @@ def _backward_v2(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1341,21 +1349,24 @@ def _forward_v3(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z + recurrent_bias_z
+    x_dropped0_kernel_z_bias = input_bias_z + recurrent_bias_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r + recurrent_bias_r
+    x_dropped1_kernel_r_bias = input_bias_r + recurrent_bias_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped2_kernel_h_bias = input_bias_h
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped0_kernel_z_t, x_dropped1_kernel_r_t, x_dropped2_kernel_h_t, keep) = xs
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_t + x_dropped0_kernel_z_bias
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_t + x_dropped1_kernel_r_bias
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_t + x_dropped2_kernel_h_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -1417,14 +1428,14 @@ def _forward_v3(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -1473,7 +1484,7 @@ def _backward_v3(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -1496,7 +1507,6 @@ def _backward_v3(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            h_prev,
             z_in,
             z,
             r_in,
@@ -1510,9 +1520,11 @@ def _backward_v3(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1576,7 +1588,6 @@ def _backward_v3(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -1590,6 +1601,7 @@ def _backward_v3(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1667,14 +1679,15 @@ def _forward_v4(
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate([input_bias_z, input_bias_r, input_bias_h])
+    x_kernel_bias = jnp.concatenate([input_bias_z, input_bias_r, input_bias_h])
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_z = x_kernel_t[:, 0:units]
         x_kernel_r = x_kernel_t[:, units : 2 * units]
         x_kernel_h = x_kernel_t[:, 2 * units : 3 * units]
@@ -1704,14 +1717,14 @@ def _forward_v4(
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs, unroll=_UNROLL
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "z": z_seq,
         "r": r_seq,
         "h_prev_r": h_prev_r_seq,
@@ -1743,7 +1756,7 @@ def _backward_v4(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     z_seq = residuals["z"]
     r_seq = residuals["r"]
     h_prev_r_seq = residuals["h_prev_r"]
@@ -1755,7 +1768,8 @@ def _backward_v4(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h_prev, z, r, hh, x_t, h_prev_r, d_output, keep) = xs
+        (z, r, hh, x_t, h_prev_r, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1800,7 +1814,7 @@ def _backward_v4(
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, x, h_prev_r_seq, d_outputs, mask)
+    xs = (z_seq, r_seq, hh_seq, x, h_prev_r_seq, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -1878,14 +1892,15 @@ def _forward_v5(
     input_bias_r = bias[units : 2 * units]
     input_bias_h = bias[2 * units : 3 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate([input_bias_z, input_bias_r, input_bias_h])
+    x_kernel_bias = jnp.concatenate([input_bias_z, input_bias_r, input_bias_h])
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_z = x_kernel_t[:, 0:units]
         x_kernel_r = x_kernel_t[:, units : 2 * units]
         x_kernel_h = x_kernel_t[:, 2 * units : 3 * units]
@@ -1919,14 +1934,14 @@ def _forward_v5(
         ((h_prev,), _),
         ((z_in_seq, z_seq, r_in_seq, r_seq, h_prev_r_seq, hh_in_seq, hh_seq), (h_after,), out_seq),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "z_in": z_in_seq,
         "z": z_seq,
         "r_in": r_in_seq,
@@ -1961,7 +1976,7 @@ def _backward_v5(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
     r_in_seq = residuals["r_in"]
@@ -1976,7 +1991,8 @@ def _backward_v5(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, d_output, keep) = xs
+        (z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2022,7 +2038,6 @@ def _backward_v5(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -2031,6 +2046,7 @@ def _backward_v5(
         hh_seq,
         x,
         h_prev_r_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -2130,21 +2146,24 @@ def _forward_v6(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
+    x_dropped0_kernel_z_bias = input_bias_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
+    x_dropped1_kernel_r_bias = input_bias_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped2_kernel_h_bias = input_bias_h
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped0_kernel_z_t, x_dropped1_kernel_r_t, x_dropped2_kernel_h_t, keep) = xs
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_t + x_dropped0_kernel_z_bias
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_t + x_dropped1_kernel_r_bias
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_t + x_dropped2_kernel_h_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z = recurrent_activation(h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t)
@@ -2181,14 +2200,14 @@ def _forward_v6(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z": z_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -2231,7 +2250,7 @@ def _backward_v6(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_seq = residuals["z"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -2250,7 +2269,6 @@ def _backward_v6(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            h_prev,
             z,
             r,
             hh,
@@ -2260,9 +2278,11 @@ def _backward_v6(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_r_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2316,7 +2336,6 @@ def _backward_v6(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_seq,
         r_seq,
         hh_seq,
@@ -2326,6 +2345,7 @@ def _backward_v6(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_r_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -2428,21 +2448,24 @@ def _forward_v7(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_z = x_dropped0_kernel_z + input_bias_z
+    x_dropped0_kernel_z_bias = input_bias_z
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_r = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_r = x_dropped1_kernel_r + input_bias_r
+    x_dropped1_kernel_r_bias = input_bias_r
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_h = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_h = x_dropped2_kernel_h + input_bias_h
+    x_dropped2_kernel_h_bias = input_bias_h
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped0_kernel_z_t, x_dropped1_kernel_r_t, x_dropped2_kernel_h_t, keep) = xs
+        x_dropped0_kernel_z_t = x_dropped0_kernel_z_t + x_dropped0_kernel_z_bias
+        x_dropped1_kernel_r_t = x_dropped1_kernel_r_t + x_dropped1_kernel_r_bias
+        x_dropped2_kernel_h_t = x_dropped2_kernel_h_t + x_dropped2_kernel_h_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_z = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         z_in = h_prev_dropped0_recurrent_kernel_z + x_dropped0_kernel_z_t
@@ -2502,14 +2525,14 @@ def _forward_v7(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -2555,7 +2578,7 @@ def _backward_v7(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -2577,7 +2600,6 @@ def _backward_v7(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            h_prev,
             z_in,
             z,
             r_in,
@@ -2590,9 +2612,11 @@ def _backward_v7(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_r_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2646,7 +2670,6 @@ def _backward_v7(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -2659,6 +2682,7 @@ def _backward_v7(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_r_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -2726,7 +2750,7 @@ def _forward_v8(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -2761,14 +2785,14 @@ def _forward_v8(
     ((h_prev,), _), ((h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq), (h_after,), out_seq) = (
         lax.scan(step, carry, xs, unroll=_UNROLL)
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
         "z": z_seq,
         "r": r_seq,
@@ -2799,7 +2823,7 @@ def _backward_v8(
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_recurrent_kernel_h_seq = residuals["h_prev_recurrent_kernel_h"]
     z_seq = residuals["z"]
     r_seq = residuals["r"]
@@ -2810,7 +2834,8 @@ def _backward_v8(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h_prev, h_prev_recurrent_kernel_h, z, r, hh, x_t, d_output, keep) = xs
+        (h_prev_recurrent_kernel_h, z, r, hh, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2844,7 +2869,7 @@ def _backward_v8(
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (h_seq[:-1], h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, d_outputs, mask)
+    xs = (h_prev_recurrent_kernel_h_seq, z_seq, r_seq, hh_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -2912,7 +2937,7 @@ def _forward_v9(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -2955,14 +2980,14 @@ def _forward_v9(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_recurrent_kernel_h": h_prev_recurrent_kernel_h_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -2996,7 +3021,7 @@ def _backward_v9(
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_recurrent_kernel_h_seq = residuals["h_prev_recurrent_kernel_h"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -3010,7 +3035,8 @@ def _backward_v9(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h_prev, h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, d_output, keep) = xs
+        (h_prev_recurrent_kernel_h, z_in, z, r_in, r, hh_in, hh, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3045,7 +3071,6 @@ def _backward_v9(
         ),
     )
     xs = (
-        h_seq[:-1],
         h_prev_recurrent_kernel_h_seq,
         z_in_seq,
         z_seq,
@@ -3054,6 +3079,7 @@ def _backward_v9(
         hh_in_seq,
         hh_seq,
         x,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -3142,7 +3168,7 @@ def _forward_v10(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -3206,14 +3232,14 @@ def _forward_v10(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z": z_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -3257,7 +3283,7 @@ def _backward_v10(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_seq = residuals["z"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -3277,7 +3303,6 @@ def _backward_v10(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            h_prev,
             z,
             r,
             h_prev_dropped2_recurrent_kernel_h,
@@ -3288,9 +3313,11 @@ def _backward_v10(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3343,7 +3370,6 @@ def _backward_v10(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_seq,
         r_seq,
         h_prev_dropped2_recurrent_kernel_h_seq,
@@ -3354,6 +3380,7 @@ def _backward_v10(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -3445,7 +3472,7 @@ def _forward_v11(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -3518,14 +3545,14 @@ def _forward_v11(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -3572,7 +3599,7 @@ def _backward_v11(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -3595,7 +3622,6 @@ def _backward_v11(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            h_prev,
             z_in,
             z,
             r_in,
@@ -3609,9 +3635,11 @@ def _backward_v11(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3664,7 +3692,6 @@ def _backward_v11(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -3678,6 +3705,7 @@ def _backward_v11(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -3746,7 +3774,7 @@ def _forward_v12(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -3782,14 +3810,14 @@ def _forward_v12(
     ((h_prev,), _), ((z_seq, r_seq, h_prev_r_seq, hh_seq), (h_after,), out_seq) = lax.scan(
         step, carry, xs, unroll=_UNROLL
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "z": z_seq,
         "r": r_seq,
         "h_prev_r": h_prev_r_seq,
@@ -3821,7 +3849,7 @@ def _backward_v12(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     z_seq = residuals["z"]
     r_seq = residuals["r"]
     h_prev_r_seq = residuals["h_prev_r"]
@@ -3833,7 +3861,8 @@ def _backward_v12(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h_prev, z, r, hh, x_t, h_prev_r, d_output, keep) = xs
+        (z, r, hh, x_t, h_prev_r, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -3873,7 +3902,7 @@ def _backward_v12(
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (h_seq[:-1], z_seq, r_seq, hh_seq, x, h_prev_r_seq, d_outputs, mask)
+    xs = (z_seq, r_seq, hh_seq, x, h_prev_r_seq, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -3942,7 +3971,7 @@ def _forward_v13(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -3982,14 +4011,14 @@ def _forward_v13(
         ((h_prev,), _),
         ((z_in_seq, z_seq, r_in_seq, r_seq, h_prev_r_seq, hh_in_seq, hh_seq), (h_after,), out_seq),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "z_in": z_in_seq,
         "z": z_seq,
         "r_in": r_in_seq,
@@ -4024,7 +4053,7 @@ def _backward_v13(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
     r_in_seq = residuals["r_in"]
@@ -4039,7 +4068,8 @@ def _backward_v13(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h_prev, z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, d_output, keep) = xs
+        (z_in, z, r_in, r, hh_in, hh, x_t, h_prev_r, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -4080,7 +4110,6 @@ def _backward_v13(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -4089,6 +4118,7 @@ def _backward_v13(
         hh_seq,
         x,
         h_prev_r_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -4177,7 +4207,7 @@ def _forward_v14(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -4225,14 +4255,14 @@ def _forward_v14(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z": z_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -4275,7 +4305,7 @@ def _backward_v14(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_seq = residuals["z"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -4294,7 +4324,6 @@ def _backward_v14(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            h_prev,
             z,
             r,
             hh,
@@ -4304,9 +4333,11 @@ def _backward_v14(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_r_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -4356,7 +4387,6 @@ def _backward_v14(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_seq,
         r_seq,
         hh_seq,
@@ -4366,6 +4396,7 @@ def _backward_v14(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_r_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -4457,7 +4488,7 @@ def _forward_v15(
     x_mask_1 = masks["x"][1]
     x_mask_2 = masks["x"][2]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_z = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -4528,14 +4559,14 @@ def _forward_v15(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "z_in": z_in_seq,
         "z": z_seq,
@@ -4581,7 +4612,7 @@ def _backward_v15(
     x_mask_0 = residuals["masks"]["x"][0]
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     z_in_seq = residuals["z_in"]
     z_seq = residuals["z"]
@@ -4603,7 +4634,6 @@ def _backward_v15(
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            h_prev,
             z_in,
             z,
             r_in,
@@ -4616,9 +4646,11 @@ def _backward_v15(
             h_prev_dropped0,
             h_prev_dropped1,
             h_prev_r_dropped2,
+            t,
             d_output,
             keep,
         ) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -4668,7 +4700,6 @@ def _backward_v15(
         ),
     )
     xs = (
-        h_seq[:-1],
         z_in_seq,
         z_seq,
         r_in_seq,
@@ -4681,6 +4712,7 @@ def _backward_v15(
         h_prev_dropped0_seq,
         h_prev_dropped1_seq,
         h_prev_r_dropped2_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -5150,6 +5182,12 @@ def draw_dropout_masks(
         drawn = [m.astype(dtype) / (1.0 - rate) for m in keep]
         masks[rate_name] = drawn if per_gate else drawn[0]
     return masks
+
+
+def _before(after, t, initial):
+    """The state entering step t: the state after step t - 1 (``after[t - 1]``), or ``initial``
+    at the first step (read by index, so no shifted copy of the sequence is kept)."""
+    return jnp.where(t > 0, after[jnp.maximum(t - 1, 0)], initial)
 
 
 def _all_steps(a):

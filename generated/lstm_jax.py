@@ -514,14 +514,15 @@ def _forward_v0(
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate([bias_i, bias_f, bias_c, bias_o])
+    x_kernel_bias = jnp.concatenate([bias_i, bias_f, bias_c, bias_o])
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev, c_prev), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_i = x_kernel_t[:, 0:units]
         x_kernel_f = x_kernel_t[:, units : 2 * units]
         x_kernel_c = x_kernel_t[:, 2 * units : 3 * units]
@@ -560,16 +561,15 @@ def _forward_v0(
         ((h_prev, c_prev), _),
         ((i_seq, f_seq, g_seq, o_seq, activation_c_seq), (h_after, c_after), out_seq),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
+        "h": h_after,
+        "c": c_after,
+        "initial_state": initial_state,
         "i": i_seq,
         "f": f_seq,
         "g": g_seq,
@@ -602,8 +602,8 @@ def _backward_v0(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
-    c_seq = residuals["c"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     i_seq = residuals["i"]
     f_seq = residuals["f"]
     g_seq = residuals["g"]
@@ -615,7 +615,9 @@ def _backward_v0(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (c_prev, i, f, g, o, activation_c, x_t, h_prev, d_output, keep) = xs
+        (i, f, g, o, activation_c, x_t, t, d_output, keep) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -666,7 +668,7 @@ def _backward_v0(
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, x, h_seq[:-1], d_outputs, mask)
+    xs = (i_seq, f_seq, g_seq, o_seq, activation_c_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h, d_c), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -751,14 +753,15 @@ def _forward_v1(
     bias_c = bias[2 * units : 3 * units]
     bias_o = bias[3 * units : 4 * units]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + jnp.concatenate([bias_i, bias_f, bias_c, bias_o])
+    x_kernel_bias = jnp.concatenate([bias_i, bias_f, bias_c, bias_o])
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev, c_prev), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         x_kernel_i = x_kernel_t[:, 0:units]
         x_kernel_f = x_kernel_t[:, units : 2 * units]
         x_kernel_c = x_kernel_t[:, 2 * units : 3 * units]
@@ -805,16 +808,15 @@ def _forward_v1(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
+        "h": h_after,
+        "c": c_after,
+        "initial_state": initial_state,
         "i_in": i_in_seq,
         "i": i_seq,
         "f_in": f_in_seq,
@@ -851,8 +853,8 @@ def _backward_v1(
     units = d_states[0].shape[-1]
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
-    c_seq = residuals["c"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     i_in_seq = residuals["i_in"]
     i_seq = residuals["i"]
     f_in_seq = residuals["f_in"]
@@ -868,23 +870,9 @@ def _backward_v1(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (
-            c_prev,
-            c,
-            i_in,
-            i,
-            f_in,
-            f,
-            g_in,
-            g,
-            o_in,
-            o,
-            activation_c,
-            x_t,
-            h_prev,
-            d_output,
-            keep,
-        ) = xs
+        (c, i_in, i, f_in, f, g_in, g, o_in, o, activation_c, x_t, t, d_output, keep) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -936,8 +924,7 @@ def _backward_v1(
         ),
     )
     xs = (
-        c_seq[:-1],
-        c_seq[1:],
+        c_after,
         i_in_seq,
         i_seq,
         f_in_seq,
@@ -948,7 +935,7 @@ def _backward_v1(
         o_seq,
         activation_c_seq,
         x,
-        h_seq[:-1],
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1065,19 +1052,19 @@ def _forward_v2(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+    x_dropped0_kernel_i_bias = bias_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+    x_dropped1_kernel_f_bias = bias_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+    x_dropped2_kernel_c_bias = bias_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+    x_dropped3_kernel_o_bias = bias_o
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
@@ -1089,6 +1076,10 @@ def _forward_v2(
             x_dropped3_kernel_o_t,
             keep,
         ) = xs
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_t + x_dropped0_kernel_i_bias
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_t + x_dropped1_kernel_f_bias
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_t + x_dropped2_kernel_c_bias
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_t + x_dropped3_kernel_o_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i = recurrent_activation(h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t)
@@ -1156,14 +1147,14 @@ def _forward_v2(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "c": c_seq,
+        "c": c_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "i": i_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -1212,7 +1203,7 @@ def _backward_v2(
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
     x_mask_3 = residuals["masks"]["x"][3]
-    c_seq = residuals["c"]
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     i_seq = residuals["i"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -1236,7 +1227,6 @@ def _backward_v2(
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            c_prev,
             i,
             f,
             g,
@@ -1250,9 +1240,11 @@ def _backward_v2(
             h_prev_dropped1,
             h_prev_dropped2,
             h_prev_dropped3,
+            t,
             d_output,
             keep,
         ) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1321,7 +1313,6 @@ def _backward_v2(
         ),
     )
     xs = (
-        c_seq[:-1],
         i_seq,
         f_seq,
         g_seq,
@@ -1335,6 +1326,7 @@ def _backward_v2(
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
         h_prev_dropped3_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1455,19 +1447,19 @@ def _forward_v3(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
-    x_dropped0_kernel_i = x_dropped0_kernel_i + bias_i
+    x_dropped0_kernel_i_bias = bias_i
     x_dropped1 = x * x_mask_1
     x_dropped1_kernel_f = x_dropped1 @ kernel[:, units : 2 * units]
-    x_dropped1_kernel_f = x_dropped1_kernel_f + bias_f
+    x_dropped1_kernel_f_bias = bias_f
     x_dropped2 = x * x_mask_2
     x_dropped2_kernel_c = x_dropped2 @ kernel[:, 2 * units : 3 * units]
-    x_dropped2_kernel_c = x_dropped2_kernel_c + bias_c
+    x_dropped2_kernel_c_bias = bias_c
     x_dropped3 = x * x_mask_3
     x_dropped3_kernel_o = x_dropped3 @ kernel[:, 3 * units : 4 * units]
-    x_dropped3_kernel_o = x_dropped3_kernel_o + bias_o
+    x_dropped3_kernel_o_bias = bias_o
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
@@ -1479,6 +1471,10 @@ def _forward_v3(
             x_dropped3_kernel_o_t,
             keep,
         ) = xs
+        x_dropped0_kernel_i_t = x_dropped0_kernel_i_t + x_dropped0_kernel_i_bias
+        x_dropped1_kernel_f_t = x_dropped1_kernel_f_t + x_dropped1_kernel_f_bias
+        x_dropped2_kernel_c_t = x_dropped2_kernel_c_t + x_dropped2_kernel_c_bias
+        x_dropped3_kernel_o_t = x_dropped3_kernel_o_t + x_dropped3_kernel_o_bias
         h_prev_dropped0 = h_prev * h_prev_mask_0
         h_prev_dropped0_recurrent_kernel_i = h_prev_dropped0 @ recurrent_kernel[:, 0:units]
         i_in = h_prev_dropped0_recurrent_kernel_i + x_dropped0_kernel_i_t
@@ -1558,14 +1554,14 @@ def _forward_v3(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "c": c_seq,
+        "c": c_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "i_in": i_in_seq,
         "i": i_seq,
@@ -1618,7 +1614,7 @@ def _backward_v3(
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
     x_mask_3 = residuals["masks"]["x"][3]
-    c_seq = residuals["c"]
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     i_in_seq = residuals["i_in"]
     i_seq = residuals["i"]
@@ -1646,7 +1642,6 @@ def _backward_v3(
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
         (
-            c_prev,
             c,
             i_in,
             i,
@@ -1665,9 +1660,11 @@ def _backward_v3(
             h_prev_dropped1,
             h_prev_dropped2,
             h_prev_dropped3,
+            t,
             d_output,
             keep,
         ) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1736,8 +1733,7 @@ def _backward_v3(
         ),
     )
     xs = (
-        c_seq[:-1],
-        c_seq[1:],
+        c_after,
         i_in_seq,
         i_seq,
         f_in_seq,
@@ -1755,6 +1751,7 @@ def _backward_v3(
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
         h_prev_dropped3_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -1827,7 +1824,7 @@ def _forward_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -1872,16 +1869,15 @@ def _forward_v4(
         ((h_prev, c_prev), _),
         ((i_seq, f_seq, g_seq, o_seq, activation_c_seq), (h_after, c_after), out_seq),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
+        "h": h_after,
+        "c": c_after,
+        "initial_state": initial_state,
         "i": i_seq,
         "f": f_seq,
         "g": g_seq,
@@ -1913,8 +1909,8 @@ def _backward_v4(
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
-    c_seq = residuals["c"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     i_seq = residuals["i"]
     f_seq = residuals["f"]
     g_seq = residuals["g"]
@@ -1926,7 +1922,9 @@ def _backward_v4(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (c_prev, i, f, g, o, activation_c, x_t, h_prev, d_output, keep) = xs
+        (i, f, g, o, activation_c, x_t, t, d_output, keep) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1967,7 +1965,7 @@ def _backward_v4(
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (c_seq[:-1], i_seq, f_seq, g_seq, o_seq, activation_c_seq, x, h_seq[:-1], d_outputs, mask)
+    xs = (i_seq, f_seq, g_seq, o_seq, activation_c_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h, d_c), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -2041,7 +2039,7 @@ def _forward_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -2094,16 +2092,15 @@ def _forward_v5(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
-        "c": c_seq,
+        "h": h_after,
+        "c": c_after,
+        "initial_state": initial_state,
         "i_in": i_in_seq,
         "i": i_seq,
         "f_in": f_in_seq,
@@ -2139,8 +2136,8 @@ def _backward_v5(
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
-    c_seq = residuals["c"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     i_in_seq = residuals["i_in"]
     i_seq = residuals["i"]
     f_in_seq = residuals["f_in"]
@@ -2156,23 +2153,9 @@ def _backward_v5(
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (
-            c_prev,
-            c,
-            i_in,
-            i,
-            f_in,
-            f,
-            g_in,
-            g,
-            o_in,
-            o,
-            activation_c,
-            x_t,
-            h_prev,
-            d_output,
-            keep,
-        ) = xs
+        (c, i_in, i, f_in, f, g_in, g, o_in, o, activation_c, x_t, t, d_output, keep) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2214,8 +2197,7 @@ def _backward_v5(
         ),
     )
     xs = (
-        c_seq[:-1],
-        c_seq[1:],
+        c_after,
         i_in_seq,
         i_seq,
         f_in_seq,
@@ -2226,7 +2208,7 @@ def _backward_v5(
         o_seq,
         activation_c_seq,
         x,
-        h_seq[:-1],
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -2329,7 +2311,7 @@ def _forward_v6(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -2416,14 +2398,14 @@ def _forward_v6(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "c": c_seq,
+        "c": c_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "i": i_seq,
         "h_prev_dropped1": h_prev_dropped1_seq,
@@ -2472,7 +2454,7 @@ def _backward_v6(
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
     x_mask_3 = residuals["masks"]["x"][3]
-    c_seq = residuals["c"]
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     i_seq = residuals["i"]
     h_prev_dropped1_seq = residuals["h_prev_dropped1"]
@@ -2496,7 +2478,6 @@ def _backward_v6(
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            c_prev,
             i,
             f,
             g,
@@ -2510,9 +2491,11 @@ def _backward_v6(
             h_prev_dropped1,
             h_prev_dropped2,
             h_prev_dropped3,
+            t,
             d_output,
             keep,
         ) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2576,7 +2559,6 @@ def _backward_v6(
         ),
     )
     xs = (
-        c_seq[:-1],
         i_seq,
         f_seq,
         g_seq,
@@ -2590,6 +2572,7 @@ def _backward_v6(
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
         h_prev_dropped3_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -2696,7 +2679,7 @@ def _forward_v7(
     x_mask_2 = masks["x"][2]
     x_mask_3 = masks["x"][3]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped0 = x * x_mask_0
     x_dropped0_kernel_i = x_dropped0 @ kernel[:, 0:units]
     x_dropped1 = x * x_mask_1
@@ -2795,14 +2778,14 @@ def _forward_v7(
             out_seq,
         ),
     ) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    c_seq = jnp.concatenate([initial_state[1][None], c_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "c": c_seq,
+        "c": c_after,
+        "initial_state": initial_state,
         "h_prev_dropped0": h_prev_dropped0_seq,
         "i_in": i_in_seq,
         "i": i_seq,
@@ -2855,7 +2838,7 @@ def _backward_v7(
     x_mask_1 = residuals["masks"]["x"][1]
     x_mask_2 = residuals["masks"]["x"][2]
     x_mask_3 = residuals["masks"]["x"][3]
-    c_seq = residuals["c"]
+    c_after = residuals["c"]  # (T, B, units): the state after each step
     h_prev_dropped0_seq = residuals["h_prev_dropped0"]
     i_in_seq = residuals["i_in"]
     i_seq = residuals["i"]
@@ -2883,7 +2866,6 @@ def _backward_v7(
     def step(carry, xs):
         (d_h, d_c), d_carry, (d_kernel, d_recurrent_kernel) = carry
         (
-            c_prev,
             c,
             i_in,
             i,
@@ -2902,9 +2884,11 @@ def _backward_v7(
             h_prev_dropped1,
             h_prev_dropped2,
             h_prev_dropped3,
+            t,
             d_output,
             keep,
         ) = xs
+        c_prev = _before(c_after, t, residuals["initial_state"][1])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -2968,8 +2952,7 @@ def _backward_v7(
         ),
     )
     xs = (
-        c_seq[:-1],
-        c_seq[1:],
+        c_after,
         i_in_seq,
         i_seq,
         f_in_seq,
@@ -2987,6 +2970,7 @@ def _backward_v7(
         h_prev_dropped1_seq,
         h_prev_dropped2_seq,
         h_prev_dropped3_seq,
+        jnp.arange(T),
         d_outputs,
         mask,
     )
@@ -3454,6 +3438,12 @@ def draw_dropout_masks(
         drawn = [m.astype(dtype) / (1.0 - rate) for m in keep]
         masks[rate_name] = drawn if per_gate else drawn[0]
     return masks
+
+
+def _before(after, t, initial):
+    """The state entering step t: the state after step t - 1 (``after[t - 1]``), or ``initial``
+    at the first step (read by index, so no shifted copy of the sequence is kept)."""
+    return jnp.where(t > 0, after[jnp.maximum(t - 1, 0)], initial)
 
 
 def _all_steps(a):

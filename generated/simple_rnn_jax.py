@@ -468,14 +468,15 @@ def _forward_v0(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + bias
+    x_kernel_bias = bias
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h = activation(h_prev_recurrent_kernel + x_kernel_t)
         step_stored = ()
@@ -493,14 +494,14 @@ def _forward_v0(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
     }
     return outputs, [h_prev], residuals
 
@@ -518,14 +519,15 @@ def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     recurrent_kernel_T = recurrent_kernel.T
 
     # the reverse scan: state gradients and weight gradients in the carry;
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h, x_t, h_prev, d_output, keep) = xs
+        (h, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -554,7 +556,7 @@ def _backward_v0(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (h_seq[1:], x, h_seq[:-1], d_outputs, mask)
+    xs = (h_after, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -595,14 +597,15 @@ def _forward_v1(
     recurrent_kernel = weights["recurrent_kernel"]
     bias = weights["bias"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
-    x_kernel = x_kernel + bias
+    x_kernel_bias = bias
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_kernel_t, keep) = xs
+        x_kernel_t = x_kernel_t + x_kernel_bias
         h_prev_recurrent_kernel = h_prev @ recurrent_kernel
         h_in = h_prev_recurrent_kernel + x_kernel_t
         h = activation(h_in)
@@ -621,14 +624,14 @@ def _forward_v1(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_in": h_in_seq,
     }
     return outputs, [h_prev], residuals
@@ -647,7 +650,7 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_in_seq = residuals["h_in"]
     recurrent_kernel_T = recurrent_kernel.T
 
@@ -655,7 +658,8 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel, d_bias) = carry
-        (h_in, x_t, h_prev, d_output, keep) = xs
+        (h_in, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -684,7 +688,7 @@ def _backward_v1(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (h_in_seq, x, h_seq[:-1], d_outputs, mask)
+    xs = (h_in_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -730,15 +734,16 @@ def _forward_v2(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
-    x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_bias = bias
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped_kernel_t, keep) = xs
+        x_dropped_kernel_t = x_dropped_kernel_t + x_dropped_kernel_bias
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h = activation(h_prev_dropped_recurrent_kernel + x_dropped_kernel_t)
@@ -759,14 +764,14 @@ def _forward_v2(
     ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(
         step, carry, xs, unroll=_UNROLL
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped": h_prev_dropped_seq,
         "x_dropped": x_dropped,
     }
@@ -788,7 +793,7 @@ def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = residuals["masks"]["h_prev"][0]
     x_mask_0 = residuals["masks"]["x"][0]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped_seq = residuals["h_prev_dropped"]
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
@@ -826,7 +831,7 @@ def _backward_v2(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["bias"].shape),
         ),
     )
-    xs = (h_seq[1:], x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    xs = (h_after, x_dropped, h_prev_dropped_seq, d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel, d_bias)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -873,15 +878,16 @@ def _forward_v3(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
-    x_dropped_kernel = x_dropped_kernel + bias
+    x_dropped_kernel_bias = bias
 
     # the time loop: each step's stored values, kept states and output
     def step(carry, xs):
         (h_prev,), previous = carry
         (x_dropped_kernel_t, keep) = xs
+        x_dropped_kernel_t = x_dropped_kernel_t + x_dropped_kernel_bias
         h_prev_dropped = h_prev * h_prev_mask_0
         h_prev_dropped_recurrent_kernel = h_prev_dropped @ recurrent_kernel
         h_in = h_prev_dropped_recurrent_kernel + x_dropped_kernel_t
@@ -1006,7 +1012,7 @@ def _forward_v4(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -1030,14 +1036,14 @@ def _forward_v4(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
     }
     return outputs, [h_prev], residuals
 
@@ -1055,14 +1061,15 @@ def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     recurrent_kernel_T = recurrent_kernel.T
 
     # the reverse scan: state gradients and weight gradients in the carry;
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h, x_t, h_prev, d_output, keep) = xs
+        (h, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1089,7 +1096,7 @@ def _backward_v4(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (h_seq[1:], x, h_seq[:-1], d_outputs, mask)
+    xs = (h_after, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -1127,7 +1134,7 @@ def _forward_v5(
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_kernel = x @ kernel
 
     # the time loop: each step's stored values, kept states and output
@@ -1152,14 +1159,14 @@ def _forward_v5(
     carry = ((initial_state[0],), None if mask is None else jnp.zeros_like(initial_state[0]))
     xs = (x_kernel, mask)
     ((h_prev,), _), ((h_in_seq,), (h_after,), out_seq) = lax.scan(step, carry, xs, unroll=_UNROLL)
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_in": h_in_seq,
     }
     return outputs, [h_prev], residuals
@@ -1178,7 +1185,7 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     T, B, _ = x.shape
     kernel = weights["kernel"]
     recurrent_kernel = weights["recurrent_kernel"]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_in_seq = residuals["h_in"]
     recurrent_kernel_T = recurrent_kernel.T
 
@@ -1186,7 +1193,8 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     # each step's input gradient is its output
     def step(carry, xs):
         (d_h,), d_carry, (d_kernel, d_recurrent_kernel) = carry
-        (h_in, x_t, h_prev, d_output, keep) = xs
+        (h_in, x_t, t, d_output, keep) = xs
+        h_prev = _before(h_after, t, residuals["initial_state"][0])
         if mask is None:
             d_h = d_h + d_output
         else:
@@ -1213,7 +1221,7 @@ def _backward_v5(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (h_in_seq, x, h_seq[:-1], d_outputs, mask)
+    xs = (h_in_seq, x, jnp.arange(T), d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -1256,7 +1264,7 @@ def _forward_v6(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
 
@@ -1284,14 +1292,14 @@ def _forward_v6(
     ((h_prev,), _), ((h_prev_dropped_seq,), (h_after,), out_seq) = lax.scan(
         step, carry, xs, unroll=_UNROLL
     )
-    h_seq = jnp.concatenate([initial_state[0][None], h_after])
     outputs = h_after if mask is None else out_seq
     residuals = {
         "x": x,
         "mask": mask,
         "masks": masks,
         "weights": weights,
-        "h": h_seq,
+        "h": h_after,
+        "initial_state": initial_state,
         "h_prev_dropped": h_prev_dropped_seq,
         "x_dropped": x_dropped,
     }
@@ -1313,7 +1321,7 @@ def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activatio
     recurrent_kernel = weights["recurrent_kernel"]
     h_prev_mask_0 = residuals["masks"]["h_prev"][0]
     x_mask_0 = residuals["masks"]["x"][0]
-    h_seq = residuals["h"]
+    h_after = residuals["h"]  # (T, B, units): the state after each step
     h_prev_dropped_seq = residuals["h_prev_dropped"]
     x_dropped = residuals["x_dropped"]
     recurrent_kernel_T = recurrent_kernel.T
@@ -1349,7 +1357,7 @@ def _backward_v6(residuals, d_outputs, d_states, zero_output_for_mask, activatio
             jnp.zeros_like(d_states[0], shape=weights["recurrent_kernel"].shape),
         ),
     )
-    xs = (h_seq[1:], x_dropped, h_prev_dropped_seq, d_outputs, mask)
+    xs = (h_after, x_dropped, h_prev_dropped_seq, d_outputs, mask)
     ((d_h,), _, (d_kernel, d_recurrent_kernel)), d_x = lax.scan(
         step, carry, xs, reverse=True, unroll=_UNROLL
     )
@@ -1393,7 +1401,7 @@ def _forward_v7(
     h_prev_mask_0 = masks["h_prev"][0]
     x_mask_0 = masks["x"][0]
 
-    # input projections for every step at once (T, B, columns), biases folded
+    # input projections for every step at once (T, B, columns); biases added per step
     x_dropped = x * x_mask_0
     x_dropped_kernel = x_dropped @ kernel
 
@@ -1935,6 +1943,12 @@ def draw_dropout_masks(
         drawn = [m.astype(dtype) / (1.0 - rate) for m in keep]
         masks[rate_name] = drawn if per_gate else drawn[0]
     return masks
+
+
+def _before(after, t, initial):
+    """The state entering step t: the state after step t - 1 (``after[t - 1]``), or ``initial``
+    at the first step (read by index, so no shifted copy of the sequence is kept)."""
+    return jnp.where(t > 0, after[jnp.maximum(t - 1, 0)], initial)
 
 
 def _all_steps(a):

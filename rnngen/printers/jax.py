@@ -249,13 +249,16 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
                 parts.append(f"jnp.zeros({self.expr(b.stop - b.start)}, {like}.dtype)")
         return parts[0] if len(parts) == 1 else f"jnp.concatenate([{', '.join(parts)}])"
 
-    def hoist(self, src: Source, g: symbolic.Group) -> None:
-        """``g``'s input projection (every step, or one step), biases folded."""
+    def hoist(self, src: Source, g: symbolic.Group, fold: bool = True) -> None:
+        """``g``'s input projection (every step, or one step), biases folded (or, without
+        ``fold``, bound to ``<group>_bias`` for each step to add: adding them to the whole
+        projection would keep a second (T, B, columns) array)."""
         if g.operand != "x" and base.first_operand(self.variant, g):
             src(f"{g.operand} = {self.expr(g.operand_expr)}")
         src(f"{g.name} = {g.operand} @ {self.weight_slice(g)}")
         if g.folded:
-            src(f"{g.name} = {g.name} + {self.folded_bias(g, g.name)}")
+            bias = self.folded_bias(g, g.name)
+            src(f"{g.name} = {g.name} + {bias}" if fold else f"{g.name}_bias = {bias}")
 
     def slice_hoisted(self, src: Source) -> None:
         """Inside a step: each product of a hoisted group read from ``<group>_t``."""
@@ -325,9 +328,12 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
             body("", "# values of the weights alone: the same at every step, computed once")
             body(*self.emit(v.prelude))
         if v.hoisted:
-            body("", "# input projections for every step at once (T, B, columns), biases folded")
+            body(
+                "",
+                "# input projections for every step at once (T, B, columns); biases added per step",
+            )
             for g in v.hoisted:
-                self.hoist(body, g)
+                self.hoist(body, g, fold=False)
         stream = [g.name for g in v.hoisted] + (["x"] if base.reads_x_t(v) else [])
         step_names = [naming.at_step(g.name) for g in v.hoisted]
         step_names += [naming.X_T] if base.reads_x_t(v) else []
@@ -337,6 +343,9 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
         with step:
             step(f"{tuple_of([naming.prev(s) for s in states])}, previous = carry")
             step(f"{tuple_of([*step_names, 'keep'])} = xs")
+            for g in v.hoisted:
+                if g.folded:
+                    step(f"{naming.at_step(g.name)} = {naming.at_step(g.name)} + {g.name}_bias")
             self.slice_hoisted(step)
             step(*self.emit(v.forward, in_step=True))
             step(f"step_stored = {tuple_of(self.step_expr(name) for name, _ in v.stored)}")
@@ -386,9 +395,6 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
                 f"{tuple_of([f'{s}_after' for s in kept])}, out_seq) = "
                 "lax.scan(step, carry, xs, unroll=_UNROLL)"
             )
-            for s in base.backward_states(spec, v):
-                i = states.index(s)
-                src(f"{naming.seq(s)} = jnp.concatenate([initial_state[{i}][None], {s}_after])")
             if spec.output in states:
                 src(f"outputs = {spec.output}_after if mask is None else out_seq")
             else:
@@ -397,8 +403,10 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
             with src:
                 for key in ("x", "mask", "masks", "weights"):
                     src(f'"{key}": {key},')
-                for s in base.backward_states(spec, v):
-                    src(f'"{s}": {naming.seq(s)},')
+                for s in base.backward_states(spec, v):  # the states after each step
+                    src(f'"{s}": {s}_after,')
+                if base.backward_states(spec, v):
+                    src('"initial_state": initial_state,')
                 for name, _ in v.stored:
                     src(f'"{name}": {naming.seq(name)},')
                 for operand in self.hoisted_operands():
@@ -429,11 +437,12 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
         d_x_t = self._in_loop(in_loop, streams, accs)
         summed = list(self.weight_terms)  # weights whose gradients the carry sums
         sums = [self.carried(w, accs) for w in summed]
+        xs, reads = self.stream_lines(streams)
         step = Source()
         step("def step(carry, xs):")
         with step:
             step(f"{tuple_of(d_states)}, {naming.CARRY}, {tuple_of(accs + sums)} = carry")
-            step(f"{tuple_of([n for n, _ in streams] + ['d_output', 'keep'])} = xs")
+            step(*reads)
             self._seed(step)
             step(*backward)
             step(*in_loop.lines)
@@ -501,7 +510,7 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
                 'residuals["masks"]',
             )
             for s in base.backward_states(spec, v):
-                src(f'{naming.seq(s)} = residuals["{s}"]')
+                src(f'{s}_after = residuals["{s}"]  # (T, B, units): the state after each step')
             for name, _ in v.stored:
                 src(f'{naming.seq(name)} = residuals["{name}"]')
             for operand in self.hoisted_operands():
@@ -517,7 +526,7 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
             src(
                 f"{naming.CARRY} = None if mask is None else jnp.zeros_like(d_states[0])",
                 f"carry = (tuple(d_states), {naming.CARRY}, {tuple_of(zeros)})",
-                f"xs = {tuple_of([seq for _, seq in streams] + ['d_outputs', 'mask'])}",
+                f"xs = {tuple_of([*xs, 'd_outputs', 'mask'])}",
                 f"({tuple_of(d_states)}, _, {tuple_of(accs + sums)}), "
                 f"{'d_x' if d_x_t else '_'}"
                 f" = lax.scan(step, carry, xs, reverse=True, unroll=_UNROLL)",

@@ -27,6 +27,27 @@ class BackwardStep:
                 out.append((target, seq))
         return out
 
+    def stream_lines(self, streams: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+        """``(xs, lines)``: the arrays the backward scan walks over, and the lines that bind a
+        step's values from them. A state entering step t is the state after step t - 1 (or
+        the initial state), read by index: no shifted copy of the sequence."""
+        xs, lines, names = [], [], []
+        for name, seq in streams:
+            state = seq.partition("[")[0].removesuffix(naming.seq(""))
+            if seq.endswith("[1:]"):
+                xs.append(f"{state}_after")
+                names.append(name)
+            elif seq.endswith("[:-1]"):
+                i = self.spec.states.index(state)
+                lines.append(f'{name} = _before({state}_after, t, residuals["initial_state"][{i}])')
+            else:
+                xs.append(seq)
+                names.append(name)
+        if lines:
+            xs.append("jnp.arange(T)")
+            names.append("t")
+        return xs, [f"{tuple_of([*names, 'd_output', 'keep'])} = xs", *lines]
+
     def step_operand(self, streams: list[tuple[str, str]], seq: str) -> str:
         """The name one backward step binds ``seq``'s step to (added to ``streams`` if new)."""
         for name, value in streams:
