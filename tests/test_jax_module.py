@@ -408,3 +408,31 @@ def test_every_activation_matches_numpy_and_its_vjp_matches_jax_autodiff(built):
         (reference,) = pullback(jnp.asarray(d))
         got = vjp(y if reads_output else jnp.asarray(u), jnp.asarray(d))
         assert rel_err(got, reference) <= 1e-12, name
+
+
+SPLIT_BIAS = """\
+name: split_bias
+class_name: SplitBias
+weights:
+  kernel: {shape: [input_dim, units], initializer: glorot_uniform}
+  bias: {shape: [2 * units], blocks: [b, v], initializer: ones}
+states: [h]
+output: y
+step: {h: tanh(x @ kernel + b + v * h_prev), y: h}
+"""
+
+
+def test_a_weight_split_between_the_projection_and_the_loop_gets_both_gradients(built, tmp_path):
+    """One weight, two blocks: ``b`` folded into the hoisted input projection (its gradient
+    summed in the backward scan's carry) and ``v`` read in the loop (its own accumulator). Both
+    blocks' gradients must survive into ``d_bias``: the fused VJP against the scan's, 1e-9."""
+    path = tmp_path / "split_bias.yaml"
+    path.write_text(SPLIT_BIAS)
+    _, mod, _ = built(path)
+    params, x, h0, mask, masks, d_seq, d_final = problem(mod, seed=3)
+    args = (params, x, h0, jnp.asarray(mask), masks, jnp.asarray(d_seq), d_final)
+    got = jax.jit(vjp_program(mod, {})).lower(*args).compile(JIT_OPTIONS)(*args)
+    d_bias_fused, d_bias_scan = (got[impl][1][0]["bias"] for impl in ("fused", "scan"))
+    half = UNITS  # the b block
+    assert float(np.max(np.abs(np.asarray(d_bias_scan[:half])))) > 0
+    assert rel_err(d_bias_fused, d_bias_scan) <= GRAD_RTOL

@@ -210,20 +210,19 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
         self.weight_terms.setdefault(weight, []).append((index, value))
 
     def weight_gradients(self, src: Source) -> None:
-        """``d_weights``: a sum where every term is the whole weight, else ``.at[...].add``."""
+        """``d_weights``: each weight's whole-weight terms summed (the backward scan's carry
+        among them), then each block's terms added into its slice (``.at[...].add``)."""
         for weight, _ in self.variant.weights:
             d_w = naming.adjoint(weight)
             terms = self.weight_terms.get(weight, [])
-            if terms == [("", d_w)]:  # summed in the backward scan's carry
-                continue
-            if terms and not any(index for index, _ in terms):
-                src(f"{d_w} = {' + '.join(value for _, value in terms)}")
-                continue
-            src(f'{d_w} = jnp.zeros_like(weights["{weight}"])')
+            whole = " + ".join(value for index, value in terms if not index)
+            if not whole:
+                src(f'{d_w} = jnp.zeros_like(weights["{weight}"])')
+            elif whole != d_w:  # (d_w alone: summed in the carry, already bound)
+                src(f"{d_w} = {whole}")
             for index, value in terms:
-                src(
-                    f"{d_w} = {d_w}.at{index}.add({value})" if index else f"{d_w} = {d_w} + {value}"
-                )
+                if index:
+                    src(f"{d_w} = {d_w}.at{index}.add({value})")
         pairs = ", ".join(f'"{w}": {naming.adjoint(w)}' for w, _ in self.variant.weights)
         src(f"d_weights = {{{pairs}}}")
 
