@@ -59,6 +59,20 @@ class StatementPrinter:
     #: printing the forward step inside the loop (hoisted values are read at this step)
     in_step = False
 
+    def _print_Symbol(self, expr):
+        """A name, recorded in ``read`` (the names a function printed, so that it binds only
+        the sizes it reads)."""
+        self.__dict__.setdefault("read", set()).add(expr.name)
+        return super()._print_Symbol(expr)
+
+    def bind_sizes(self, src: Source, first_state: str, x: str = "x") -> None:
+        """Bind ``units`` and ``input_dim`` where the printed lines read them."""
+        read = self.__dict__.get("read", set())
+        if "units" in read:
+            src(f"units = {first_state}.shape[-1]")
+        if "input_dim" in read:
+            src(f"input_dim = {x}.shape[-1]")
+
     def emit(self, statements, in_step: bool = False) -> list[str]:
         """Source lines for a sequence of IR statements (each node prints itself)."""
         out: list[str] = []

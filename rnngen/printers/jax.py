@@ -129,10 +129,6 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
         self.weight_terms: dict[str, list[tuple[str, str]]] = {}
         self.summed: dict[str, bool] = {}
 
-    def _print_Symbol(self, expr):
-        self.read.add(expr.name)
-        return super()._print_Symbol(expr)
-
     def _print_Assign(self, s: symbolic.Assign) -> str:
         line = f"{s.target} = {self.value(s.expr)}"
         if self.in_step and s.target in self.variant.broadcast:
@@ -266,13 +262,6 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
                 for p, b in g.products:
                     src(f"{p} = {naming.at_step(g.name)}[:, {self.columns(g, b)}]")
 
-    def _sizes(self, src: Source, units: str, x: str) -> None:
-        """Bind ``units`` and ``input_dim`` where the printed lines read them."""
-        if "units" in self.read:
-            src(f"units = {units}.shape[-1]")
-        if "input_dim" in self.read:
-            src(f"input_dim = {x}.shape[-1]")
-
     # -- functions -----------------------------------------------------------------------------
 
     def functions(self) -> str:
@@ -303,7 +292,7 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
             src(f'"""One step for {v.describe()}.', "", "Returns (output, new states).", '"""')
             prevs = ", ".join(naming.prev(s) for s in states)
             src(f"{prevs}{',' if len(states) == 1 else ''} = states")
-            self._sizes(src, naming.prev(states[0]), "x")
+            self.bind_sizes(src, naming.prev(states[0]))
             if base.reads_x_t(v):
                 src(f"{naming.X_T} = x")
             src(*body.lines)
@@ -379,7 +368,7 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
                 "residuals: only what the backward pass reads).",
                 '"""',
             )
-            self._sizes(src, "initial_state[0]", "x")
+            self.bind_sizes(src, "initial_state[0]")
             src(*body.lines)
             src("", "# the time loop: each step's stored values, kept states and output")
             src(*step.lines)
@@ -500,7 +489,7 @@ class JaxPrinter(BackwardStep, StatementPrinter, JaxCode):
             src("T, B, _ = x.shape")
             if self.uses_dtype:
                 src("dtype = x.dtype")
-            self._sizes(src, "d_states[0]", "x")
+            self.bind_sizes(src, "d_states[0]")
             self._bind(
                 src,
                 base.backward_weights(v),

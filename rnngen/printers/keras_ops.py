@@ -85,10 +85,6 @@ class KerasOpsPrinter(StatementPrinter, NumpyCode):
         self.variant = variant
         self.read: set[str] = set()  # symbols printed (so sizes know what to bind)
 
-    def _print_Symbol(self, expr):
-        self.read.add(expr.name)
-        return super()._print_Symbol(expr)
-
     # -- expressions ---------------------------------------------------------------------------
 
     def _print(self, expr, **kwargs):
@@ -183,13 +179,6 @@ class KerasOpsPrinter(StatementPrinter, NumpyCode):
         for b in vectors:
             src(f"{b.name} = {self.block_value(b)}")
 
-    def _size_bindings(self, src: Source, first_state: str) -> None:
-        """Bind ``units`` and ``input_dim`` where the printed code reads them."""
-        if "units" in self.read:
-            src(f"units = {first_state}.shape[-1]")
-        if "input_dim" in self.read:
-            src("input_dim = x.shape[-1]")
-
     def step_function(self) -> str:
         v, spec = self.variant, self.spec
         states = spec.states
@@ -222,7 +211,7 @@ class KerasOpsPrinter(StatementPrinter, NumpyCode):
             )
             prevs = ", ".join(naming.prev(s) for s in states)
             src(f"{prevs}{',' if len(states) == 1 else ''} = states")
-            self._size_bindings(src, naming.prev(states[0]))
+            self.bind_sizes(src, naming.prev(states[0]))
             if base.reads_x_t(v):
                 src(f"{naming.X_T} = x")
             src(*body.lines)

@@ -25,10 +25,6 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         self.read: set[str] = set()  # symbols printed so far (so sizes know what to bind)
         self.weight_terms: dict[str, list[str]] = {}
 
-    def _print_Symbol(self, expr):
-        self.read.add(expr.name)
-        return super()._print_Symbol(expr)
-
     # -- statements ----------------------------------------------------------------------------
 
     def _print_Assign(self, s: symbolic.Assign) -> str:
@@ -162,13 +158,6 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
         step = KerasOpsPrinter(self.spec, self.variant).step_function()
         return step + "\n\n" + self.fused_function()
 
-    def _size_bindings(self, src: Source, first_state: str) -> None:
-        """Bind ``units`` and ``input_dim`` where the printed code reads them."""
-        if "units" in self.read:
-            src(f"units = {first_state}.shape[-1]")
-        if "input_dim" in self.read:
-            src("input_dim = x.shape[-1]")
-
     def fused_function(self) -> str:
         v, spec = self.variant, self.spec
         states = spec.states
@@ -212,7 +201,7 @@ class TensorflowPrinter(StatementPrinter, TensorflowCode):
                 src(f"{initial}{',' if n == 1 else ''} = args[:{n}]")
                 names = ", ".join(name for name, _ in v.weights)
                 src(f"{names}{',' if len(v.weights) == 1 else ''} = args[{n}:]")
-                self._size_bindings(src, f"{states[0]}_0")
+                self.bind_sizes(src, f"{states[0]}_0")
                 src(*body.lines)
                 src("return (outputs, *final), grad")
             src(

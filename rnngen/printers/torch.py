@@ -27,10 +27,6 @@ class TorchPrinter(StatementPrinter, TorchCode):
         self.variant = variant
         self.read: set[str] = set()  # symbols printed so far (so sizes know what to bind)
 
-    def _print_Symbol(self, expr):
-        self.read.add(expr.name)
-        return super()._print_Symbol(expr)
-
     # -- statements ----------------------------------------------------------------------------
 
     def _print_Assign(self, s: symbolic.Assign) -> str:
@@ -155,13 +151,6 @@ class TorchPrinter(StatementPrinter, TorchCode):
         operands = {base.operand_seq(self.spec, g) for g in self.variant.groups}
         return {name for name, _ in self.variant.stored if naming.seq(name) in operands}
 
-    def _sizes(self, src: Source, first_state: str, x: str) -> None:
-        """Bind ``units`` and ``input_dim`` where the printed lines read them."""
-        if "units" in self.read:
-            src(f"units = {first_state}.shape[-1]")
-        if "input_dim" in self.read:
-            src(f"input_dim = {x}.shape[-1]")
-
     # -- functions -----------------------------------------------------------------------------
 
     def functions(self) -> str:
@@ -193,7 +182,7 @@ class TorchPrinter(StatementPrinter, TorchCode):
             src(f'"""One step for {v.describe()}.', "", "Returns (output, new states).", '"""')
             prevs = ", ".join(naming.prev(s) for s in states)
             src(f"{prevs}{',' if len(states) == 1 else ''} = states")
-            self._sizes(src, naming.prev(states[0]), "x")
+            self.bind_sizes(src, naming.prev(states[0]))
             if base.reads_x_t(v):
                 src(f"{naming.X_T} = x")
             src(*body.lines)
