@@ -301,11 +301,14 @@ def ruff_binary() -> str:
     return str(find_ruff_bin())
 
 
-def write_atomically(files: dict[str, str], out_dir: Path) -> list[Path]:
+def write_atomically(
+    files: dict[str, str], out_dir: Path, *, check_syntax: bool = True
+) -> list[Path]:
     """Write every file into a temporary folder, check it, then move each into place.
 
     Either all files are replaced or none is: a failure before the final renames
-    leaves ``out_dir`` exactly as it was.
+    leaves ``out_dir`` exactly as it was. ``check_syntax=False`` skips parsing the Python
+    files again, for modules :func:`render` made (ruff formatted them, which parses them).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +317,7 @@ def write_atomically(files: dict[str, str], out_dir: Path) -> list[Path]:
         for name, text in files.items():
             path = tmp / name
             path.write_text(text, encoding="utf-8", newline="\n")
-            if name.endswith(".py"):
+            if check_syntax and name.endswith(".py"):
                 ast.parse(text)
         written = []
         for name in files:
