@@ -44,11 +44,12 @@ only the values the backward reads (the states and the step values listed in eac
 from these equations (see gru.md), a reverse ``lax.scan`` whose carry sums the
 weight gradients step by step and whose output is the input gradient, so it keeps no
 per-step product gradients. A call whose gradient is not taken keeps nothing: it runs the
-plain scan. ``"scan"`` is the plain ``lax.scan`` over the step, differentiated by JAX. Both take masks, ``go_backwards``, ``zero_output_for_mask``, initial
-states and dropout masks (constants: no gradient flows into them), and work under ``jit``
-(the options are static Python values), ``grad``, ``vmap`` (over inputs or a stack of
-parameter sets) and float64. The fused op's backward is not itself differentiable twice
-(``jax.hessian``, ``jvp``): use ``"scan"`` for those.
+plain scan. ``"scan"`` is the plain ``lax.scan`` over the step, differentiated by JAX. Both
+take masks, ``go_backwards``, ``zero_output_for_mask``, initial states and dropout masks
+(constants: no gradient flows into them), and work under ``jit`` (the options are static
+Python values), ``grad``, ``vmap`` (over inputs or a stack of parameter sets) and float64.
+The fused op's backward is not itself differentiable twice (``jax.hessian``, ``jvp``): use
+``"scan"`` for those.
 
 Across devices, shard along the batch: under ``jax.jit`` with batch-sharded inputs
 (``jax.sharding.NamedSharding``) XLA partitions both scans over the devices; inside
