@@ -43,11 +43,11 @@ only the values the backward reads (the states and the step values listed in eac
 ``_forward_*``'s residuals, each an array over all steps); its backward is the BPTT derived
 from these equations (see gru.md), a reverse ``lax.scan`` whose carry sums the
 weight gradients step by step and whose output is the input gradient, so it keeps no
-per-step product gradients. A call whose gradient is not taken keeps nothing: it runs the
-plain scan. ``"scan"`` is the plain ``lax.scan`` over the step, differentiated by JAX. Both
-take masks, ``go_backwards``, ``zero_output_for_mask``, initial states and dropout masks
-(constants: no gradient flows into them), and work under ``jit`` (the options are static
-Python values), ``grad``, ``vmap`` (over inputs or a stack of parameter sets) and float64.
+per-step product gradients. ``"scan"`` is the plain ``lax.scan`` over the step,
+differentiated by JAX. Both take masks, ``go_backwards``, ``zero_output_for_mask``, initial
+states and dropout masks (constants: no gradient flows into them), and work under ``jit`` (the
+options are static Python values), ``grad``, ``vmap`` (over inputs or a stack of parameter
+sets) and float64.
 The fused op's backward is not itself differentiable twice (``jax.hessian``, ``jvp``): use
 ``"scan"`` for those.
 
@@ -4788,9 +4788,10 @@ def _make_fused(key, functions, zero_output_for_mask):
 
     @jax.custom_vjp
     def fused(x, initial, weights, mask, masks):
-        # no gradient taken: nothing to keep, so the plain scan (the hoisted projection and the
-        # stored values are what the backward pass needs, and only fused_fwd computes them)
-        return _run_scan(key, functions, x, initial, weights, mask, masks, zero_output_for_mask)
+        outputs, final, _ = forward_fn(
+            x, weights, initial, mask, masks, zero_output_for_mask, *functions
+        )
+        return outputs, final
 
     def fused_fwd(x, initial, weights, mask, masks):
         outputs, final, residuals = forward_fn(
